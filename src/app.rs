@@ -1,0 +1,183 @@
+//! Building and running the service: what `main` does, as a library call
+//! tests make too (`Application::build` binds the listener, `port()` tells
+//! where, `run` serves until stopped).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::hub::{Hub, MemoryHub};
+use crate::store::TicketStore;
+use crate::store::memory::MemoryStore;
+use crate::templates::Templates;
+use crate::token::Tokens;
+use crate::web::{AppState, Shared};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid settings:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Settings(Vec<crate::config::Problem>),
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
+    #[error(transparent)]
+    Templates(#[from] crate::templates::TemplateError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The metrics recorder is process-wide by nature (the `metrics` macros
+/// report to one global); several apps in one process share it.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed by an embedder; then
+            // our handle simply renders what we record through it.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Raise the open-file soft limit to the hard limit: every socket is a
+/// file, and the default soft limit (often 1,024) would cap waiting
+/// browsers far below what the machine can hold.
+pub fn raise_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(
+            open_files = limit,
+            "open-file limit: about {} sockets",
+            limit.saturating_sub(100)
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+/// Stops a running application: sockets close with 1012, then the server
+/// exits.
+#[derive(Clone)]
+pub struct StopHandle(Arc<watch::Sender<bool>>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let problems = settings.problems();
+        if !problems.is_empty() {
+            return Err(StartError::Settings(problems));
+        }
+        if settings.providers.contains(&crate::ticket::Provider::Dev) {
+            tracing::warn!(
+                "the dev provider is enabled: anyone who opens a QR link can log in; development only"
+            );
+        }
+        let listener =
+            TcpListener::bind(settings.bind)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: settings.bind,
+                    source,
+                })?;
+        let mut settings = settings;
+        if settings.public_url.is_none() {
+            // Bound to port 0 (tests): name the real port in QR contents.
+            if let Ok(addr) = listener.local_addr() {
+                settings.public_url = Some(format!("http://{addr}"));
+            }
+        }
+        let tokens = Arc::new(Tokens::from_settings(&settings)?);
+        let templates = Templates::load(settings.templates_dir.as_deref())?;
+        let store: Arc<dyn TicketStore> = Arc::new(MemoryStore::new());
+        let hub: Arc<dyn Hub> = Arc::new(MemoryHub::default());
+        let engine = Engine::new(
+            store,
+            hub,
+            tokens,
+            settings.ticket_ttl,
+            settings.max_live_tickets,
+        );
+        let (stop, shutdown) = watch::channel(false);
+        let mut page_key = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut page_key);
+        let qr_cache = moka::sync::Cache::builder()
+            .max_capacity(32 * 1024 * 1024)
+            .weigher(|_, v: &bytes::Bytes| v.len() as u32)
+            .time_to_live(settings.ticket_ttl())
+            .build();
+        let shared = Shared {
+            settings,
+            engine,
+            templates,
+            metrics: metrics_handle(),
+            shutdown,
+            page_key,
+            qr_cache,
+        };
+        Ok(Self {
+            listener,
+            state: AppState(Arc::new(shared)),
+            stop: Arc::new(stop),
+        })
+    }
+
+    /// The bound port (tests bind port 0).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
+    }
+
+    /// Serve until stopped (by the handle or `signal`), then close sockets
+    /// with 1012 and return.
+    pub async fn run(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let stop = self.stop.clone();
+        let mut stopped = self.state.shutdown.clone();
+        tokio::spawn(async move {
+            signal.await;
+            let _ = stop.send(true);
+        });
+        let router = crate::web::router(self.state.clone());
+        let serve = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+        serve.await?;
+        // Upgraded sockets are not awaited by axum; give their 1012 closes a
+        // moment to flush.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,531 @@
+//! Typed settings: every knob is an environment variable (also read from
+//! `.env`), and a CLI flag of the same name may override it.
+//!
+//! The names are the operators' contract (API.md); `validate` turns raw
+//! values into problems that name the variable, so a bad deployment stops at
+//! start instead of failing on the first login.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::ticket::Provider;
+
+/// `qrlogin`: with no subcommand it serves.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "qrlogin", version, about = "QR-code login service", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve (the default when no subcommand is given).
+    Serve,
+    /// Print the effective configuration (secrets redacted); exit 1 listing every problem.
+    CheckConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlg {
+    #[value(name = "HS256")]
+    Hs256,
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "ES256")]
+    Es256,
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OauthScope {
+    #[value(name = "snsapi_userinfo")]
+    SnsapiUserinfo,
+    #[value(name = "snsapi_base")]
+    SnsapiBase,
+}
+
+/// Which WeChat id becomes the token's `sub`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WechatSubject {
+    /// The unionid when WeChat gave one, else the openid.
+    Unionid,
+    /// Always the openid.
+    Openid,
+}
+
+/// Every setting of a running service.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Listen address.
+    #[arg(long = "bind", env = "QRLOGIN_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// External base URL used in QR contents and redirects (default: http://{bind}).
+    #[arg(long = "public-url", env = "QRLOGIN_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// `development` or `production`.
+    #[arg(
+        long = "env",
+        env = "QRLOGIN_ENV",
+        value_enum,
+        default_value = "development"
+    )]
+    pub env: Environment,
+    /// Comma list of enabled providers; the first is the default for new tickets.
+    #[arg(
+        long = "providers",
+        env = "QRLOGIN_PROVIDERS",
+        value_delimiter = ',',
+        default_value = "dev"
+    )]
+    pub providers: Vec<Provider>,
+    /// Ticket lifetime in seconds.
+    #[arg(long = "ticket-ttl", env = "QRLOGIN_TICKET_TTL", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ticket_ttl: u64,
+    /// Key of trusted backends (trusted API off when unset).
+    #[arg(long = "api-key", env = "QRLOGIN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Comma list of Origins allowed for WebSocket and CORS (empty: same origin only).
+    #[arg(
+        long = "allowed-origins",
+        env = "QRLOGIN_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// CIDRs whose X-Forwarded-For is believed.
+    #[arg(
+        long = "trusted-proxies",
+        env = "QRLOGIN_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// When set, tickets and pushes go through Redis (several instances).
+    #[arg(long = "redis-url", env = "QRLOGIN_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so deployments can share one Redis.
+    #[arg(
+        long = "redis-prefix",
+        env = "QRLOGIN_REDIS_PREFIX",
+        default_value = "qrlogin"
+    )]
+    pub redis_prefix: String,
+    /// Folder whose templates override the built-in ones.
+    #[arg(long = "templates-dir", env = "QRLOGIN_TEMPLATES_DIR")]
+    pub templates_dir: Option<PathBuf>,
+    /// JWT signing algorithm.
+    #[arg(
+        long = "jwt-alg",
+        env = "QRLOGIN_JWT_ALG",
+        value_enum,
+        default_value = "HS256"
+    )]
+    pub jwt_alg: JwtAlg,
+    /// HS256 key (at least 32 bytes). Unset in development: a random one.
+    #[arg(
+        long = "jwt-secret",
+        env = "QRLOGIN_JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// PEM private key that signs (asymmetric algorithms).
+    #[arg(long = "jwt-key-file", env = "QRLOGIN_JWT_KEY_FILE")]
+    pub jwt_key_file: Option<PathBuf>,
+    /// Comma list of earlier PEM keys: published and still verifying, never signing.
+    #[arg(
+        long = "jwt-previous-key-files",
+        env = "QRLOGIN_JWT_PREVIOUS_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub jwt_previous_key_files: Vec<PathBuf>,
+    /// `iss` of issued tokens (default: the public URL).
+    #[arg(long = "jwt-issuer", env = "QRLOGIN_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// `aud` of issued tokens.
+    #[arg(
+        long = "jwt-audience",
+        env = "QRLOGIN_JWT_AUDIENCE",
+        default_value = "qrlogin"
+    )]
+    pub jwt_audience: String,
+    /// Token lifetime in seconds.
+    #[arg(long = "jwt-ttl", env = "QRLOGIN_JWT_TTL", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(30..=2_592_000))]
+    pub jwt_ttl: u64,
+    /// Official Account app id.
+    #[arg(long = "wechat-app-id", env = "QRLOGIN_WECHAT_APP_ID")]
+    pub wechat_app_id: Option<String>,
+    /// Official Account app secret.
+    #[arg(
+        long = "wechat-app-secret",
+        env = "QRLOGIN_WECHAT_APP_SECRET",
+        hide_env_values = true
+    )]
+    pub wechat_app_secret: Option<String>,
+    /// OAuth scope of `wechat-oauth`.
+    #[arg(
+        long = "wechat-oauth-scope",
+        env = "QRLOGIN_WECHAT_OAUTH_SCOPE",
+        value_enum,
+        default_value = "snsapi_userinfo"
+    )]
+    pub wechat_oauth_scope: OauthScope,
+    /// Event push signature token.
+    #[arg(
+        long = "wechat-token",
+        env = "QRLOGIN_WECHAT_TOKEN",
+        hide_env_values = true
+    )]
+    pub wechat_token: Option<String>,
+    /// Safe-mode EncodingAESKey (43 characters).
+    #[arg(
+        long = "wechat-encoding-aes-key",
+        env = "QRLOGIN_WECHAT_ENCODING_AES_KEY",
+        hide_env_values = true
+    )]
+    pub wechat_encoding_aes_key: Option<String>,
+    /// Open Platform website-application app id (`wechat-web`).
+    #[arg(long = "wechat-web-app-id", env = "QRLOGIN_WECHAT_WEB_APP_ID")]
+    pub wechat_web_app_id: Option<String>,
+    /// Open Platform website-application secret.
+    #[arg(
+        long = "wechat-web-app-secret",
+        env = "QRLOGIN_WECHAT_WEB_APP_SECRET",
+        hide_env_values = true
+    )]
+    pub wechat_web_app_secret: Option<String>,
+    /// Mini Program app id.
+    #[arg(long = "miniprogram-app-id", env = "QRLOGIN_MINIPROGRAM_APP_ID")]
+    pub miniprogram_app_id: Option<String>,
+    /// Mini Program app secret.
+    #[arg(
+        long = "miniprogram-app-secret",
+        env = "QRLOGIN_MINIPROGRAM_APP_SECRET",
+        hide_env_values = true
+    )]
+    pub miniprogram_app_secret: Option<String>,
+    /// Mini Program page that a Mini Program code (`kind=wxacode`) opens.
+    #[arg(
+        long = "miniprogram-page",
+        env = "QRLOGIN_MINIPROGRAM_PAGE",
+        default_value = "pages/login/login"
+    )]
+    pub miniprogram_page: String,
+    /// Which WeChat id becomes `sub`.
+    #[arg(
+        long = "wechat-subject",
+        env = "QRLOGIN_WECHAT_SUBJECT",
+        value_enum,
+        default_value = "unionid"
+    )]
+    pub wechat_subject: WechatSubject,
+    /// WeChat API base URL (tests point it at a local fake).
+    #[arg(
+        long = "wechat-api-base",
+        env = "QRLOGIN_WECHAT_API_BASE",
+        default_value = "https://api.weixin.qq.com"
+    )]
+    pub wechat_api_base: String,
+    /// WeChat Open Platform base URL.
+    #[arg(
+        long = "wechat-open-base",
+        env = "QRLOGIN_WECHAT_OPEN_BASE",
+        default_value = "https://open.weixin.qq.com"
+    )]
+    pub wechat_open_base: String,
+    /// Cap on live tickets (503 over_capacity beyond it).
+    #[arg(
+        long = "max-live-tickets",
+        env = "QRLOGIN_MAX_LIVE_TICKETS",
+        default_value_t = 1_000_000
+    )]
+    pub max_live_tickets: u64,
+    /// Cap on simultaneous WebSockets of one ticket.
+    #[arg(
+        long = "max-sockets-per-ticket",
+        env = "QRLOGIN_MAX_SOCKETS_PER_TICKET",
+        default_value_t = 4
+    )]
+    pub max_sockets_per_ticket: usize,
+    /// Seconds between server pings on idle WebSockets (a little jitter is added).
+    #[arg(long = "ws-ping-interval", env = "QRLOGIN_WS_PING_INTERVAL", default_value_t = 25,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ws_ping_interval: u64,
+    /// Longest long-poll wait in seconds.
+    #[arg(long = "poll-max-wait", env = "QRLOGIN_POLL_MAX_WAIT", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub poll_max_wait: u64,
+    /// `text` or `json` log lines.
+    #[arg(
+        long = "log-format",
+        env = "QRLOGIN_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// One reason the settings cannot run, naming the variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.variable, self.message)
+    }
+}
+
+impl Settings {
+    /// Settings from the environment alone (no CLI), as tests and embedders start from.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Cli::try_parse_from(["qrlogin"]).map(|cli| cli.settings)
+    }
+
+    pub fn ticket_ttl(&self) -> Duration {
+        Duration::from_secs(self.ticket_ttl)
+    }
+
+    /// The external base URL, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.bind),
+        }
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.env == Environment::Production
+    }
+
+    /// The provider of tickets created without one.
+    pub fn default_provider(&self) -> Provider {
+        self.providers.first().copied().unwrap_or(Provider::Dev)
+    }
+
+    /// Every problem that stops a start, each naming its variable.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut bad =
+            |variable: &'static str, message: String| problems.push(Problem { variable, message });
+        if let Some(url) = &self.public_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => bad(
+                    "QRLOGIN_PUBLIC_URL",
+                    format!("{url:?} is not an http(s) URL"),
+                ),
+            }
+        }
+        if self.providers.is_empty() {
+            bad(
+                "QRLOGIN_PROVIDERS",
+                "at least one provider must be enabled".into(),
+            );
+        }
+        if self.is_production() && self.providers.contains(&Provider::Dev) {
+            bad(
+                "QRLOGIN_PROVIDERS",
+                "the dev provider logs anyone in and is refused when QRLOGIN_ENV=production".into(),
+            );
+        }
+        if let Some(key) = &self.api_key {
+            if key.len() < 16 {
+                bad("QRLOGIN_API_KEY", "must be at least 16 characters".into());
+            }
+        }
+        for origin in &self.allowed_origins {
+            if origin != "*"
+                && url::Url::parse(origin)
+                    .map(|u| u.host().is_none())
+                    .unwrap_or(true)
+            {
+                bad(
+                    "QRLOGIN_ALLOWED_ORIGINS",
+                    format!("{origin:?} is not an origin like https://example.com"),
+                );
+            }
+        }
+        match self.jwt_alg {
+            JwtAlg::Hs256 => match &self.jwt_secret {
+                Some(s) if s.len() < 32 => bad(
+                    "QRLOGIN_JWT_SECRET",
+                    format!("is {} bytes; HS256 needs at least 32", s.len()),
+                ),
+                None if self.is_production() => bad(
+                    "QRLOGIN_JWT_SECRET",
+                    "must be set in production (at least 32 bytes)".into(),
+                ),
+                _ => {}
+            },
+            _ => {
+                if self.jwt_key_file.is_none() {
+                    bad(
+                        "QRLOGIN_JWT_KEY_FILE",
+                        format!("{:?} needs a PEM private key file", self.jwt_alg),
+                    );
+                }
+            }
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ']) {
+            bad(
+                "QRLOGIN_REDIS_PREFIX",
+                "must be non-empty, without spaces or braces".into(),
+            );
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+cluster://"))
+            {
+                bad(
+                    "QRLOGIN_REDIS_URL",
+                    "must start with redis://, rediss:// or redis+cluster://".into(),
+                );
+            }
+        }
+        if self.max_sockets_per_ticket == 0 {
+            bad(
+                "QRLOGIN_MAX_SOCKETS_PER_TICKET",
+                "must be at least 1".into(),
+            );
+        }
+        for (variable, base) in [
+            ("QRLOGIN_WECHAT_API_BASE", &self.wechat_api_base),
+            ("QRLOGIN_WECHAT_OPEN_BASE", &self.wechat_open_base),
+        ] {
+            if !matches!(
+                url::Url::parse(base)
+                    .map(|u| u.scheme().to_owned())
+                    .as_deref(),
+                Ok("http" | "https")
+            ) {
+                bad(variable, format!("{base:?} is not an http(s) URL"));
+            }
+        }
+        let needs = |p: Provider| self.providers.contains(&p);
+        let mut require = |on: bool, variable: &'static str, value: &Option<String>, why: &str| {
+            if on && value.as_deref().is_none_or(str::is_empty) {
+                problems.push(Problem {
+                    variable,
+                    message: format!("is required by {why}"),
+                });
+            }
+        };
+        let oa = needs(Provider::WechatOauth) || needs(Provider::WechatMp);
+        require(
+            oa,
+            "QRLOGIN_WECHAT_APP_ID",
+            &self.wechat_app_id,
+            "wechat-oauth / wechat-mp",
+        );
+        require(
+            oa,
+            "QRLOGIN_WECHAT_APP_SECRET",
+            &self.wechat_app_secret,
+            "wechat-oauth / wechat-mp",
+        );
+        require(
+            needs(Provider::WechatMp),
+            "QRLOGIN_WECHAT_TOKEN",
+            &self.wechat_token,
+            "wechat-mp",
+        );
+        let web = needs(Provider::WechatWeb);
+        require(
+            web,
+            "QRLOGIN_WECHAT_WEB_APP_ID",
+            &self.wechat_web_app_id,
+            "wechat-web",
+        );
+        require(
+            web,
+            "QRLOGIN_WECHAT_WEB_APP_SECRET",
+            &self.wechat_web_app_secret,
+            "wechat-web",
+        );
+        let mp = needs(Provider::Miniprogram);
+        require(
+            mp,
+            "QRLOGIN_MINIPROGRAM_APP_ID",
+            &self.miniprogram_app_id,
+            "miniprogram",
+        );
+        require(
+            mp,
+            "QRLOGIN_MINIPROGRAM_APP_SECRET",
+            &self.miniprogram_app_secret,
+            "miniprogram",
+        );
+        if let Some(key) = &self.wechat_encoding_aes_key {
+            if key.len() != 43 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                problems.push(Problem {
+                    variable: "QRLOGIN_WECHAT_ENCODING_AES_KEY",
+                    message: "must be 43 characters of [A-Za-z0-9]".into(),
+                });
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut all = vec!["qrlogin"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| c.settings).unwrap()
+    }
+
+    #[test]
+    fn defaults_run_without_problems() {
+        assert_eq!(settings(&[]).problems(), vec![]);
+    }
+
+    #[test]
+    fn short_jwt_secret_is_refused_naming_the_variable() {
+        let problems = settings(&["--jwt-secret", "short"]).problems();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].variable, "QRLOGIN_JWT_SECRET");
+    }
+
+    #[test]
+    fn dev_provider_is_refused_in_production() {
+        let s = settings(&["--env", "production", "--jwt-secret", &"k".repeat(32)]);
+        assert!(
+            s.problems()
+                .iter()
+                .any(|p| p.variable == "QRLOGIN_PROVIDERS")
+        );
+    }
+
+    #[test]
+    fn wechat_providers_name_their_missing_credentials() {
+        let problems = settings(&["--providers", "wechat-mp"]).problems();
+        let vars: Vec<_> = problems.iter().map(|p| p.variable).collect();
+        assert!(vars.contains(&"QRLOGIN_WECHAT_APP_ID"));
+        assert!(vars.contains(&"QRLOGIN_WECHAT_TOKEN"));
+    }
+}

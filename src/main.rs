@@ -1,0 +1,84 @@
+//! The `qrlogin` binary: parse settings, then serve (or run a subcommand).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use qrlogin::Application;
+use qrlogin::config::{Cli, Command, LogFormat};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    init_logs(cli.settings.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.settings).await,
+        Command::CheckConfig => check_config(&cli.settings),
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(settings: qrlogin::Settings) -> ExitCode {
+    qrlogin::app::raise_file_limit();
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("qrlogin: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = app.state().settings.public_url();
+    tracing::info!(port = app.port(), "qrlogin listening; open {url}/");
+    match app.run(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qrlogin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every problem of the settings, or OK; exit 1 on problems.
+fn check_config(settings: &qrlogin::Settings) -> ExitCode {
+    let problems = settings.problems();
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    if problems.is_empty() {
+        println!("configuration OK");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("stopping: closing sockets with 1012");
+}

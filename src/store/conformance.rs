@@ -1,0 +1,225 @@
+//! The behaviour every `TicketStore` must have, as one suite run against
+//! each engine: `suite!(make_store_expression)` expands to one test per
+//! claim. Public (hidden) so the Redis tests outside the crate run it too.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{StoreError, TicketStore};
+use crate::ticket::{
+    Change, IssuedToken, Provider, Requester, Secret, Status, Ticket, TicketId, TransitionError,
+    UserInfo, now_ms,
+};
+
+/// A fresh pending ticket living `ttl_ms`.
+pub fn ticket(ttl_ms: u64) -> Ticket {
+    let now = now_ms();
+    Ticket {
+        id: TicketId::generate(),
+        secret_hash: Secret::generate().hash(),
+        provider: Provider::Dev,
+        status: Status::Pending,
+        created_at: now,
+        expires_at: now + ttl_ms,
+        qr_content: "http://127.0.0.1/m/x".into(),
+        requester: Requester {
+            ip: "127.0.0.1".into(),
+            user_agent: "conformance".into(),
+        },
+        user: None,
+        scanned_by: None,
+        identity: None,
+        token: None,
+    }
+}
+
+fn confirm() -> Change {
+    Change::Confirm {
+        by: None,
+        user: None,
+        token: IssuedToken {
+            token: "jwt".into(),
+            expires_in: 60,
+        },
+    }
+}
+
+pub async fn inserted_ticket_reads_back_whole(store: &dyn TicketStore) {
+    let t = ticket(60_000);
+    store.insert(&t).await.unwrap();
+    assert_eq!(store.get(&t.id).await.unwrap(), Some(t));
+}
+
+pub async fn unknown_ticket_is_none(store: &dyn TicketStore) {
+    assert_eq!(store.get(&TicketId::generate()).await.unwrap(), None);
+    let r = store.transition(&TicketId::generate(), confirm()).await;
+    assert_eq!(r, Err(StoreError::NotFound));
+}
+
+pub async fn ticket_is_gone_after_its_expiry(store: &dyn TicketStore) {
+    let t = ticket(300);
+    store.insert(&t).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.get(&t.id).await.unwrap(), None);
+    assert_eq!(
+        store.transition(&t.id, confirm()).await,
+        Err(StoreError::NotFound)
+    );
+}
+
+pub async fn transitions_follow_the_state_machine(store: &dyn TicketStore) {
+    let t = ticket(60_000);
+    store.insert(&t).await.unwrap();
+    let user = Some(UserInfo {
+        nickname: Some("Ann".into()),
+        avatar: None,
+    });
+    let scanned = store
+        .transition(
+            &t.id,
+            Change::Scan {
+                by: Some("phone".into()),
+                user: user.clone(),
+                identity: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (scanned.status, scanned.user.clone()),
+        (Status::Scanned, user)
+    );
+    let deny_by_other = store
+        .transition(
+            &t.id,
+            Change::Deny {
+                by: Some("other".into()),
+            },
+        )
+        .await;
+    assert_eq!(
+        deny_by_other,
+        Err(StoreError::Transition(TransitionError::NotScanner))
+    );
+    let confirmed = store.transition(&t.id, confirm()).await.unwrap();
+    assert_eq!(confirmed.status, Status::Confirmed);
+    assert_eq!(store.get(&t.id).await.unwrap(), Some(confirmed));
+    let again = store.transition(&t.id, Change::Deny { by: None }).await;
+    assert_eq!(
+        again,
+        Err(StoreError::Transition(TransitionError::Invalid(
+            Status::Confirmed,
+            Status::Denied
+        )))
+    );
+}
+
+pub async fn a_confirmed_ticket_keeps_its_expiry(store: &dyn TicketStore) {
+    let t = ticket(500);
+    store.insert(&t).await.unwrap();
+    store.transition(&t.id, confirm()).await.unwrap();
+    assert_eq!(
+        store.get(&t.id).await.unwrap().map(|t| t.status),
+        Some(Status::Confirmed)
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.get(&t.id).await.unwrap(), None);
+}
+
+pub async fn racing_changes_have_exactly_one_winner(store: Arc<dyn TicketStore>) {
+    let t = ticket(60_000);
+    store.insert(&t).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let (store, id) = (store.clone(), t.id.clone());
+        let change = if i % 2 == 0 {
+            confirm()
+        } else {
+            Change::Deny { by: None }
+        };
+        tasks.push(tokio::spawn(
+            async move { store.transition(&id, change).await },
+        ));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => winners += 1,
+            Err(StoreError::Transition(TransitionError::Invalid(_, _))) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+pub async fn put_new_sets_once_until_its_ttl(store: &dyn TicketStore) {
+    let key = format!("conformance:{}", TicketId::generate());
+    assert!(
+        store
+            .put_new(&key, "a", Duration::from_millis(300))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_new(&key, "b", Duration::from_millis(300))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_value(&key).await.unwrap().as_deref(), Some("a"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.get_value(&key).await.unwrap(), None);
+    assert!(
+        store
+            .put_new(&key, "c", Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn put_replaces_and_remove_deletes(store: &dyn TicketStore) {
+    let key = format!("conformance:{}", TicketId::generate());
+    store.put(&key, "a", Duration::from_secs(5)).await.unwrap();
+    store.put(&key, "b", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(store.get_value(&key).await.unwrap().as_deref(), Some("b"));
+    store.remove_value(&key).await.unwrap();
+    assert_eq!(store.get_value(&key).await.unwrap(), None);
+}
+
+pub async fn live_count_counts_inserted_tickets(store: &dyn TicketStore) {
+    let before = store.live_count().await.unwrap();
+    for _ in 0..3 {
+        store.insert(&ticket(60_000)).await.unwrap();
+    }
+    assert!(store.live_count().await.unwrap() >= before + 3 || before > 0);
+    store.ping().await.unwrap();
+}
+
+/// Expands to one `#[tokio::test]` per claim; `$make` builds a fresh store
+/// (it may `.await`).
+#[macro_export]
+macro_rules! store_conformance_suite {
+    ($make:expr) => {
+        $crate::store_conformance_suite!(@each $make;
+            inserted_ticket_reads_back_whole, unknown_ticket_is_none, ticket_is_gone_after_its_expiry,
+            transitions_follow_the_state_machine, a_confirmed_ticket_keeps_its_expiry,
+            put_new_sets_once_until_its_ttl, put_replaces_and_remove_deletes,
+            live_count_counts_inserted_tickets);
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn racing_changes_have_exactly_one_winner() {
+            let store: std::sync::Arc<dyn $crate::store::TicketStore> = std::sync::Arc::new($make);
+            $crate::store::conformance::racing_changes_have_exactly_one_winner(store).await;
+        }
+    };
+    (@each $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let store = $make;
+                $crate::store::conformance::$name(&store).await;
+            }
+        )*
+    };
+}
+pub use store_conformance_suite as suite;

@@ -1,0 +1,200 @@
+//! The embedded engine: tickets in a moka cache with per-entry expiry.
+//!
+//! moka evicts lazily, so `get` also checks `expires_at` itself (the stored
+//! time is the truth, not the cache's clock). Transitions use moka's
+//! per-key atomic `and_compute_with`, which makes the compare-and-set exact.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::Expiry;
+use moka::notification::RemovalCause;
+use moka::ops::compute::Op;
+use moka::sync::Cache;
+
+use super::{StoreError, TicketStore};
+use crate::ticket::{Change, Status, Ticket, TicketId, now_ms};
+
+/// Lives until its ticket's `expires_at`.
+struct UntilExpiry;
+
+impl Expiry<TicketId, Arc<Ticket>> for UntilExpiry {
+    fn expire_after_create(&self, _: &TicketId, t: &Arc<Ticket>, _: Instant) -> Option<Duration> {
+        Some(Duration::from_millis(t.expires_at.saturating_sub(now_ms())))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &TicketId,
+        t: &Arc<Ticket>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(Duration::from_millis(t.expires_at.saturating_sub(now_ms())))
+    }
+}
+
+#[derive(Clone)]
+struct Value {
+    text: Arc<str>,
+    expires_at: u64,
+}
+
+struct ValueExpiry;
+
+impl Expiry<String, Value> for ValueExpiry {
+    fn expire_after_create(&self, _: &String, v: &Value, _: Instant) -> Option<Duration> {
+        Some(Duration::from_millis(v.expires_at.saturating_sub(now_ms())))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        v: &Value,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(Duration::from_millis(v.expires_at.saturating_sub(now_ms())))
+    }
+}
+
+pub struct MemoryStore {
+    tickets: Cache<TicketId, Arc<Ticket>>,
+    /// Inserted minus evicted: moka's own count only moves during its
+    /// maintenance, too late for the live-ticket cap.
+    live: Arc<AtomicU64>,
+    values: Cache<String, Value>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        let live = Arc::new(AtomicU64::new(0));
+        let evicted = live.clone();
+        let tickets = Cache::builder()
+            .expire_after(UntilExpiry)
+            .eviction_listener(move |_id, ticket: Arc<Ticket>, cause| {
+                if cause != RemovalCause::Replaced {
+                    evicted.fetch_sub(1, Ordering::Relaxed);
+                }
+                if cause == RemovalCause::Expired && !ticket.status.is_terminal() {
+                    metrics::counter!("qrlogin_tickets_finished_total",
+                        "provider" => ticket.provider.as_str(), "status" => Status::Expired.as_str())
+                    .increment(1);
+                }
+            })
+            .build();
+        let values = Cache::builder()
+            .expire_after(ValueExpiry)
+            .max_capacity(1_000_000)
+            .build();
+        Self {
+            tickets,
+            live,
+            values,
+        }
+    }
+
+    fn live(t: Arc<Ticket>) -> Option<Arc<Ticket>> {
+        (now_ms() < t.expires_at).then_some(t)
+    }
+}
+
+#[async_trait]
+impl TicketStore for MemoryStore {
+    async fn insert(&self, ticket: &Ticket) -> Result<(), StoreError> {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        self.tickets
+            .insert(ticket.id.clone(), Arc::new(ticket.clone()));
+        Ok(())
+    }
+
+    async fn get(&self, id: &TicketId) -> Result<Option<Ticket>, StoreError> {
+        Ok(self
+            .tickets
+            .get(id)
+            .and_then(Self::live)
+            .map(|t| (*t).clone()))
+    }
+
+    async fn transition(&self, id: &TicketId, change: Change) -> Result<Ticket, StoreError> {
+        let mut outcome = Err(StoreError::NotFound);
+        self.tickets.entry_by_ref(id).and_compute_with(|entry| {
+            let Some(current) = entry.map(|e| e.into_value()).and_then(Self::live) else {
+                return Op::Nop;
+            };
+            match current.apply(change, now_ms()) {
+                Ok(next) => {
+                    outcome = Ok(next.clone());
+                    Op::Put(Arc::new(next))
+                }
+                Err(e) => {
+                    outcome = Err(StoreError::Transition(e));
+                    Op::Nop
+                }
+            }
+        });
+        outcome
+    }
+
+    async fn live_count(&self) -> Result<u64, StoreError> {
+        Ok(self.live.load(Ordering::Relaxed))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn put_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let fresh = Value {
+            text: value.into(),
+            expires_at: now_ms() + ttl.as_millis() as u64,
+        };
+        let now = now_ms();
+        let mut inserted = false;
+        self.values
+            .entry_by_ref(key)
+            .and_compute_with(|entry| match entry {
+                Some(e) if e.value().expires_at > now => Op::Nop,
+                _ => {
+                    inserted = true;
+                    Op::Put(fresh)
+                }
+            });
+        Ok(inserted)
+    }
+
+    async fn put(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let v = Value {
+            text: value.into(),
+            expires_at: now_ms() + ttl.as_millis() as u64,
+        };
+        self.values.insert(key.to_owned(), v);
+        Ok(())
+    }
+
+    async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .values
+            .get(key)
+            .filter(|v| v.expires_at > now_ms())
+            .map(|v| v.text.to_string()))
+    }
+
+    async fn remove_value(&self, key: &str) -> Result<(), StoreError> {
+        self.values.invalidate(key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    crate::store::conformance::suite!(super::MemoryStore::new());
+}

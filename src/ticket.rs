@@ -1,0 +1,566 @@
+//! Ticket ids, secrets and the state machine — pure, no I/O.
+//!
+//! A `TicketId` can only be made by generating or parsing one, so handlers
+//! never carry raw path strings past the edge. `Ticket::apply` is the only
+//! place a state changes; stores run it inside their compare-and-set so every
+//! engine enforces the same rules.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+const BASE62: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const BASE64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Length of a generated ticket id: 24 base62 characters ≈ 143 bits.
+/// It must stay ≤ 32: the id travels as a Mini Program `scene`.
+pub const TICKET_LEN: usize = 24;
+/// Length of a generated secret: 32 base64url characters = 192 bits.
+pub const SECRET_LEN: usize = 32;
+
+fn random_string(alphabet: &[u8], len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+/// The public id of one login attempt (it is in the QR code).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TicketId(Box<str>);
+
+impl TicketId {
+    pub fn generate() -> Self {
+        Self(random_string(BASE62, TICKET_LEN).into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first characters only: enough to follow a ticket in logs, too few
+    /// to act on it.
+    pub fn short(&self) -> &str {
+        &self.0[..self.0.len().min(6)]
+    }
+}
+
+/// Why a string is not a ticket id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a ticket id is 1 to 32 characters of [A-Za-z0-9]")]
+pub struct BadTicketId;
+
+impl FromStr for TicketId {
+    type Err = BadTicketId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(BadTicketId);
+        }
+        Ok(Self(s.into()))
+    }
+}
+
+impl TryFrom<String> for TicketId {
+    type Error = BadTicketId;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<TicketId> for String {
+    fn from(id: TicketId) -> Self {
+        id.0.into()
+    }
+}
+
+impl fmt::Display for TicketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Ids are shortened whenever they are debug-printed, so a stray `?id` in a
+/// log line does not leak a usable ticket.
+impl fmt::Debug for TicketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TicketId({}…)", self.short())
+    }
+}
+
+/// The browser's private key to its ticket. Only its hash is stored.
+pub struct Secret(String);
+
+impl Secret {
+    pub fn generate() -> Self {
+        Self(random_string(BASE64URL, SECRET_LEN))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> SecretHash {
+        SecretHash::of(&self.0)
+    }
+}
+
+/// SHA-256 of a secret. A 192-bit random secret needs no slow hash; what
+/// matters is that a store dump holds nothing a browser could present.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretHash(#[serde(with = "hex_bytes")] [u8; 32]);
+
+impl SecretHash {
+    pub fn of(presented: &str) -> Self {
+        Self(Sha256::digest(presented.as_bytes()).into())
+    }
+
+    /// Constant-time comparison with a presented secret.
+    pub fn matches(&self, presented: &str) -> bool {
+        Self::of(presented).0.ct_eq(&self.0).into()
+    }
+}
+
+impl fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretHash(..)")
+    }
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = <&str>::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).map_err(D::Error::custom)?;
+        Ok(out)
+    }
+}
+
+/// Where a ticket is in its life. `Confirmed`, `Denied`, `Expired` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Scanned,
+    Confirmed,
+    Denied,
+    Expired,
+}
+
+impl Status {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Confirmed | Status::Denied | Status::Expired)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Scanned => "scanned",
+            Status::Confirmed => "confirmed",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
+        }
+    }
+}
+
+impl FromStr for Status {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "pending" => Status::Pending,
+            "scanned" => Status::Scanned,
+            "confirmed" => Status::Confirmed,
+            "denied" => Status::Denied,
+            "expired" => Status::Expired,
+            _ => return Err(()),
+        })
+    }
+}
+
+/// How the phone side of a ticket works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// The built-in phone page: anyone who opens it may log in. Development only.
+    Dev,
+    /// Official Account OAuth inside WeChat's browser.
+    WechatOauth,
+    /// Open Platform website application (WeChat's own QR).
+    WechatWeb,
+    /// Official Account parametric QR with event push.
+    WechatMp,
+    /// The product's Mini Program scans the code.
+    Miniprogram,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Dev => "dev",
+            Provider::WechatOauth => "wechat-oauth",
+            Provider::WechatWeb => "wechat-web",
+            Provider::WechatMp => "wechat-mp",
+            Provider::Miniprogram => "miniprogram",
+        }
+    }
+
+    /// The `idp` claim of tokens from this provider.
+    pub fn idp(self) -> &'static str {
+        match self {
+            Provider::Dev => "dev",
+            Provider::WechatOauth | Provider::WechatWeb | Provider::WechatMp => "wechat",
+            Provider::Miniprogram => "miniprogram",
+        }
+    }
+}
+
+impl FromStr for Provider {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        <Provider as clap::ValueEnum>::from_str(s, false).map_err(|_| ())
+    }
+}
+
+/// Which computer asked: shown on the phone before anyone confirms, so a
+/// person scanning someone else's code can notice (QRLJacking).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requester {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// What the browser may show about the person who scanned.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nickname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+}
+
+/// Who logged in, as the token will say (`sub`, `idp`, WeChat ids). Set
+/// when a provider learns it (at scan for WeChat), used at confirm.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub sub: String,
+    pub idp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unionid: Option<String>,
+}
+
+/// The signed token handed to the browser on `confirmed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: u64,
+}
+
+/// One login attempt as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: TicketId,
+    pub secret_hash: SecretHash,
+    pub provider: Provider,
+    pub status: Status,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    /// Unix milliseconds; the ticket is `expired` from then on unless final.
+    pub expires_at: u64,
+    pub qr_content: String,
+    pub requester: Requester,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserInfo>,
+    /// Who scanned: only they may confirm or deny from the phone side
+    /// (a phone cookie's hash, an openid). Trusted backends are not bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanned_by: Option<String>,
+    /// Who scanned, when the provider knows (WeChat ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<IssuedToken>,
+}
+
+/// A requested change of state.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Someone scanned; they alone may finish from the phone side.
+    Scan {
+        by: Option<String>,
+        user: Option<UserInfo>,
+        identity: Option<Identity>,
+    },
+    /// Log the browser in with this token. `by`, when given, must be whoever
+    /// scanned (the phone side); `None` is a trusted caller.
+    Confirm {
+        by: Option<String>,
+        user: Option<UserInfo>,
+        token: IssuedToken,
+    },
+    /// Refuse; `by` as for `Confirm`.
+    Deny { by: Option<String> },
+}
+
+impl Change {
+    pub fn target(&self) -> Status {
+        match self {
+            Change::Scan { .. } => Status::Scanned,
+            Change::Confirm { .. } => Status::Confirmed,
+            Change::Deny { .. } => Status::Denied,
+        }
+    }
+}
+
+/// Why a change was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("the ticket is {0:?} and cannot become {1:?}")]
+    Invalid(Status, Status),
+    #[error("the ticket was scanned by someone else")]
+    NotScanner,
+}
+
+impl Ticket {
+    /// The status as of `now`: an unfinished ticket past its time is expired.
+    pub fn status_at(&self, now_ms: u64) -> Status {
+        if !self.status.is_terminal() && now_ms >= self.expires_at {
+            Status::Expired
+        } else {
+            self.status
+        }
+    }
+
+    /// The ticket after `change`, or why not. Pure: stores call it inside
+    /// their compare-and-set.
+    pub fn apply(&self, change: Change, now_ms: u64) -> Result<Ticket, TransitionError> {
+        let current = self.status_at(now_ms);
+        let target = change.target();
+        let allowed = matches!(
+            (current, target),
+            (Status::Pending, Status::Scanned)
+                | (
+                    Status::Pending | Status::Scanned,
+                    Status::Confirmed | Status::Denied
+                )
+        );
+        if !allowed {
+            return Err(TransitionError::Invalid(current, target));
+        }
+        let check_scanner = |by: &Option<String>| match (by, &self.scanned_by) {
+            (None, _) => Ok(()),
+            (Some(by), Some(scanner)) if by == scanner => Ok(()),
+            _ => Err(TransitionError::NotScanner),
+        };
+        let mut next = self.clone();
+        next.status = target;
+        match change {
+            Change::Scan { by, user, identity } => {
+                next.scanned_by = by;
+                next.user = user;
+                next.identity = identity;
+            }
+            Change::Confirm { by, user, token } => {
+                check_scanner(&by)?;
+                if user.is_some() {
+                    next.user = user;
+                }
+                next.token = Some(token);
+            }
+            Change::Deny { by } => check_scanner(&by)?,
+        }
+        Ok(next)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket(status: Status) -> Ticket {
+        Ticket {
+            id: TicketId::generate(),
+            secret_hash: Secret::generate().hash(),
+            provider: Provider::Dev,
+            status,
+            created_at: 1_000,
+            expires_at: 10_000,
+            qr_content: "x".into(),
+            requester: Requester {
+                ip: "127.0.0.1".into(),
+                user_agent: "t".into(),
+            },
+            user: None,
+            scanned_by: None,
+            identity: None,
+            token: None,
+        }
+    }
+
+    fn token() -> IssuedToken {
+        IssuedToken {
+            token: "jwt".into(),
+            expires_in: 60,
+        }
+    }
+
+    fn scan(by: &str) -> Change {
+        Change::Scan {
+            by: Some(by.into()),
+            user: None,
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn generated_ids_fit_every_wechat_field() {
+        let id = TicketId::generate();
+        assert_eq!(id.as_str().len(), TICKET_LEN);
+        assert!(id.as_str().parse::<TicketId>().is_ok());
+        let secret = Secret::generate();
+        assert!(
+            secret
+                .expose()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+    }
+
+    #[test]
+    fn odd_ids_do_not_parse() {
+        for bad in ["", "../etc", "a%00", "a b", "é", "😀", &"a".repeat(33)] {
+            assert!(bad.parse::<TicketId>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn secret_hash_matches_only_its_secret() {
+        let secret = Secret::generate();
+        let hash = secret.hash();
+        assert!(hash.matches(secret.expose()));
+        assert!(!hash.matches("other"));
+        let json = serde_json::to_string(&hash).unwrap();
+        assert_eq!(serde_json::from_str::<SecretHash>(&json).unwrap(), hash);
+    }
+
+    #[test]
+    fn every_allowed_transition() {
+        let t = ticket(Status::Pending);
+        assert_eq!(t.apply(scan("p"), 0).unwrap().status, Status::Scanned);
+        let c = Change::Confirm {
+            by: None,
+            user: None,
+            token: token(),
+        };
+        assert_eq!(t.apply(c.clone(), 0).unwrap().status, Status::Confirmed);
+        assert_eq!(
+            t.apply(Change::Deny { by: None }, 0).unwrap().status,
+            Status::Denied
+        );
+        let s = t.apply(scan("p"), 0).unwrap();
+        assert_eq!(s.apply(c, 0).unwrap().token, Some(token()));
+        assert_eq!(
+            s.apply(
+                Change::Deny {
+                    by: Some("p".into())
+                },
+                0
+            )
+            .unwrap()
+            .status,
+            Status::Denied
+        );
+    }
+
+    #[test]
+    fn terminal_states_never_change() {
+        for status in [Status::Confirmed, Status::Denied] {
+            let t = ticket(status);
+            for change in [scan("p"), Change::Deny { by: None }] {
+                assert!(matches!(
+                    t.apply(change, 0),
+                    Err(TransitionError::Invalid(_, _))
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn a_second_scan_is_refused() {
+        let t = ticket(Status::Pending).apply(scan("a"), 0).unwrap();
+        assert_eq!(
+            t.apply(scan("b"), 0),
+            Err(TransitionError::Invalid(Status::Scanned, Status::Scanned))
+        );
+    }
+
+    #[test]
+    fn only_the_scanner_finishes_from_the_phone() {
+        let t = ticket(Status::Pending).apply(scan("a"), 0).unwrap();
+        let other = Change::Confirm {
+            by: Some("b".into()),
+            user: None,
+            token: token(),
+        };
+        assert_eq!(t.apply(other, 0), Err(TransitionError::NotScanner));
+        assert_eq!(
+            t.apply(
+                Change::Deny {
+                    by: Some("b".into())
+                },
+                0
+            ),
+            Err(TransitionError::NotScanner)
+        );
+    }
+
+    #[test]
+    fn phone_side_cannot_confirm_an_unscanned_ticket() {
+        let t = ticket(Status::Pending);
+        let c = Change::Confirm {
+            by: Some("a".into()),
+            user: None,
+            token: token(),
+        };
+        assert_eq!(t.apply(c, 0), Err(TransitionError::NotScanner));
+    }
+
+    #[test]
+    fn past_its_time_a_ticket_is_expired_and_frozen() {
+        let t = ticket(Status::Scanned);
+        assert_eq!(t.status_at(10_000), Status::Expired);
+        let c = Change::Confirm {
+            by: None,
+            user: None,
+            token: token(),
+        };
+        assert_eq!(
+            t.apply(c, 10_000),
+            Err(TransitionError::Invalid(Status::Expired, Status::Confirmed))
+        );
+        assert_eq!(
+            ticket(Status::Confirmed).status_at(99_999),
+            Status::Confirmed
+        );
+    }
+}

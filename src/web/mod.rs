@@ -1,0 +1,237 @@
+//! The HTTP edge: routers, shared state and the extractors that turn raw
+//! requests into domain values (ticket ids, client IPs, JSON bodies) with the
+//! contract's errors.
+
+pub mod api;
+pub mod ops;
+pub mod pages;
+pub mod poll;
+pub mod view;
+pub mod ws;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::templates::Templates;
+use crate::ticket::TicketId;
+
+/// Request bodies larger than this get 413.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Everything handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Shared>);
+
+pub struct Shared {
+    pub settings: Settings,
+    pub engine: Engine,
+    pub templates: Templates,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Flips to true when the service stops: sockets close with 1012.
+    pub shutdown: watch::Receiver<bool>,
+    /// Key of the phone pages' CSRF tokens (random per process: a restart
+    /// only asks a phone to reload its page).
+    pub page_key: [u8; 32],
+    pub qr_cache: moka::sync::Cache<(TicketId, u32, bool), bytes::Bytes>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(api::router())
+        .merge(pages::router())
+        .merge(ops::router())
+        .fallback(|| async { Error::NotFound })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// A ticket id from the path. An id that cannot be a ticket is simply an
+/// unknown ticket (404), whatever it contains.
+pub struct TicketPath(pub TicketId);
+
+impl<S: Send + Sync> FromRequestParts<S> for TicketPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Error::TicketNotFound)?;
+        raw.parse()
+            .map(TicketPath)
+            .map_err(|_| Error::TicketNotFound)
+    }
+}
+
+/// `axum::Json` whose rejections use the contract's error shape.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> Error {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return Error::PayloadTooLarge;
+    }
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            Error::BadRequest("expected Content-Type: application/json".into())
+        }
+        other => Error::BadRequest(format!("invalid JSON body: {}", other.body_text())),
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// A raw request body whose rejections (too large, unreadable) use the
+/// contract's error shape. For endpoints where an empty body is allowed.
+pub struct RawBody(pub bytes::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        match bytes::Bytes::from_request(req, state).await {
+            Ok(b) => Ok(RawBody(b)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::PayloadTooLarge),
+            Err(e) => Err(Error::BadRequest(format!(
+                "unreadable body: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+impl RawBody {
+    /// `T::default()` for an empty body, else the body parsed as JSON.
+    pub fn json_or_default<T: DeserializeOwned + Default>(&self) -> Result<T, Error> {
+        if self.0.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        serde_json::from_slice(&self.0)
+            .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// The client's address: the peer, or the first untrusted hop of
+/// `X-Forwarded-For` when the peer is a configured proxy.
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(a)| a.ip())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        Ok(ClientIp(client_ip(
+            peer,
+            &parts.headers,
+            &state.settings.trusted_proxies,
+        )))
+    }
+}
+
+/// Walk `X-Forwarded-For` from the right while hops are trusted proxies.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let mut client = peer;
+    for hop in hops.into_iter().rev() {
+        client = hop;
+        if !is_trusted(&hop) {
+            break;
+        }
+    }
+    client
+}
+
+/// The value of `Authorization: Bearer …`, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The page `User-Agent`, bounded so a hostile header does not bloat a ticket.
+pub fn user_agent(headers: &HeaderMap) -> String {
+    let ua = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    ua.chars().take(256).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().unwrap());
+        assert_eq!(
+            client_ip("10.0.0.1".parse().unwrap(), &headers, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip("198.51.100.1".parse().unwrap(), &headers, &trusted),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn bearer_reads_the_token() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert("authorization", "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&headers), None);
+    }
+}

@@ -1,0 +1,555 @@
+//! HTML pages: the desktop login page, the static client, and the phone
+//! pages of the `dev` provider (and the pages every provider shares:
+//! expired, done, cancelled).
+//!
+//! A phone is recognised by a random `qrl_phone` cookie. The ticket is bound
+//! to the phone that opened it first (`scanned_by`), and every form carries
+//! a CSRF token derived from the ticket and that cookie, so neither a bare
+//! POST nor another phone can confirm.
+
+use axum::Router;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::view::rfc3339;
+use super::{AppState, TicketPath};
+use crate::config::Settings;
+use crate::templates::{Lang, Texts};
+use crate::ticket::{Identity, Provider, Status, Ticket, TicketId, UserInfo};
+use crate::useragent;
+
+const PHONE_COOKIE: &str = "qrl_phone";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(show_login_page))
+        .route(
+            "/static/qrlogin.js",
+            get(|| {
+                static_file(
+                    "application/javascript",
+                    include_str!("../../static/qrlogin.js"),
+                )
+            }),
+        )
+        .route(
+            "/static/login.js",
+            get(|| {
+                static_file(
+                    "application/javascript",
+                    include_str!("../../static/login.js"),
+                )
+            }),
+        )
+        .route(
+            "/static/qrlogin.css",
+            get(|| static_file("text/css", include_str!("../../static/qrlogin.css"))),
+        )
+        .route("/m/{ticket}", get(show_phone_page))
+        .route("/m/{ticket}/confirm", post(confirm_from_phone))
+        .route("/m/{ticket}/deny", post(deny_from_phone))
+}
+
+async fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    lang: Option<String>,
+    provider: Option<String>,
+}
+
+/// The page language from `?lang=` and `Accept-Language`.
+pub fn page_lang(query: Option<&str>, headers: &HeaderMap) -> Lang {
+    let accept = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    Lang::choose(query, accept)
+}
+
+/// Headers every page carries: no inline script, never framed, and (since
+/// phone URLs carry a ticket) no referrer.
+pub fn page_response(status: StatusCode, html: String) -> Response {
+    let mut response = (status, Html(html)).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; \
+             connect-src 'self' ws: wss:; frame-src https://open.weixin.qq.com; frame-ancestors 'none'; \
+             base-uri 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[derive(Serialize)]
+struct LoginPage<'a> {
+    lang: &'static str,
+    t: &'static Texts,
+    dev: bool,
+    provider: &'a str,
+}
+
+async fn show_login_page(
+    State(app): State<AppState>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = page_lang(q.lang.as_deref(), &headers);
+    let provider = q
+        .provider
+        .as_deref()
+        .and_then(|p| p.parse::<Provider>().ok())
+        .filter(|p| app.settings.providers.contains(p))
+        .unwrap_or_else(|| app.settings.default_provider());
+    let page = LoginPage {
+        lang: lang.tag(),
+        t: lang.texts(),
+        dev: dev_mode(&app.settings),
+        provider: provider.as_str(),
+    };
+    page_response(StatusCode::OK, app.templates.render("login.html", page))
+}
+
+fn dev_mode(settings: &Settings) -> bool {
+    settings.providers.contains(&Provider::Dev)
+}
+
+/// What a message page says.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Message {
+    Expired,
+    Done,
+    Denied,
+    Taken,
+    Forbidden,
+    OpenInWechat,
+    OpenInMiniprogram,
+    Retry,
+    Rescan,
+}
+
+#[derive(Serialize)]
+struct MessagePage<'a> {
+    lang: &'static str,
+    t: &'static Texts,
+    dev: bool,
+    kind: &'static str,
+    heading: &'static str,
+    body: &'static str,
+    qr_svg: Option<&'a str>,
+}
+
+/// A phone message page. `qr_svg` shows the code again (for "open this in
+/// WeChat" pages).
+pub fn message_page(
+    app: &AppState,
+    lang: Lang,
+    message: Message,
+    qr_svg: Option<&str>,
+) -> Response {
+    let t = lang.texts();
+    let (kind, heading, body, status) = match message {
+        Message::Expired => (
+            "expired",
+            t.expired_heading,
+            t.expired_body,
+            StatusCode::NOT_FOUND,
+        ),
+        Message::Done => ("done", t.done_heading, t.done_body, StatusCode::OK),
+        Message::Denied => ("denied", t.denied_heading, t.denied_body, StatusCode::OK),
+        Message::Taken => ("taken", t.taken_heading, t.taken_body, StatusCode::CONFLICT),
+        Message::Forbidden => (
+            "forbidden",
+            t.forbidden_heading,
+            t.forbidden_body,
+            StatusCode::FORBIDDEN,
+        ),
+        Message::OpenInWechat => ("wechat", t.wechat_heading, t.wechat_body, StatusCode::OK),
+        Message::OpenInMiniprogram => (
+            "miniprogram",
+            t.miniprogram_heading,
+            t.miniprogram_body,
+            StatusCode::OK,
+        ),
+        Message::Retry => (
+            "retry",
+            t.retry_heading,
+            t.retry_body,
+            StatusCode::BAD_GATEWAY,
+        ),
+        Message::Rescan => (
+            "rescan",
+            t.rescan_heading,
+            t.rescan_body,
+            StatusCode::BAD_REQUEST,
+        ),
+    };
+    let page = MessagePage {
+        lang: lang.tag(),
+        t,
+        dev: dev_mode(&app.settings),
+        kind,
+        heading,
+        body,
+        qr_svg,
+    };
+    page_response(status, app.templates.render("phone_message.html", page))
+}
+
+/// The page for a ticket that is finished or gone.
+pub fn final_page(app: &AppState, lang: Lang, ticket: Option<&Ticket>) -> Response {
+    let message = match ticket.map(|t| t.status_at(crate::ticket::now_ms())) {
+        Some(Status::Confirmed) => Message::Done,
+        Some(Status::Denied) => Message::Denied,
+        _ => Message::Expired,
+    };
+    message_page(app, lang, message, None)
+}
+
+/// The phone cookie from the request, if any.
+pub fn phone_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, v)| *k == PHONE_COOKIE && !v.is_empty() && v.len() <= 64)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// A `Set-Cookie` for a fresh phone id.
+pub fn new_phone_cookie(settings: &Settings) -> (String, HeaderValue) {
+    let id = crate::ticket::Secret::generate().expose().to_owned();
+    let secure = if settings.public_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let value =
+        format!("{PHONE_COOKIE}={id}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax{secure}");
+    (
+        id,
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("")),
+    )
+}
+
+/// The binding stored as `scanned_by` for a phone cookie (a hash: the store
+/// never holds the cookie itself).
+pub fn phone_binding(phone: &str) -> String {
+    format!(
+        "phone:{}",
+        hex::encode(&Sha256::digest(phone.as_bytes())[..16])
+    )
+}
+
+/// The CSRF token of `ticket`'s forms on `phone`.
+pub fn csrf_token(app: &AppState, ticket: &TicketId, phone: &str) -> String {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(&app.page_key).unwrap_or_else(|_| unreachable_hmac());
+    mac.update(ticket.as_str().as_bytes());
+    mac.update(b"\n");
+    mac.update(phone.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn unreachable_hmac() -> Hmac<Sha256> {
+    // HMAC takes keys of any length; this is never reached.
+    <Hmac<Sha256> as Mac>::new_from_slice(b"k").unwrap_or_else(|_| unreachable_hmac())
+}
+
+fn csrf_ok(app: &AppState, ticket: &TicketId, phone: &str, presented: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    csrf_token(app, ticket, phone)
+        .as_bytes()
+        .ct_eq(presented.as_bytes())
+        .into()
+}
+
+#[derive(Serialize)]
+struct RequesterView {
+    browser: String,
+    os: String,
+    ip: String,
+    asked_at: String,
+    asked_at_text: String,
+}
+
+impl RequesterView {
+    fn of(ticket: &Ticket) -> Self {
+        let (browser, os) = useragent::describe(&ticket.requester.user_agent);
+        let asked_at = rfc3339(ticket.created_at);
+        let asked_at_text = asked_at.replace('T', " ").replace('Z', " UTC");
+        Self {
+            browser,
+            os,
+            ip: ticket.requester.ip.clone(),
+            asked_at,
+            asked_at_text,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ConfirmPage<'a> {
+    lang: &'static str,
+    t: &'static Texts,
+    dev: bool,
+    requester: RequesterView,
+    csrf: String,
+    ask_name: bool,
+    name: &'a str,
+    confirm_action: String,
+    deny_action: String,
+}
+
+/// The confirm page for `ticket` on `phone`.
+pub fn confirm_page(
+    app: &AppState,
+    lang: Lang,
+    ticket: &Ticket,
+    phone: &str,
+    ask_name: bool,
+) -> Response {
+    let nickname = ticket
+        .user
+        .as_ref()
+        .and_then(|u| u.nickname.as_deref())
+        .unwrap_or("");
+    let page = ConfirmPage {
+        lang: lang.tag(),
+        t: lang.texts(),
+        dev: dev_mode(&app.settings),
+        requester: RequesterView::of(ticket),
+        csrf: csrf_token(app, &ticket.id, phone),
+        ask_name,
+        name: nickname,
+        confirm_action: format!("/m/{}/confirm", ticket.id),
+        deny_action: format!("/m/{}/deny", ticket.id),
+    };
+    page_response(
+        StatusCode::OK,
+        app.templates.render("phone_confirm.html", page),
+    )
+}
+
+/// `GET /m/{ticket}`: what the QR opens.
+async fn show_phone_page(
+    State(app): State<AppState>,
+    path: Result<TicketPath, crate::error::Error>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = page_lang(q.lang.as_deref(), &headers);
+    let Ok(TicketPath(id)) = path else {
+        return message_page(&app, lang, Message::Expired, None);
+    };
+    let ticket = match app.engine.get(&id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return message_page(&app, lang, Message::Expired, None),
+        Err(_) => return message_page(&app, lang, Message::Retry, None),
+    };
+    match ticket.provider {
+        Provider::Dev => show_dev_page(app, lang, ticket, &headers).await,
+        Provider::Miniprogram => message_page(&app, lang, Message::OpenInMiniprogram, None),
+        Provider::WechatOauth | Provider::WechatWeb | Provider::WechatMp => {
+            let svg = format!("/api/v1/tickets/{}/qr.svg", ticket.id);
+            message_page(&app, lang, Message::OpenInWechat, Some(&svg))
+        }
+    }
+}
+
+/// The dev provider: opening the page is the scan; the phone is bound by
+/// its cookie.
+async fn show_dev_page(app: AppState, lang: Lang, ticket: Ticket, headers: &HeaderMap) -> Response {
+    let (phone, set_cookie) = match phone_cookie(headers) {
+        Some(phone) => (phone, None),
+        None => {
+            let (phone, cookie) = new_phone_cookie(&app.settings);
+            (phone, Some(cookie))
+        }
+    };
+    let binding = phone_binding(&phone);
+    let ticket = match ticket.status_at(crate::ticket::now_ms()) {
+        Status::Pending => match app
+            .engine
+            .scan(&ticket.id, Some(binding.clone()), None, None)
+            .await
+        {
+            Ok(t) => t,
+            // Someone else got there first; show what they left.
+            Err(_) => match app.engine.get(&ticket.id).await {
+                Ok(Some(t)) => t,
+                _ => return message_page(&app, lang, Message::Expired, None),
+            },
+        },
+        _ => ticket,
+    };
+    let mut response = match ticket.status_at(crate::ticket::now_ms()) {
+        Status::Scanned if ticket.scanned_by.as_deref() == Some(binding.as_str()) => {
+            confirm_page(&app, lang, &ticket, &phone, true)
+        }
+        Status::Scanned | Status::Pending => message_page(&app, lang, Message::Taken, None),
+        _ => final_page(&app, lang, Some(&ticket)),
+    };
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+pub struct PhoneForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// The phone's answer, checked: the cookie's phone must be the scanner and
+/// the form must carry that phone's CSRF token.
+async fn phone_answer(
+    app: &AppState,
+    lang: Lang,
+    path: Result<TicketPath, crate::error::Error>,
+    headers: &HeaderMap,
+    form: &PhoneForm,
+) -> Result<(Ticket, String), Response> {
+    let Ok(TicketPath(id)) = path else {
+        return Err(message_page(app, lang, Message::Expired, None));
+    };
+    let ticket = match app.engine.get(&id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return Err(message_page(app, lang, Message::Expired, None)),
+        Err(_) => return Err(message_page(app, lang, Message::Retry, None)),
+    };
+    let Some(phone) = phone_cookie(headers) else {
+        return Err(message_page(app, lang, Message::Forbidden, None));
+    };
+    if !csrf_ok(app, &id, &phone, &form.csrf) {
+        return Err(message_page(app, lang, Message::Forbidden, None));
+    }
+    Ok((ticket, phone_binding(&phone)))
+}
+
+fn outcome_page(app: &AppState, lang: Lang, result: crate::error::Result<Ticket>) -> Response {
+    use crate::error::Error;
+    match result {
+        Ok(t) => final_page(app, lang, Some(&t)),
+        Err(Error::Forbidden(_)) => message_page(app, lang, Message::Taken, None),
+        Err(Error::InvalidTransition(_)) | Err(Error::TicketNotFound) => {
+            message_page(app, lang, Message::Expired, None)
+        }
+        Err(_) => message_page(app, lang, Message::Retry, None),
+    }
+}
+
+async fn confirm_from_phone(
+    State(app): State<AppState>,
+    path: Result<TicketPath, crate::error::Error>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+    form: Result<Form<PhoneForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let lang = page_lang(q.lang.as_deref(), &headers);
+    let Ok(Form(form)) = form else {
+        return message_page(&app, lang, Message::Forbidden, None);
+    };
+    let (ticket, binding) = match phone_answer(&app, lang, path, &headers, &form).await {
+        Ok(ok) => ok,
+        Err(page) => return page,
+    };
+    let result = match ticket.provider {
+        Provider::Dev => {
+            let name: String = form
+                .name
+                .as_deref()
+                .unwrap_or("")
+                .trim()
+                .chars()
+                .take(64)
+                .collect();
+            let name = if name.is_empty() {
+                "dev user".to_owned()
+            } else {
+                name
+            };
+            let subject = Identity {
+                sub: format!("dev:{name}"),
+                idp: "dev".into(),
+                ..Identity::default()
+            };
+            let user = UserInfo {
+                nickname: Some(name),
+                avatar: None,
+            };
+            app.engine
+                .confirm(&ticket.id, Some(binding), &subject, Some(user), None)
+                .await
+        }
+        _ => crate::providers::confirm_from_phone(&app, &ticket, binding).await,
+    };
+    let after = after_change(&app, &ticket.id, result).await;
+    outcome_page(&app, lang, after)
+}
+
+async fn deny_from_phone(
+    State(app): State<AppState>,
+    path: Result<TicketPath, crate::error::Error>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+    form: Result<Form<PhoneForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let lang = page_lang(q.lang.as_deref(), &headers);
+    let Ok(Form(form)) = form else {
+        return message_page(&app, lang, Message::Forbidden, None);
+    };
+    let (ticket, binding) = match phone_answer(&app, lang, path, &headers, &form).await {
+        Ok(ok) => ok,
+        Err(page) => return page,
+    };
+    let result = app.engine.deny(&ticket.id, Some(binding)).await;
+    let after = after_change(&app, &ticket.id, result).await;
+    outcome_page(&app, lang, after)
+}
+
+/// On a refused change, the page shows the ticket as it now is (a second
+/// tap on Confirm shows "Logged in", not an error).
+async fn after_change(
+    app: &AppState,
+    id: &TicketId,
+    result: crate::error::Result<Ticket>,
+) -> crate::error::Result<Ticket> {
+    match result {
+        Err(crate::error::Error::InvalidTransition(_)) => match app.engine.get(id).await {
+            Ok(Some(t)) if t.status.is_terminal() => Ok(t),
+            _ => Err(crate::error::Error::TicketNotFound),
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,223 @@
+//! `spawn_app()` and the clients tests use: a browser (HTTP + WebSocket) and
+//! a phone (HTTP with a cookie jar).
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use qrlogin::app::StopHandle;
+use qrlogin::{Application, Settings};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+pub const API_KEY: &str = "test-api-key-0123456789";
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Settings every test starts from: port 0, a fixed API key and JWT secret.
+pub fn test_settings() -> Settings {
+    let mut s = Settings::from_env().expect("settings");
+    s.bind = "127.0.0.1:0".parse().unwrap();
+    s.api_key = Some(API_KEY.into());
+    s.jwt_secret = Some("test-jwt-secret-test-jwt-secret-0123".into());
+    s
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub stop: StopHandle,
+    pub task: tokio::task::JoinHandle<()>,
+    pub state: qrlogin::web::AppState,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Start the real server on port 0 with `tweak`ed settings.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    tweak(&mut settings);
+    spawn_settings(settings).await
+}
+
+pub async fn spawn_settings(settings: Settings) -> TestApp {
+    let app = Application::build(settings).await.expect("app builds");
+    let port = app.port();
+    let stop = app.stop_handle();
+    let state = app.state();
+    let task = tokio::spawn(async move {
+        app.run(std::future::pending()).await.expect("serve");
+    });
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        stop,
+        task,
+        state,
+    }
+}
+
+/// A ticket as the browser received it.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub id: String,
+    pub secret: String,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn create_ticket(&self) -> Ticket {
+        self.create_ticket_with(json!({})).await
+    }
+
+    pub async fn create_ticket_with(&self, body: Value) -> Ticket {
+        let r = self
+            .client
+            .post(self.url("/api/v1/tickets"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "create ticket");
+        let body: Value = r.json().await.unwrap();
+        Ticket {
+            id: body["ticket"].as_str().unwrap().to_owned(),
+            secret: body["secret"].as_str().unwrap().to_owned(),
+            body,
+        }
+    }
+
+    /// A trusted-API call.
+    pub async fn trusted(&self, action: &str, ticket: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/api/v1/tickets/{ticket}/{action}")))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn confirm(&self, ticket: &str, sub: &str) -> reqwest::Response {
+        self.trusted("confirm", ticket, json!({ "sub": sub })).await
+    }
+
+    /// Open the ticket's WebSocket offering `protocols`.
+    pub async fn ws_with(
+        &self,
+        ticket: &str,
+        protocols: &str,
+    ) -> Result<Socket, tungstenite::Error> {
+        let url = format!("ws://127.0.0.1:{}/api/v1/tickets/{ticket}/ws", self.port);
+        let mut request = url.into_client_request().unwrap();
+        if !protocols.is_empty() {
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_str(protocols).unwrap(),
+            );
+        }
+        tokio_tungstenite::connect_async(request)
+            .await
+            .map(|(s, _)| s)
+    }
+
+    /// Open the WebSocket as the browser that holds the secret.
+    pub async fn ws(&self, t: &Ticket) -> Socket {
+        self.ws_with(&t.id, &format!("qrlogin.v1, secret.{}", t.secret))
+            .await
+            .expect("ws connects")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// The next JSON text frame, within 5 s.
+pub async fn next_frame(socket: &mut Socket) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("socket open")
+            .expect("frame ok");
+        match msg {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// The close frame's code, within 5 s (skipping pings).
+pub async fn close_code(socket: &mut Socket) -> Option<u16> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("close within 5 s");
+        match msg {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(other)) => panic!("expected close, got {other:?}"),
+            None | Some(Err(_)) => return None,
+        }
+    }
+}
+
+pub async fn send_close(socket: &mut Socket) {
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+/// The status of an error response and its contract body.
+pub async fn error_of(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.expect("a JSON error body");
+    assert!(
+        body["message"].is_string(),
+        "error body has a message: {body}"
+    );
+    (
+        status,
+        body["error"].as_str().expect("error code").to_owned(),
+    )
+}
+
+/// A phone: an HTTP client with a cookie jar and a phone User-Agent.
+pub fn phone(user_agent: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .user_agent(user_agent)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub const IPHONE_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
+
+/// The value of `<input name="csrf" value="…">` in a page.
+pub fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field");
+    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}

@@ -1,0 +1,7 @@
+//! The one integration-test binary: the real server on port 0, driven over
+//! HTTP and real WebSockets, one module per part of the contract.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod core;
