@@ -5,3 +5,5 @@
 mod helpers;
 
 mod core;
+mod fake_wechat;
+mod wechat_oauth;
