@@ -489,9 +489,79 @@ impl Settings {
     }
 }
 
+/// The effective configuration, one `VARIABLE=value (source)` line per
+/// setting, with secrets (settings marked `hide_env_values`) redacted.
+/// Read from clap's own matches, so a new setting is listed without code here.
+pub fn describe(matches: &clap::ArgMatches) -> String {
+    use clap::CommandFactory;
+    use clap::parser::ValueSource;
+    let command = Cli::command();
+    let mut lines = Vec::new();
+    for arg in command.get_arguments() {
+        let Some(env) = arg.get_env().and_then(|e| e.to_str()) else {
+            continue;
+        };
+        let id = arg.get_id().as_str();
+        let raw: Vec<String> = matches
+            .get_raw(id)
+            .map(|vals| vals.map(|v| v.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let source = match matches.value_source(id) {
+            Some(ValueSource::EnvVariable) => "environment",
+            Some(ValueSource::CommandLine) => "flag",
+            Some(ValueSource::DefaultValue) => "default",
+            _ => "unset",
+        };
+        let value = if raw.is_empty() {
+            String::new()
+        } else if arg.is_hide_env_values_set() {
+            "<redacted>".to_owned()
+        } else {
+            raw.join(",")
+        };
+        lines.push(format!("{env}={value}  ({source})"));
+    }
+    lines.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn env_example_lists_every_variable() {
+        let example = include_str!("../.env.example");
+        for arg in Cli::command().get_arguments() {
+            if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
+                assert!(
+                    example.contains(&format!("{env}=")),
+                    "{env} missing from .env.example"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn describe_redacts_secrets_and_names_sources() {
+        let matches = Cli::command()
+            .try_get_matches_from([
+                "qrlogin",
+                "--api-key",
+                "super-secret-api-key",
+                "--ticket-ttl",
+                "30",
+            ])
+            .unwrap();
+        let text = describe(&matches);
+        assert!(
+            text.contains("QRLOGIN_API_KEY=<redacted>  (flag)"),
+            "{text}"
+        );
+        assert!(!text.contains("super-secret-api-key"));
+        assert!(text.contains("QRLOGIN_TICKET_TTL=30  (flag)"));
+        assert!(text.contains("QRLOGIN_BIND=127.0.0.1:8080  (default)"));
+    }
 
     fn settings(args: &[&str]) -> Settings {
         let mut all = vec!["qrlogin"];
