@@ -279,6 +279,9 @@ pub struct Ticket {
     pub created_at: u64,
     /// Unix milliseconds; the ticket is `expired` from then on unless final.
     pub expires_at: u64,
+    /// Unix milliseconds of the last change (push latency is measured from it).
+    #[serde(default)]
+    pub updated_at: u64,
     pub qr_content: String,
     pub requester: Requester,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -366,6 +369,7 @@ impl Ticket {
         };
         let mut next = self.clone();
         next.status = target;
+        next.updated_at = now_ms;
         match change {
             Change::Scan { by, user, identity } => {
                 next.scanned_by = by;
@@ -405,6 +409,7 @@ mod tests {
             status,
             created_at: 1_000,
             expires_at: 10_000,
+            updated_at: 1_000,
             qr_content: "x".into(),
             requester: Requester {
                 ip: "127.0.0.1".into(),

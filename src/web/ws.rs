@@ -134,6 +134,13 @@ fn ping_interval(base: Duration) -> Duration {
     base.mul_f64(jitter)
 }
 
+/// Time from a change committed to its frame written, for the
+/// `qrlogin_push_latency_seconds` histogram.
+pub fn record_push_latency(changed_at_ms: u64) {
+    let ms = crate::ticket::now_ms().saturating_sub(changed_at_ms);
+    metrics::histogram!("qrlogin_push_latency_seconds").record(ms as f64 / 1000.0);
+}
+
 async fn session(app: AppState, id: TicketId, socket: WebSocket) {
     let _open = OpenSocket::new();
     let (mut tx, mut rx) = socket.split();
@@ -168,6 +175,9 @@ async fn session(app: AppState, id: TicketId, socket: WebSocket) {
                             .is_err()
                         {
                             return;
+                        }
+                        if let (Some(_), Some(t)) = (&sent, &ticket) {
+                            record_push_latency(t.updated_at);
                         }
                         if terminal {
                             let _ = tx.send(close(1000, "")).await;
