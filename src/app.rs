@@ -131,6 +131,7 @@ impl Application {
             .weigher(|_, v: &bytes::Bytes| v.len() as u32)
             .time_to_live(settings.ticket_ttl())
             .build();
+        let limits = crate::web::limits::Limits::new(&settings);
         let shared = Shared {
             settings,
             engine,
@@ -139,6 +140,7 @@ impl Application {
             shutdown,
             page_key,
             qr_cache,
+            limits,
         };
         Ok(Self {
             listener,

@@ -273,6 +273,23 @@ pub struct Settings {
     #[arg(long = "poll-max-wait", env = "QRLOGIN_POLL_MAX_WAIT", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=60))]
     pub poll_max_wait: u64,
+    /// Tickets one client IP may create per minute (0: no limit).
+    #[arg(
+        long = "rate-tickets",
+        env = "QRLOGIN_RATE_TICKETS",
+        default_value_t = 60
+    )]
+    pub rate_tickets: u32,
+    /// WebSocket connects one client IP may open per minute (0: no limit).
+    #[arg(
+        long = "rate-sockets",
+        env = "QRLOGIN_RATE_SOCKETS",
+        default_value_t = 240
+    )]
+    pub rate_sockets: u32,
+    /// Long-polls one client IP may make per minute (0: no limit).
+    #[arg(long = "rate-polls", env = "QRLOGIN_RATE_POLLS", default_value_t = 600)]
+    pub rate_polls: u32,
     /// `text` or `json` log lines.
     #[arg(
         long = "log-format",

@@ -3,6 +3,7 @@
 //! contract's errors.
 
 pub mod api;
+pub mod limits;
 pub mod ops;
 pub mod pages;
 pub mod poll;
@@ -46,6 +47,7 @@ pub struct Shared {
     /// only asks a phone to reload its page).
     pub page_key: [u8; 32],
     pub qr_cache: moka::sync::Cache<(TicketId, u32, bool), bytes::Bytes>,
+    pub limits: limits::Limits,
 }
 
 impl std::ops::Deref for AppState {
@@ -87,6 +89,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_requests,
+        ))
         .layer(cors)
         .layer(axum::middleware::from_fn(trace::trace_requests))
         .with_state(state)
