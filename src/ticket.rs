@@ -458,6 +458,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_any_string_never_panics_and_accepts_only_the_alphabet(s in "\\PC{0,40}") {
+            let ok = s.parse::<TicketId>().is_ok();
+            let valid = !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric());
+            proptest::prop_assert_eq!(ok, valid);
+        }
+
+        #[test]
+        fn status_parsing_round_trips(i in 0usize..5) {
+            let all = [Status::Pending, Status::Scanned, Status::Confirmed, Status::Denied, Status::Expired];
+            proptest::prop_assert_eq!(all[i].as_str().parse::<Status>(), Ok(all[i]));
+        }
+    }
+
     #[test]
     fn secret_hash_matches_only_its_secret() {
         let secret = Secret::generate();
