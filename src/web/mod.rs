@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod limits;
+pub mod openapi;
 pub mod ops;
 pub mod pages;
 pub mod poll;

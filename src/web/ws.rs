@@ -20,7 +20,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::view::StateView;
 use super::{AppState, TicketPath};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::TicketId;
 
 /// The subprotocol we speak; the secret rides in a second one.
@@ -71,6 +71,17 @@ pub fn origin_allowed(app: &AppState, headers: &HeaderMap) -> bool {
             .is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host))
 }
 
+/// The WebSocket: offer subprotocols `qrlogin.v1` and `secret.{secret}`;
+/// text frames `{"type":"state",…}` follow (see StateView).
+#[utoipa::path(get, path = "/api/v1/tickets/{ticket}/ws", tag = "browser",
+    params(("ticket" = String, Path),
+        ("Sec-WebSocket-Protocol" = String, Header, description = "qrlogin.v1, secret.{secret}")),
+    responses((status = 101, description = "upgraded; first frame is the current state"),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or wrong secret / API key", body = ErrorBody),
+        (status = 403, description = "forbidden", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
+        (status = 429, description = "rate limited (Retry-After)", body = ErrorBody)))]
 pub async fn upgrade_ws(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
