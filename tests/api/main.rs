@@ -6,4 +6,5 @@ mod helpers;
 
 mod core;
 mod fake_wechat;
+mod logs;
 mod wechat_oauth;

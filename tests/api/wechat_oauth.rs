@@ -658,3 +658,49 @@ async fn several_providers_at_once() {
     let (status, _) = open(&phone, &callback_url(&app, "x", &web.id)).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn wechat_logins_log_no_code_secret_or_access_token() {
+    let (logs, _guard) = crate::logs::Captured::start();
+    let (app, fake) = spawn("wechat-oauth,wechat-web", |s| s.wechat_timeout_ms = 300).await;
+    // A phone login, confirmed.
+    let t = app.create_ticket().await;
+    let phone = phone(WECHAT_UA);
+    let callback = authorize_in_wechat(&phone, &t).await;
+    let (_, page) = open(&phone, &callback).await;
+    phone
+        .post(app.url(&format!("/m/{}/confirm", t.id)))
+        .form(&[("csrf", csrf_of(&page))])
+        .send()
+        .await
+        .unwrap();
+    // A website login.
+    let w = app
+        .create_ticket_with(json!({ "provider": "wechat-web" }))
+        .await;
+    let web_callback = web_login(&app.client, &w).await;
+    app.client.get(&web_callback).send().await.unwrap();
+    // Failures: a timeout and an error, both logged.
+    let t2 = app.create_ticket().await;
+    fake.delay(USERINFO_PATH, Duration::from_secs(1));
+    let slow = authorize_in_wechat(&phone, &t2).await;
+    assert_eq!(open(&phone, &slow).await.0, 502);
+    let t3 = app.create_ticket().await;
+    fake.fail_once(TOKEN_PATH, 45011);
+    let failed = authorize_in_wechat(&phone, &t3).await;
+    assert_eq!(open(&phone, &failed).await.0, 502);
+
+    let text = logs.text();
+    assert!(text.contains("45011"), "the errcode is logged");
+    assert!(text.contains("timeout"), "the timeout is logged");
+    let codes: Vec<String> = [&callback, &web_callback, &slow, &failed]
+        .iter()
+        .map(|u| param(u, "code").unwrap())
+        .collect();
+    let tokens = fake.issued_tokens();
+    assert!(tokens.len() >= 3);
+    let mut secrets = vec![("OA secret", OA_SECRET), ("web secret", WEB_SECRET)];
+    secrets.extend(codes.iter().map(|c| ("code", c.as_str())));
+    secrets.extend(tokens.iter().map(|t| ("access token", t.as_str())));
+    logs.assert_free_of(&secrets);
+}

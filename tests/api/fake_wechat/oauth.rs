@@ -117,6 +117,11 @@ impl FakeWechat {
         issue(&mut s.oauth, appid, user, scope)
     }
 
+    /// Every user access token handed out so far.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().oauth.tokens.keys().cloned().collect()
+    }
+
     /// Make `code` older than its lifetime.
     pub fn expire_code(&self, code: &str) {
         let mut s = self.lock();
