@@ -4,4 +4,6 @@
 
 mod helpers;
 
+mod browser;
+mod browser_cdp;
 mod core;
