@@ -174,6 +174,8 @@ pub struct Texts {
     pub requester_heading: &'static str,
     /// Alternative text of a QR image on a phone page.
     pub qr_alt: &'static str,
+    /// Placeholder of the dev page's optional name field.
+    pub name_placeholder: &'static str,
 }
 
 static EN: Texts = Texts {
@@ -213,6 +215,7 @@ static EN: Texts = Texts {
     login_noscript: "This page needs JavaScript to show the login code. Turn it on and reload the page.",
     requester_heading: "The computer asking to log in",
     qr_alt: "QR code of this login",
+    name_placeholder: "dev user",
 };
 
 static ZH_CN: Texts = Texts {
@@ -252,6 +255,7 @@ static ZH_CN: Texts = Texts {
     login_noscript: "此页面需要 JavaScript 才能显示登录二维码。请启用后刷新页面。",
     requester_heading: "请求登录的电脑",
     qr_alt: "本次登录的二维码",
+    name_placeholder: "dev user",
 };
 
 #[cfg(test)]

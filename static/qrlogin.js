@@ -26,6 +26,8 @@
     "en": {
       pending: "Scan the code with your phone",
       pendingHint: "Open your phone's camera or scanner and point it at the code.",
+      pendingWechat: "Scan the code with WeChat",
+      pendingWechatHint: "In WeChat, tap + then Scan, and point it at the code.",
       scanned: "Scanned — confirm on your phone",
       scannedHint: "Check the details on your phone, then tap Confirm.",
       confirmed: "Logged in",
@@ -51,6 +53,8 @@
     "zh-CN": {
       pending: "请使用手机扫描二维码",
       pendingHint: "打开手机相机或扫一扫，对准二维码。",
+      pendingWechat: "请使用微信扫描二维码",
+      pendingWechatHint: "打开微信，点击右上角 + 中的“扫一扫”，对准二维码。",
       scanned: "已扫描 — 请在手机上确认",
       scannedHint: "请在手机上核对信息，然后点击确认。",
       confirmed: "已登录",
@@ -272,7 +276,8 @@
       switch (st.status) {
         case "pending":
           showOverlay(null);
-          say(t.pending, t.pendingHint);
+          if (viaWechat()) say(t.pendingWechat, t.pendingWechatHint);
+          else say(t.pending, t.pendingHint);
           startCountdown(st.expires_at, t.expiresIn);
           break;
         case "scanned":
@@ -307,6 +312,12 @@
         default:
           say(st.status);
       }
+    }
+
+    /** Codes only WeChat can read (every provider but `dev`). */
+    function viaWechat() {
+      var p = (s.ticket && s.ticket.provider) || options.provider || "dev";
+      return p !== "dev";
     }
 
     function emit(st) {

@@ -10,7 +10,7 @@
 use serde_json::{Value, json};
 
 use crate::browser_cdp::{Browser, Device, Page};
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{API_KEY, TestApp, spawn_app, spawn_app_with};
 
 const EN: &str = "en-US,en;q=0.9";
 const ZH: &str = "zh-CN,zh;q=0.9";
@@ -51,6 +51,7 @@ async fn assert_active(app: &TestApp, token: &str) {
     let r = app
         .client
         .post(app.url("/api/v1/tokens/introspect"))
+        .bearer_auth(API_KEY)
         .json(&json!({ "token": token }))
         .send()
         .await

@@ -418,7 +418,7 @@ impl Page {
     /// failure message, what was awaited.
     pub async fn wait_for(&self, what: &str, expr: &str) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
-        let mut last = Value::Null;
+        let mut last: Value;
         loop {
             match self.try_eval(expr).await {
                 Ok(v) if truthy(&v) => return v,
@@ -449,12 +449,16 @@ impl Page {
         self.eval(&expr).await.as_str().unwrap_or("").to_owned()
     }
 
-    /// The centre of `selector`'s element in CSS pixels, scrolled into view.
+    /// The centre of `selector`'s element in CSS pixels, scrolled into view,
+    /// once the page has loaded and nothing covers it (so a tap lands).
     async fn centre(&self, selector: &str) -> (f64, f64) {
         let expr = format!(
-            "(() => {{ const e = document.querySelector({}); if (!e || e.hidden) return null; \
+            "(() => {{ const e = document.querySelector({}); \
+             if (!e || e.hidden || document.readyState !== 'complete') return null; \
              e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect(); \
-             if (!r.width || !r.height) return null; return [r.x + r.width / 2, r.y + r.height / 2]; }})()",
+             if (!r.width || !r.height) return null; \
+             const x = r.x + r.width / 2, y = r.y + r.height / 2, hit = document.elementFromPoint(x, y); \
+             return hit && e.contains(hit) ? [x, y] : null; }})()",
             json!(selector)
         );
         let at = self
