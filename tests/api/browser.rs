@@ -19,7 +19,12 @@ const STATUS: &str = "document.querySelector('#qrlogin').dataset.status";
 const QR_SRC: &str = "(document.querySelector('.qrlogin-qr') || {}).getAttribute?.('src')";
 
 /// The desktop page showing a fresh code; returns what the code says.
-async fn desktop_with_code(browser: &Browser, app: &TestApp, path: &str, lang: &str) -> (Page, String) {
+async fn desktop_with_code(
+    browser: &Browser,
+    app: &TestApp,
+    path: &str,
+    lang: &str,
+) -> (Page, String) {
     let desktop = browser.page("desktop", Device::Desktop, lang).await;
     desktop.goto(&app.url(path)).await;
     desktop
@@ -31,8 +36,11 @@ async fn desktop_with_code(browser: &Browser, app: &TestApp, path: &str, lang: &
 
 /// The status line the desktop shows once `status` is reached.
 async fn wait_status(page: &Page, status: &str) -> String {
-    page.wait_for(&format!("status {status}"), &format!("{STATUS} === '{status}'"))
-        .await;
+    page.wait_for(
+        &format!("status {status}"),
+        &format!("{STATUS} === '{status}'"),
+    )
+    .await;
     page.text(".qrlogin-status").await
 }
 
@@ -41,7 +49,10 @@ async fn phone_opens(browser: &Browser, code: &str, lang: &str) -> Page {
     let phone = browser.page("phone", Device::Phone, lang).await;
     phone.goto(code).await;
     phone
-        .wait_for("the confirm page", "document.querySelector('form.confirm button')")
+        .wait_for(
+            "the confirm page",
+            "document.querySelector('form.confirm button')",
+        )
         .await;
     phone
 }
@@ -57,7 +68,10 @@ async fn assert_active(app: &TestApp, token: &str) {
         .await
         .unwrap();
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["active"], true, "introspection of the page's token: {body}");
+    assert_eq!(
+        body["active"], true,
+        "introspection of the page's token: {body}"
+    );
 }
 
 fn ticket_of(code: &str) -> &str {
@@ -67,19 +81,39 @@ fn ticket_of(code: &str) -> &str {
 #[tokio::test]
 async fn a_phone_confirms_and_the_desktop_is_logged_in() {
     let app = spawn_app().await;
-    let Some(browser) = Browser::launch("dev_login").await else { return };
+    let Some(browser) = Browser::launch("dev_login").await else {
+        return;
+    };
     let (desktop, code) = desktop_with_code(&browser, &app, "/", EN).await;
-    assert!(code.starts_with(&app.url("/m/")), "the QR holds the phone URL: {code}");
-    assert_eq!(desktop.text(".qrlogin-status").await, "Scan the code with your phone");
+    assert!(
+        code.starts_with(&app.url("/m/")),
+        "the QR holds the phone URL: {code}"
+    );
+    assert_eq!(
+        desktop.text(".qrlogin-status").await,
+        "Scan the code with your phone"
+    );
     let countdown = desktop.text(".qrlogin-remaining").await;
-    assert!(countdown.starts_with("Expires in "), "a visible countdown: {countdown}");
+    assert!(
+        countdown.starts_with("Expires in "),
+        "a visible countdown: {countdown}"
+    );
     desktop.screenshot("1-waiting").await;
 
     let phone = phone_opens(&browser, &code, EN).await;
     let asked = phone.text(".requester").await;
-    assert!(asked.contains("Chrome"), "the phone names the browser: {asked}");
-    assert!(asked.contains("Linux"), "the phone names the system: {asked}");
-    assert!(asked.contains("127.0.0.1"), "the phone names the IP: {asked}");
+    assert!(
+        asked.contains("Chrome"),
+        "the phone names the browser: {asked}"
+    );
+    assert!(
+        asked.contains("Linux"),
+        "the phone names the system: {asked}"
+    );
+    assert!(
+        asked.contains("127.0.0.1"),
+        "the phone names the IP: {asked}"
+    );
     assert!(asked.contains("UTC"), "the phone says when: {asked}");
     let scanned = wait_status(&desktop, "scanned").await;
     assert_eq!(scanned, "Scanned — confirm on your phone");
@@ -100,7 +134,10 @@ async fn a_phone_confirms_and_the_desktop_is_logged_in() {
     let token = desktop.eval("window.qrloginToken").await;
     let token = token.as_str().expect("onToken gave the page a token");
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
-    assert!(desktop.text(".qrlogin-token").await.contains(token), "the token is shown");
+    assert!(
+        desktop.text(".qrlogin-token").await.contains(token),
+        "the token is shown"
+    );
     assert_active(&app, token).await;
     desktop.screenshot("3-logged-in").await;
 }
@@ -108,7 +145,9 @@ async fn a_phone_confirms_and_the_desktop_is_logged_in() {
 #[tokio::test]
 async fn the_desktop_shows_who_scanned_with_avatar_and_name() {
     let app = spawn_app().await;
-    let Some(browser) = Browser::launch("scanned_user").await else { return };
+    let Some(browser) = Browser::launch("scanned_user").await else {
+        return;
+    };
     let (desktop, code) = desktop_with_code(&browser, &app, "/", EN).await;
     let avatar = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 8 8'%3E%3Crect width='8' height='8' fill='%23d97706'/%3E%3Ccircle cx='4' cy='3' r='2' fill='%23fff'/%3E%3C/svg%3E";
     let r = app
@@ -119,10 +158,16 @@ async fn the_desktop_shows_who_scanned_with_avatar_and_name() {
         )
         .await;
     assert_eq!(r.status(), 200);
-    assert_eq!(wait_status(&desktop, "scanned").await, "Scanned — confirm on your phone");
+    assert_eq!(
+        wait_status(&desktop, "scanned").await,
+        "Scanned — confirm on your phone"
+    );
     assert_eq!(desktop.text(".qrlogin-nickname").await, "Li Lei");
     desktop
-        .wait_for("the avatar", "document.querySelector('img.qrlogin-avatar')?.naturalWidth > 0")
+        .wait_for(
+            "the avatar",
+            "document.querySelector('img.qrlogin-avatar')?.naturalWidth > 0",
+        )
         .await;
     desktop.screenshot("scanned-with-avatar").await;
 }
@@ -130,17 +175,25 @@ async fn the_desktop_shows_who_scanned_with_avatar_and_name() {
 #[tokio::test]
 async fn cancelling_on_the_phone_offers_a_retry() {
     let app = spawn_app().await;
-    let Some(browser) = Browser::launch("deny").await else { return };
+    let Some(browser) = Browser::launch("deny").await else {
+        return;
+    };
     let (desktop, code) = desktop_with_code(&browser, &app, "/", EN).await;
     let phone = phone_opens(&browser, &code, EN).await;
     phone.tap("form.deny button").await;
     phone
-        .wait_for("the cancelled page", "document.querySelector('.message.denied')")
+        .wait_for(
+            "the cancelled page",
+            "document.querySelector('.message.denied')",
+        )
         .await;
     assert_eq!(phone.text("h1").await, "Login cancelled");
     phone.screenshot("cancelled").await;
 
-    assert_eq!(wait_status(&desktop, "denied").await, "Cancelled on the phone");
+    assert_eq!(
+        wait_status(&desktop, "denied").await,
+        "Cancelled on the phone"
+    );
     assert_eq!(desktop.text(".qrlogin-button").await, "Try again");
     desktop.screenshot("1-cancelled").await;
     desktop.click(".qrlogin-button").await;
@@ -155,7 +208,9 @@ async fn cancelling_on_the_phone_offers_a_retry() {
 #[tokio::test]
 async fn an_expired_code_is_replaced_once_then_waits_for_refresh() {
     let app = spawn_app_with(|s| s.ticket_ttl = 2).await;
-    let Some(browser) = Browser::launch("expiry").await else { return };
+    let Some(browser) = Browser::launch("expiry").await else {
+        return;
+    };
     let (desktop, first) = desktop_with_code(&browser, &app, "/", EN).await;
     let first_src = desktop.eval(QR_SRC).await;
 
@@ -166,7 +221,12 @@ async fn an_expired_code_is_replaced_once_then_waits_for_refresh() {
             &format!("{STATUS} === 'pending' && {QR_SRC} !== {first_src} && {QR_SRC}"),
         )
         .await;
-    assert!(desktop.eval("document.querySelector('.qrlogin-button').hidden").await == true);
+    assert!(
+        desktop
+            .eval("document.querySelector('.qrlogin-button').hidden")
+            .await
+            == true
+    );
     let second = desktop.scan_qr(".qrlogin-qr").await;
     assert_ne!(second, first);
     desktop.screenshot("1-renewed").await;
@@ -174,10 +234,17 @@ async fn an_expired_code_is_replaced_once_then_waits_for_refresh() {
     // The second expiry with nobody scanning: a Refresh button.
     assert_eq!(wait_status(&desktop, "expired").await, "The code expired");
     desktop
-        .wait_for("the Refresh button", "!document.querySelector('.qrlogin-button').hidden")
+        .wait_for(
+            "the Refresh button",
+            "!document.querySelector('.qrlogin-button').hidden",
+        )
         .await;
     assert_eq!(desktop.text(".qrlogin-button").await, "Refresh");
-    assert_eq!(desktop.eval(QR_SRC).await, second_src, "no third code by itself");
+    assert_eq!(
+        desktop.eval(QR_SRC).await,
+        second_src,
+        "no third code by itself"
+    );
     desktop.screenshot("2-refresh").await;
 
     desktop.click(".qrlogin-button").await;
@@ -214,7 +281,9 @@ window.WebSocket = class BlockedWebSocket extends EventTarget {
 #[tokio::test]
 async fn without_websockets_long_polling_completes_the_login() {
     let app = spawn_app().await;
-    let Some(browser) = Browser::launch("long_poll").await else { return };
+    let Some(browser) = Browser::launch("long_poll").await else {
+        return;
+    };
     let desktop = browser.page("desktop", Device::Desktop, EN).await;
     desktop.before_load(BLOCK_WEBSOCKETS).await;
     desktop.goto(&app.url("/")).await;
@@ -242,10 +311,15 @@ async fn without_websockets_long_polling_completes_the_login() {
 #[tokio::test]
 async fn after_a_restart_the_page_gets_a_new_code_and_completes() {
     let app = spawn_app().await;
-    let Some(browser) = Browser::launch("restart").await else { return };
+    let Some(browser) = Browser::launch("restart").await else {
+        return;
+    };
     let (desktop, first) = desktop_with_code(&browser, &app, "/", EN).await;
     desktop
-        .wait_for("the WebSocket", "window.qrloginHandle.transport === 'websocket'")
+        .wait_for(
+            "the WebSocket",
+            "window.qrloginHandle.transport === 'websocket'",
+        )
         .await;
     let first_src = desktop.eval(QR_SRC).await;
 
@@ -254,7 +328,7 @@ async fn after_a_restart_the_page_gets_a_new_code_and_completes() {
     let port = app.port;
     app.stop.stop();
     app.task.await.unwrap();
-    let app = spawn_app_with(|s| s.bind = ([127, 0, 0, 1], port).into()).await;
+    let _restarted = spawn_app_with(|s| s.bind = ([127, 0, 0, 1], port).into()).await;
 
     desktop
         .wait_for(
@@ -278,12 +352,22 @@ async fn after_a_restart_the_page_gets_a_new_code_and_completes() {
 #[tokio::test]
 async fn pages_speak_chinese_when_the_browser_does() {
     let app = spawn_app().await;
-    let Some(browser) = Browser::launch("zh_cn").await else { return };
+    let Some(browser) = Browser::launch("zh_cn").await else {
+        return;
+    };
     let (desktop, code) = desktop_with_code(&browser, &app, "/", ZH).await;
     assert_eq!(desktop.eval("document.documentElement.lang").await, "zh-CN");
     assert_eq!(desktop.text("h1").await, "登录");
-    assert_eq!(desktop.text(".qrlogin-status").await, "请使用手机扫描二维码");
-    assert!(desktop.text(".qrlogin-remaining").await.ends_with("秒后过期"));
+    assert_eq!(
+        desktop.text(".qrlogin-status").await,
+        "请使用手机扫描二维码"
+    );
+    assert!(
+        desktop
+            .text(".qrlogin-remaining")
+            .await
+            .ends_with("秒后过期")
+    );
     desktop.screenshot("1-waiting").await;
 
     let phone = phone_opens(&browser, &code, ZH).await;
@@ -302,7 +386,10 @@ async fn pages_speak_chinese_when_the_browser_does() {
         .wait_for("a pending code", &format!("{STATUS} === 'pending'"))
         .await;
     assert_eq!(english.text("h1").await, "Log in");
-    assert_eq!(english.text(".qrlogin-status").await, "Scan the code with your phone");
+    assert_eq!(
+        english.text(".qrlogin-status").await,
+        "Scan the code with your phone"
+    );
 }
 
 /// Counts the timers, sockets and requests a page has open.
@@ -342,7 +429,9 @@ async fn destroy_leaves_nothing(transport: &str) {
     };
     let desktop = browser.page("desktop", Device::Desktop, EN).await;
     desktop.before_load(COUNT_RESOURCES).await;
-    desktop.goto(&app.url(&format!("/?transport={transport}"))).await;
+    desktop
+        .goto(&app.url(&format!("/?transport={transport}")))
+        .await;
     desktop
         .wait_for(
             "the page to wait for a scan",
@@ -350,7 +439,10 @@ async fn destroy_leaves_nothing(transport: &str) {
         )
         .await;
     let open = desktop.eval("window.__open()").await;
-    assert!(open["timers"].as_u64().unwrap() >= 1, "the countdown runs: {open}");
+    assert!(
+        open["timers"].as_u64().unwrap() >= 1,
+        "the countdown runs: {open}"
+    );
 
     desktop.eval("window.qrloginHandle.destroy()").await;
     desktop
@@ -359,7 +451,12 @@ async fn destroy_leaves_nothing(transport: &str) {
             "(() => { const o = window.__open(); return o.timers === 0 && o.sockets === 0 && o.requests === 0; })()",
         )
         .await;
-    assert_eq!(desktop.eval("document.querySelector('#qrlogin').children.length").await, 0);
+    assert_eq!(
+        desktop
+            .eval("document.querySelector('#qrlogin').children.length")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]

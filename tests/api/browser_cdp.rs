@@ -46,11 +46,7 @@ fn find_chromium() -> Option<PathBuf> {
 /// Where a test's screenshots go: `target/screenshots/{test}/`.
 pub fn screenshot_dir(test: &str) -> PathBuf {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let dir = tmp
-        .parent()
-        .unwrap_or(tmp)
-        .join("screenshots")
-        .join(test);
+    let dir = tmp.parent().unwrap_or(tmp).join("screenshots").join(test);
     std::fs::create_dir_all(&dir).expect("screenshot folder");
     dir
 }
