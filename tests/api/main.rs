@@ -7,3 +7,4 @@ mod helpers;
 mod browser;
 mod browser_cdp;
 mod core;
+mod logs;
