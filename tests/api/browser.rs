@@ -468,3 +468,79 @@ async fn destroy_closes_the_websocket_and_stops_every_timer() {
 async fn destroy_aborts_the_long_poll_and_stops_every_timer() {
     destroy_leaves_nothing("poll").await;
 }
+
+/// The service's answer to a new ticket, as `wechat-web` gives it: with
+/// WeChat's `authorize_url` (the page reads only that field from it).
+const ADD_AUTHORIZE_URL: &str = r#"
+(() => {
+  const f = window.fetch;
+  window.fetch = async function (url, init) {
+    const r = await f.apply(window, arguments);
+    if (!String(url).endsWith('/api/v1/tickets')) return r;
+    const tk = await r.json();
+    tk.authorize_url = 'https://open.weixin.qq.com/connect/qrconnect?appid=wx0123456789abcdef' +
+      '&redirect_uri=' + encodeURIComponent(location.origin + '/wechat/web/callback') +
+      '&response_type=code&scope=snsapi_login&state=' + tk.ticket + '#wechat_redirect';
+    return new Response(JSON.stringify(tk), { status: r.status, headers: r.headers });
+  };
+})();
+"#;
+
+#[tokio::test]
+async fn wechat_web_embeds_wechats_own_qr_as_wx_login_does() {
+    let app = spawn_app().await;
+    let Some(browser) = Browser::launch("wechat_web").await else {
+        return;
+    };
+    let desktop = browser.page("desktop", Device::Desktop, EN).await;
+    desktop.block_urls(&["*weixin.qq.com*"]).await;
+    desktop.before_load(ADD_AUTHORIZE_URL).await;
+    desktop.goto(&app.url("/")).await;
+    let src = desktop
+        .wait_for(
+            "WeChat's QR frame",
+            "document.querySelector('iframe.qrlogin-wechat')?.src",
+        )
+        .await;
+    let src = url::Url::parse(src.as_str().unwrap()).unwrap();
+    let q: std::collections::HashMap<_, _> = src.query_pairs().into_owned().collect();
+    assert_eq!(src.host_str(), Some("open.weixin.qq.com"));
+    assert_eq!(src.path(), "/connect/qrconnect");
+    assert_eq!(
+        src.fragment(),
+        None,
+        "wxLogin.js builds no #wechat_redirect"
+    );
+    assert_eq!(q["login_type"], "jssdk");
+    assert_eq!(q["self_redirect"], "false");
+    assert_eq!(q["stylelite"], "1");
+    assert_eq!(q["lang"], "en");
+    assert_eq!(q["scope"], "snsapi_login");
+    assert_eq!(q["appid"], "wx0123456789abcdef");
+    assert_eq!(q["redirect_uri"], app.url("/wechat/web/callback"));
+    let sandbox = desktop
+        .eval("document.querySelector('iframe.qrlogin-wechat').getAttribute('sandbox')")
+        .await;
+    assert_eq!(
+        sandbox,
+        "allow-scripts allow-top-navigation allow-same-origin"
+    );
+    assert_eq!(
+        desktop
+            .eval("document.querySelector('.qrlogin-qr').hidden")
+            .await,
+        true
+    );
+    assert!(
+        !desktop.logs().contains("Content Security Policy"),
+        "the page's CSP allows WeChat's frame: {}",
+        desktop.logs()
+    );
+
+    // The login still arrives through the page's own socket.
+    let ticket = q["state"].clone();
+    wait_status(&desktop, "pending").await;
+    assert_eq!(app.confirm(&ticket, "wechat-user").await.status(), 200);
+    assert_eq!(wait_status(&desktop, "confirmed").await, "Logged in");
+    desktop.screenshot("embedded").await;
+}

@@ -371,6 +371,14 @@ impl Page {
         .await;
     }
 
+    /// Fail every request to URLs matching these patterns (`*` wildcards),
+    /// so a test never reaches the internet.
+    pub async fn block_urls(&self, patterns: &[&str]) {
+        self.ok("Network.enable", json!({})).await;
+        self.ok("Network.setBlockedURLs", json!({ "urls": patterns }))
+            .await;
+    }
+
     pub async fn goto(&self, url: &str) {
         let r = self.ok("Page.navigate", json!({ "url": url })).await;
         assert!(
