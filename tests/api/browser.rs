@@ -444,6 +444,7 @@ async fn destroy_leaves_nothing(transport: &str) {
         "the countdown runs: {open}"
     );
 
+    desktop.screenshot("1-waiting").await;
     desktop.eval("window.qrloginHandle.destroy()").await;
     desktop
         .wait_for(
@@ -457,6 +458,7 @@ async fn destroy_leaves_nothing(transport: &str) {
             .await,
         0
     );
+    desktop.screenshot("2-destroyed").await;
 }
 
 #[tokio::test]

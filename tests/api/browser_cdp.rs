@@ -150,9 +150,9 @@ impl Browser {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("browser tests need chromium (apt-get install chromium), and CI=true");
             }
-            eprintln!(
+            loud(&format!(
                 "\n*** SKIPPED: browser tests need chromium (apt-get install chromium) [{test}] ***\n"
-            );
+            ));
             return None;
         };
         let permit = BROWSERS.acquire().await.unwrap();
@@ -244,7 +244,7 @@ impl Browser {
             .unwrap_or("")
             .replace("HeadlessChrome", "Chrome");
         let shots = screenshot_dir(test);
-        eprintln!("{test}: screenshots in {}", shots.display());
+        loud(&format!("{test}: screenshots in {}\n", shots.display()));
         Some(Browser {
             child,
             conn,
@@ -335,6 +335,13 @@ impl Drop for Browser {
             }
         });
     }
+}
+
+/// Straight to stderr, in one write: the test harness hides `eprintln!` of
+/// passing tests, and a skip or a screenshot folder must be seen.
+fn loud(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 fn rand_suffix() -> String {
