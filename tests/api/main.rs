@@ -5,3 +5,6 @@
 mod helpers;
 
 mod core;
+mod redis;
+mod redis_server;
+mod redis_store;
