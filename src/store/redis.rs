@@ -33,7 +33,9 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Script, Value};
+use redis::{
+    Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Script, ScriptInvocation, Value,
+};
 use tokio::sync::OnceCell;
 
 use super::{StoreError, TicketStore};
@@ -72,6 +74,11 @@ pub(crate) fn count_error(op: &'static str) {
 fn failed(op: &'static str, cause: impl std::fmt::Display) -> StoreError {
     count_error(op);
     StoreError::Unavailable(format!("redis {op}: {cause}"))
+}
+
+/// Whether `e` means the connection broke (worth one immediate retry).
+fn lost_connection(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
 /// Run one Redis operation under `OP_TIMEOUT`.
@@ -265,19 +272,46 @@ impl Redis {
         Ok(conn.clone())
     }
 
+    /// Run `cmd`. A command that finds the connection lost is retried once
+    /// at once: the failure is what makes the connection manager reconnect,
+    /// so after an outage the first request succeeds instead of failing.
+    pub async fn query<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &Cmd,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn().await?;
+        bounded(op, async move {
+            match cmd.query_async(&mut conn).await {
+                Err(e) if lost_connection(&e) => cmd.query_async(&mut conn).await,
+                done => done,
+            }
+        })
+        .await
+    }
+
+    /// Run a Lua script, retried like `query`.
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn().await?;
+        bounded(op, async move {
+            match script.invoke_async(&mut conn).await {
+                Err(e) if lost_connection(&e) => script.invoke_async(&mut conn).await,
+                done => done,
+            }
+        })
+        .await
+    }
+
     /// `PUBLISH channel message`. In a cluster any node will do: classic
     /// pub/sub messages are broadcast to every node over the cluster bus.
     pub async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        bounded(
-            "publish",
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(message)
-                .query_async::<i64>(&mut conn),
-        )
-        .await
-        .map(|_| ())
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(message);
+        self.query::<i64>("publish", &cmd).await.map(|_| ())
     }
 }
 
@@ -311,15 +345,11 @@ impl RedisStore {
 
     /// The stored JSON and the live ticket it holds, if any.
     async fn read(&self, id: &TicketId) -> Result<Option<(String, Ticket)>, StoreError> {
-        let mut conn = self.redis.conn().await?;
-        let raw: Option<String> = bounded(
-            "get",
-            redis::cmd("GET")
-                .arg(self.ticket_key(id))
-                .query_async(&mut conn),
-        )
-        .await?;
-        let Some(raw) = raw else { return Ok(None) };
+        let mut get = redis::cmd("GET");
+        get.arg(self.ticket_key(id));
+        let Some(raw) = self.redis.query::<Option<String>>("get", &get).await? else {
+            return Ok(None);
+        };
         let ticket: Ticket =
             serde_json::from_str(&raw).map_err(|e| failed("decode", format!("ticket: {e}")))?;
         Ok((now_ms() < ticket.expires_at).then_some((raw, ticket)))
@@ -339,8 +369,6 @@ impl TicketStore for RedisStore {
             return Ok(()); // already past its time: nothing to keep
         }
         let json = serde_json::to_string(ticket).map_err(|e| failed("encode", e))?;
-        let mut conn = self.redis.conn().await?;
-        let mut conn2 = conn.clone();
         let mut set = redis::cmd("SET");
         set.arg(self.ticket_key(&ticket.id))
             .arg(json)
@@ -352,9 +380,10 @@ impl TicketStore for RedisStore {
         add.arg(&self.live_key)
             .arg(ticket.expires_at)
             .arg(ticket.id.as_str());
-        let set = bounded("insert", set.query_async::<()>(&mut conn));
-        let count = bounded("insert", add.query_async::<()>(&mut conn2));
-        tokio::try_join!(set, count)?;
+        tokio::try_join!(
+            self.redis.query::<()>("insert", &set),
+            self.redis.query::<()>("insert", &add)
+        )?;
         Ok(())
     }
 
@@ -370,17 +399,9 @@ impl TicketStore for RedisStore {
             };
             let next = current.apply(change.clone(), now_ms())?;
             let json = serde_json::to_string(&next).map_err(|e| failed("encode", e))?;
-            let mut conn = self.redis.conn().await?;
-            let won: i64 = bounded(
-                "transition",
-                self.cas
-                    .key(&key)
-                    .arg(raw)
-                    .arg(json)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-            if won == 1 {
+            let mut cas = self.cas.key(&key);
+            cas.arg(raw).arg(json);
+            if self.redis.invoke::<i64>("transition", &cas).await? == 1 {
                 return Ok(next);
             }
             metrics::counter!("qrlogin_redis_cas_retries_total").increment(1);
@@ -389,77 +410,46 @@ impl TicketStore for RedisStore {
     }
 
     async fn live_count(&self) -> Result<u64, StoreError> {
-        let mut conn = self.redis.conn().await?;
-        bounded(
-            "live_count",
-            self.count
-                .key(&self.live_key)
-                .arg(now_ms())
-                .invoke_async(&mut conn),
-        )
-        .await
+        let mut count = self.count.key(&self.live_key);
+        count.arg(now_ms());
+        self.redis.invoke("live_count", &count).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.redis.conn().await?;
-        bounded(
-            "ping",
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await
-        .map(|_| ())
+        let ping = redis::cmd("PING");
+        self.redis.query::<String>("ping", &ping).await.map(|_| ())
     }
 
     async fn put_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let mut conn = self.redis.conn().await?;
-        let set: Option<String> = bounded(
-            "put_new",
-            redis::cmd("SET")
-                .arg(self.value_key(key))
-                .arg(value)
-                .arg("NX")
-                .arg("PX")
-                .arg(px(ttl))
-                .query_async(&mut conn),
-        )
-        .await?;
-        Ok(set.is_some())
+        let mut set = redis::cmd("SET");
+        set.arg(self.value_key(key))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(px(ttl));
+        let done: Option<String> = self.redis.query("put_new", &set).await?;
+        Ok(done.is_some())
     }
 
     async fn put(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
-        let mut conn = self.redis.conn().await?;
-        bounded(
-            "put",
-            redis::cmd("SET")
-                .arg(self.value_key(key))
-                .arg(value)
-                .arg("PX")
-                .arg(px(ttl))
-                .query_async::<()>(&mut conn),
-        )
-        .await
+        let mut set = redis::cmd("SET");
+        set.arg(self.value_key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(px(ttl));
+        self.redis.query("put", &set).await
     }
 
     async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let mut conn = self.redis.conn().await?;
-        bounded(
-            "get_value",
-            redis::cmd("GET")
-                .arg(self.value_key(key))
-                .query_async(&mut conn),
-        )
-        .await
+        let mut get = redis::cmd("GET");
+        get.arg(self.value_key(key));
+        self.redis.query("get_value", &get).await
     }
 
     async fn remove_value(&self, key: &str) -> Result<(), StoreError> {
-        let mut conn = self.redis.conn().await?;
-        bounded(
-            "remove_value",
-            redis::cmd("DEL")
-                .arg(self.value_key(key))
-                .query_async::<()>(&mut conn),
-        )
-        .await
+        let mut del = redis::cmd("DEL");
+        del.arg(self.value_key(key));
+        self.redis.query("remove_value", &del).await
     }
 }
 

@@ -76,12 +76,19 @@ async fn created_on_a_watched_on_b_confirmed_on_c_is_pushed() {
     let mut ws = b.ws(&t).await;
     assert_eq!(next_frame(&mut ws).await["status"], "pending");
     let r = c
-        .trusted("scan", &t.id, json!({ "sub": "u1", "user": { "nickname": "Ann" } }))
+        .trusted(
+            "scan",
+            &t.id,
+            json!({ "sub": "u1", "user": { "nickname": "Ann" } }),
+        )
         .await;
     assert_eq!(r.status(), 200);
     let scanned = next_frame(&mut ws).await;
     assert_eq!(
-        (scanned["status"].as_str(), scanned["user"]["nickname"].as_str()),
+        (
+            scanned["status"].as_str(),
+            scanned["user"]["nickname"].as_str()
+        ),
         (Some("scanned"), Some("Ann"))
     );
     assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
@@ -100,7 +107,10 @@ async fn what_redis_holds_is_prefixed_and_never_the_secret() {
     let t = app.create_ticket().await;
     let key = format!("deploy1:t:{{{}}}", t.id);
     let raw = redis.cli(&["GET", &key]);
-    assert!(raw.contains(&t.id), "the ticket is stored under {key}: {raw}");
+    assert!(
+        raw.contains(&t.id),
+        "the ticket is stored under {key}: {raw}"
+    );
     assert!(!raw.contains(&t.secret), "the secret is stored hashed");
     let ttl: i64 = redis.cli(&["PTTL", &key]).trim().parse().unwrap();
     assert!(
@@ -188,7 +198,10 @@ async fn a_redis_restart_mid_wait_recovers_and_delivers() {
     a.create_ticket().await;
     let metrics = b.metrics().await;
     assert!(metrics.contains("qrlogin_redis_errors_total"), "{metrics}");
-    assert!(metrics.contains("qrlogin_redis_reconnects_total"), "{metrics}");
+    assert!(
+        metrics.contains("qrlogin_redis_reconnects_total"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -214,7 +227,8 @@ async fn a_killed_subscription_during_a_confirm_still_delivers() {
         assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
         // Let both instances resubscribe before the next round.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while redis.cli(&["PUBSUB", "NUMSUB", &format!("{}:changes", prefix_of(a))])
+        while redis
+            .cli(&["PUBSUB", "NUMSUB", &format!("{}:changes", prefix_of(a))])
             .lines()
             .nth(1)
             .map(str::trim)

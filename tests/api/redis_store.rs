@@ -20,7 +20,10 @@ fn shared_server() -> Option<&'static RedisServer> {
 pub fn fresh_store() -> Option<RedisStore> {
     let server = shared_server()?;
     let prefix = format!("conf{}", rand::random::<u64>());
-    Some(RedisStore::new(Redis::open(&server.url()).unwrap(), &prefix))
+    Some(RedisStore::new(
+        Redis::open(&server.url()).unwrap(),
+        &prefix,
+    ))
 }
 
 qrlogin::store_conformance_suite!(match fresh_store() {
