@@ -5,6 +5,7 @@
 mod helpers;
 
 mod core;
+mod logs;
 mod redis;
 mod redis_server;
 mod redis_store;
