@@ -486,6 +486,12 @@ mod tests {
     }
 
     #[test]
+    fn tls_urls_are_refused_at_start_in_this_build() {
+        let err = Redis::open("rediss://127.0.0.1:6380").err().unwrap();
+        assert!(err.starts_with("QRLOGIN_REDIS_URL"), "{err}");
+    }
+
+    #[test]
     fn a_ticket_key_carries_its_hash_tag() {
         let store = RedisStore::new(Redis::open("redis://127.0.0.1:1").unwrap(), "p");
         let id: TicketId = "abc".parse().unwrap();

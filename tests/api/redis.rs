@@ -286,3 +286,44 @@ async fn the_cross_instance_flow_works_on_a_three_master_cluster() {
     }
     assert!(masters.len() >= 2, "tickets spread over the masters");
 }
+
+/// Cross-instance push latency: sockets on B, confirms on A; from sending
+/// the confirm to the `confirmed` frame. Bounded (200 logins) on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_instance_confirm_to_frame_latency() {
+    let Some(redis) = RedisServer::start("cross_instance_confirm_to_frame_latency") else {
+        return;
+    };
+    let prefix = format!("lat{}", rand::random::<u32>());
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let (url, prefix) = (redis.url(), prefix.clone());
+        apps.push(
+            spawn_app_with(move |s| {
+                s.redis_url = Some(url);
+                s.redis_prefix = prefix;
+                s.rate_tickets = 0;
+                s.rate_sockets = 0;
+            })
+            .await,
+        );
+    }
+    let (a, b) = (&apps[0], &apps[1]);
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let t = a.create_ticket().await;
+        let mut ws = b.ws(&t).await;
+        assert_eq!(next_frame(&mut ws).await["status"], "pending");
+        let started = std::time::Instant::now();
+        assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
+        assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    let (p50, p99) = (
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+    );
+    eprintln!("cross-instance confirm -> frame over 200 logins: p50 {p50:?}, p99 {p99:?}");
+    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+}
