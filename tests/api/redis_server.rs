@@ -135,6 +135,12 @@ impl RedisServer {
         }
     }
 
+    /// Remove the server's directory while it runs (it writes nothing there
+    /// without `SAVE`): for a server that lives as long as the process.
+    pub fn forget_dir(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
     /// Kill the server at once (no shutdown save), as a crash would.
     pub fn kill(&mut self) {
         if let Some((mut child, mut stdin)) = self.running.take() {

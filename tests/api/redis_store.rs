@@ -11,7 +11,11 @@ use crate::redis_server::RedisServer;
 fn shared_server() -> Option<&'static RedisServer> {
     static SERVER: OnceLock<Option<RedisServer>> = OnceLock::new();
     SERVER
-        .get_or_init(|| RedisServer::start("redis store conformance"))
+        .get_or_init(|| {
+            let server = RedisServer::start("redis store conformance")?;
+            server.forget_dir(); // never dropped: nothing may be left behind
+            Some(server)
+        })
         .as_ref()
 }
 
