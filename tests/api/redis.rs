@@ -211,32 +211,29 @@ async fn a_killed_subscription_during_a_confirm_still_delivers() {
     };
     let apps = instances(&redis.url(), 2).await;
     let (a, b) = (&apps[0], &apps[1]);
+    let channel = format!("{}:changes", prefix_of(a));
     for _ in 0..3 {
-        let t = a.create_ticket().await;
-        let mut ws = b.ws(&t).await;
-        assert_eq!(next_frame(&mut ws).await["status"], "pending");
-        let killed: u32 = redis
-            .cli(&["CLIENT", "KILL", "TYPE", "pubsub"])
-            .trim()
-            .parse()
-            .unwrap();
-        assert!(killed >= 2, "both instances were subscribed");
-        // Published while B's subscription is down: only B's re-read after
-        // it resubscribes can deliver this.
-        assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
-        assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
-        // Let both instances resubscribe before the next round.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        // Both instances subscribed (again) before each round.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while redis
-            .cli(&["PUBSUB", "NUMSUB", &format!("{}:changes", prefix_of(a))])
+            .cli(&["PUBSUB", "NUMSUB", &channel])
             .lines()
             .nth(1)
             .map(str::trim)
             != Some("2")
         {
-            assert!(tokio::time::Instant::now() < deadline, "resubscribed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(tokio::time::Instant::now() < deadline, "both subscribed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let t = a.create_ticket().await;
+        let mut ws = b.ws(&t).await;
+        assert_eq!(next_frame(&mut ws).await["status"], "pending");
+        let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        assert_eq!(killed.trim(), "2", "both subscriptions killed");
+        // Published while B's subscription is down: only B's re-read after
+        // it resubscribes can deliver this.
+        assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
+        assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
     }
 }
 
