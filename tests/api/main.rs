@@ -4,6 +4,8 @@
 
 mod helpers;
 
+mod browser;
+mod browser_cdp;
 mod core;
 mod logs;
 mod redis;
