@@ -9,4 +9,7 @@ mod browser_cdp;
 mod core;
 mod fake_wechat;
 mod logs;
+mod redis;
+mod redis_server;
+mod redis_store;
 mod wechat_oauth;
