@@ -2,6 +2,8 @@
 //! scanned (an `Identity`) and binds the ticket to that phone; confirming
 //! from the phone then signs a token for that identity.
 
+pub mod wechat;
+
 use crate::error::{Error, Result};
 use crate::ticket::Ticket;
 use crate::web::AppState;

@@ -1,0 +1,4 @@
+//! WeChat providers.
+
+pub mod crypto;
+pub mod events;
