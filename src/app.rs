@@ -27,6 +27,8 @@ pub enum StartError {
     Token(#[from] crate::token::TokenError),
     #[error(transparent)]
     Templates(#[from] crate::templates::TemplateError),
+    #[error("WeChat client: {0}")]
+    Wechat(#[from] crate::providers::wechat::WechatError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -125,6 +127,7 @@ impl Application {
             .weigher(|_, v: &bytes::Bytes| v.len() as u32)
             .time_to_live(settings.ticket_ttl())
             .build();
+        let wechat = crate::providers::wechat::WechatClient::from_settings(&settings)?;
         let shared = Shared {
             settings,
             engine,
@@ -133,6 +136,7 @@ impl Application {
             shutdown,
             page_key,
             qr_cache,
+            wechat,
         };
         Ok(Self {
             listener,

@@ -72,14 +72,14 @@ async fn create_ticket(
             .ok_or_else(|| Error::BadRequest(format!("provider {name:?} is not enabled")))?,
     };
     let id = TicketId::generate();
-    let qr_content = format!("{}/m/{}", app.settings.public_url(), id);
+    let prepared = crate::providers::prepare(&app, provider, &id).await?;
     let requester = Requester {
         ip: ip.to_string(),
         user_agent: user_agent(&headers),
     };
     let (ticket, secret) = app
         .engine
-        .create(id, provider, qr_content, requester)
+        .create(id, provider, prepared.qr_content, requester)
         .await?;
     let base = format!("/api/v1/tickets/{}", ticket.id);
     let created = TicketCreated {
@@ -94,7 +94,7 @@ async fn create_ticket(
         poll: format!("{base}/poll"),
         expires_in: app.engine.ttl_secs(),
         expires_at: rfc3339(ticket.expires_at),
-        authorize_url: None,
+        authorize_url: prepared.authorize_url,
     };
     Ok((StatusCode::CREATED, Json(created)))
 }

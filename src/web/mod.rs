@@ -7,6 +7,7 @@ pub mod ops;
 pub mod pages;
 pub mod poll;
 pub mod view;
+pub mod wechat;
 pub mod ws;
 
 use std::net::{IpAddr, SocketAddr};
@@ -45,6 +46,8 @@ pub struct Shared {
     /// only asks a phone to reload its page).
     pub page_key: [u8; 32],
     pub qr_cache: moka::sync::Cache<(TicketId, u32, bool), bytes::Bytes>,
+    /// WeChat's HTTP client (one connection pool for every WeChat flow).
+    pub wechat: crate::providers::wechat::WechatClient,
 }
 
 impl std::ops::Deref for AppState {
@@ -59,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router())
         .merge(pages::router())
         .merge(ops::router())
+        .merge(wechat::router())
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -72,6 +72,13 @@ pub struct PageQuery {
     provider: Option<String>,
 }
 
+impl PageQuery {
+    /// `?lang=`, if given.
+    pub fn lang(&self) -> Option<&str> {
+        self.lang.as_deref()
+    }
+}
+
 /// The page language from `?lang=` and `Accept-Language`.
 pub fn page_lang(query: Option<&str>, headers: &HeaderMap) -> Lang {
     let accept = headers
@@ -377,10 +384,45 @@ async fn show_phone_page(
     match ticket.provider {
         Provider::Dev => show_dev_page(app, lang, ticket, &headers).await,
         Provider::Miniprogram => message_page(&app, lang, Message::OpenInMiniprogram, None),
-        Provider::WechatOauth | Provider::WechatWeb | Provider::WechatMp => {
+        Provider::WechatOauth => show_oauth_page(app, lang, ticket, &headers),
+        Provider::WechatWeb | Provider::WechatMp => {
             let svg = format!("/api/v1/tickets/{}/qr.svg", ticket.id);
             message_page(&app, lang, Message::OpenInWechat, Some(&svg))
         }
+    }
+}
+
+/// `wechat-oauth`: inside WeChat's browser a pending ticket goes to WeChat's
+/// authorization (which comes back to `/wechat/oauth/callback`); elsewhere
+/// the page says to scan with WeChat and shows the code again.
+fn show_oauth_page(app: AppState, lang: Lang, ticket: Ticket, headers: &HeaderMap) -> Response {
+    let in_wechat = super::user_agent(headers)
+        .to_ascii_lowercase()
+        .contains("micromessenger");
+    if !in_wechat {
+        let svg = format!("/api/v1/tickets/{}/qr.svg", ticket.id);
+        return message_page(&app, lang, Message::OpenInWechat, Some(&svg));
+    }
+    let binding = phone_cookie(headers).map(|phone| (phone_binding(&phone), phone));
+    match ticket.status_at(crate::ticket::now_ms()) {
+        Status::Pending => {
+            let url = crate::providers::wechat::oauth::authorize_url(&app, &ticket.id);
+            let mut response = page_response(StatusCode::FOUND, String::new());
+            match HeaderValue::from_str(&url) {
+                Ok(location) => {
+                    response.headers_mut().insert(header::LOCATION, location);
+                    response
+                }
+                Err(_) => message_page(&app, lang, Message::Retry, None),
+            }
+        }
+        Status::Scanned => match binding {
+            Some((binding, phone)) if ticket.scanned_by.as_deref() == Some(binding.as_str()) => {
+                confirm_page(&app, lang, &ticket, &phone, false)
+            }
+            _ => message_page(&app, lang, Message::Taken, None),
+        },
+        _ => final_page(&app, lang, Some(&ticket)),
     }
 }
 
