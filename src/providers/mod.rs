@@ -5,8 +5,6 @@
 
 pub mod wechat;
 
-pub mod wechat;
-
 use crate::error::{Error, Result};
 use crate::ticket::{Provider, Ticket, TicketId};
 use crate::web::AppState;
