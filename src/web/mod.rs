@@ -3,11 +3,13 @@
 //! contract's errors.
 
 pub mod api;
+pub mod miniprogram;
 pub mod ops;
 pub mod pages;
 pub mod poll;
 pub mod view;
 pub mod wechat;
+pub mod wechat_events;
 pub mod ws;
 
 use std::net::{IpAddr, SocketAddr};
@@ -63,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::router())
         .merge(ops::router())
         .merge(wechat::router())
+        .merge(wechat_events::router())
+        .merge(miniprogram::router())
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
