@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -42,7 +42,13 @@ fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let buckets = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+                .build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed by an embedder; then
             // our handle simply renders what we record through it.
@@ -128,6 +134,7 @@ impl Application {
             .time_to_live(settings.ticket_ttl())
             .build();
         let wechat = crate::providers::wechat::WechatClient::from_settings(&settings)?;
+        let limits = crate::web::limits::Limits::new(&settings);
         let shared = Shared {
             settings,
             engine,
@@ -137,6 +144,7 @@ impl Application {
             page_key,
             qr_cache,
             wechat,
+            limits,
         };
         Ok(Self {
             listener,

@@ -53,10 +53,13 @@ pub enum Error {
     Upstream(String),
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    message: String,
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A snake_case code (`bad_request`, `unauthorized`, `ticket_not_found`, …).
+    pub error: &'static str,
+    /// Human text.
+    pub message: String,
 }
 
 impl Error {
@@ -95,7 +98,7 @@ impl Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let body = Body {
+        let body = ErrorBody {
             error: self.code(),
             message: self.to_string(),
         };

@@ -3,10 +3,13 @@
 //! contract's errors.
 
 pub mod api;
+pub mod limits;
 pub mod miniprogram;
+pub mod openapi;
 pub mod ops;
 pub mod pages;
 pub mod poll;
+pub mod trace;
 pub mod view;
 pub mod wechat;
 pub mod wechat_events;
@@ -50,6 +53,7 @@ pub struct Shared {
     pub qr_cache: moka::sync::Cache<(TicketId, u32, bool), bytes::Bytes>,
     /// WeChat's HTTP client (one connection pool for every WeChat flow).
     pub wechat: crate::providers::wechat::WechatClient,
+    pub limits: limits::Limits,
 }
 
 impl std::ops::Deref for AppState {
@@ -59,7 +63,31 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// CORS for product pages on other origins: only the listed ones (empty:
+/// same origin only, so no CORS headers at all).
+fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
+    use axum::http::{Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = &settings.allowed_origins;
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| o.trim_end_matches('/').parse().ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .expose_headers([trace::REQUEST_ID])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
 pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.settings);
     Router::new()
         .merge(api::router())
         .merge(pages::router())
@@ -70,6 +98,12 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_requests,
+        ))
+        .layer(cors)
+        .layer(axum::middleware::from_fn(trace::trace_requests))
         .with_state(state)
 }
 

@@ -20,7 +20,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::view::StateView;
 use super::{AppState, TicketPath};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::TicketId;
 
 /// The subprotocol we speak; the secret rides in a second one.
@@ -71,6 +71,17 @@ pub fn origin_allowed(app: &AppState, headers: &HeaderMap) -> bool {
             .is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host))
 }
 
+/// The WebSocket: offer subprotocols `qrlogin.v1` and `secret.{secret}`;
+/// text frames `{"type":"state",…}` follow (see StateView).
+#[utoipa::path(get, path = "/api/v1/tickets/{ticket}/ws", tag = "browser",
+    params(("ticket" = String, Path),
+        ("Sec-WebSocket-Protocol" = String, Header, description = "qrlogin.v1, secret.{secret}")),
+    responses((status = 101, description = "upgraded; first frame is the current state"),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or wrong secret / API key", body = ErrorBody),
+        (status = 403, description = "forbidden", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
+        (status = 429, description = "rate limited (Retry-After)", body = ErrorBody)))]
 pub async fn upgrade_ws(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
@@ -134,6 +145,13 @@ fn ping_interval(base: Duration) -> Duration {
     base.mul_f64(jitter)
 }
 
+/// Time from a change committed to its frame written, for the
+/// `qrlogin_push_latency_seconds` histogram.
+pub fn record_push_latency(changed_at_ms: u64) {
+    let ms = crate::ticket::now_ms().saturating_sub(changed_at_ms);
+    metrics::histogram!("qrlogin_push_latency_seconds").record(ms as f64 / 1000.0);
+}
+
 async fn session(app: AppState, id: TicketId, socket: WebSocket) {
     let _open = OpenSocket::new();
     let (mut tx, mut rx) = socket.split();
@@ -168,6 +186,9 @@ async fn session(app: AppState, id: TicketId, socket: WebSocket) {
                             .is_err()
                         {
                             return;
+                        }
+                        if let (Some(_), Some(t)) = (&sent, &ticket) {
+                            record_push_latency(t.updated_at);
                         }
                         if terminal {
                             let _ = tx.send(close(1000, "")).await;

@@ -5,3 +5,6 @@
 mod helpers;
 
 mod core;
+mod fake_wechat;
+mod logs;
+mod wechat_oauth;

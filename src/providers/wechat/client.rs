@@ -355,6 +355,23 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn transport_errors_never_show_the_query() {
+        // A port nothing listens on: the connection is refused.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let client = WechatClient::new(&base, &base, Duration::from_secs(2)).unwrap();
+        let err = client
+            .get_json::<Value>("/sns/oauth2/access_token", &[("secret", "TOPSECRET")])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "transport");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("TOPSECRET"), "{shown}");
+        assert!(!shown.contains("secret="), "{shown}");
+    }
+
     #[test]
     fn shape_errors_do_not_repeat_the_body() {
         #[derive(serde::Deserialize, Debug)]
