@@ -7,4 +7,6 @@ mod helpers;
 mod core;
 mod fake_wechat;
 mod logs;
+mod miniprogram;
+mod wechat_mp;
 mod wechat_oauth;
