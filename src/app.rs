@@ -173,22 +173,20 @@ impl Application {
         signal: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let stop = self.stop.clone();
-        let mut stopped = self.state.shutdown.clone();
         tokio::spawn(async move {
             signal.await;
             let _ = stop.send(true);
         });
         let router = crate::web::router(self.state.clone());
-        let serve = axum::serve(
+        let header_timeout = Duration::from_secs(self.state.settings.header_read_timeout);
+        crate::web::serve::serve(
             self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            router,
+            header_timeout,
+            self.state.shutdown.clone(),
         )
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-        serve.await?;
-        // Upgraded sockets are not awaited by axum; give their 1012 closes a
-        // moment to flush.
+        .await;
+        // Give the sockets' 1012 closes a moment to flush.
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
     }

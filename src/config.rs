@@ -278,6 +278,35 @@ pub struct Settings {
     #[arg(long = "poll-max-wait", env = "QRLOGIN_POLL_MAX_WAIT", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=60))]
     pub poll_max_wait: u64,
+    /// Cap on open WebSockets in this instance (503 over_capacity beyond it).
+    #[arg(
+        long = "max-sockets",
+        env = "QRLOGIN_MAX_SOCKETS",
+        default_value_t = 1_000_000
+    )]
+    pub max_sockets: usize,
+    /// Cap on open WebSockets from one client IP (429 beyond it).
+    #[arg(
+        long = "max-sockets-per-ip",
+        env = "QRLOGIN_MAX_SOCKETS_PER_IP",
+        default_value_t = 2_000
+    )]
+    pub max_sockets_per_ip: u32,
+    /// Cap on long-polls waiting at once in this instance (503 over_capacity beyond it).
+    #[arg(
+        long = "max-polls",
+        env = "QRLOGIN_MAX_POLLS",
+        default_value_t = 20_000
+    )]
+    pub max_polls: usize,
+    /// Seconds a client has to send its request head (slowloris defence).
+    #[arg(long = "header-read-timeout", env = "QRLOGIN_HEADER_READ_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_read_timeout: u64,
+    /// Seconds a request (other than WebSocket and long-poll) may take.
+    #[arg(long = "request-timeout", env = "QRLOGIN_REQUEST_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub request_timeout: u64,
     /// Tickets one client IP may create per minute (0: no limit).
     #[arg(
         long = "rate-tickets",

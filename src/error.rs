@@ -48,6 +48,9 @@ pub enum Error {
     /// 503 `unavailable`: the store cannot be reached; retry shortly.
     #[error("the ticket store is unavailable, retry shortly")]
     Unavailable,
+    /// 503 `unavailable`: the request took longer than QRLOGIN_REQUEST_TIMEOUT.
+    #[error("the request took too long, retry shortly")]
+    Timeout,
     /// 502 `upstream_error`: WeChat answered with an error or not at all.
     #[error("{0}")]
     Upstream(String),
@@ -73,7 +76,9 @@ impl Error {
             Error::InvalidTransition(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::OverCapacity(_) | Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::OverCapacity(_) | Error::Unavailable | Error::Timeout => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -90,7 +95,7 @@ impl Error {
             Error::PayloadTooLarge => "payload_too_large",
             Error::RateLimited { .. } => "rate_limited",
             Error::OverCapacity(_) => "over_capacity",
-            Error::Unavailable => "unavailable",
+            Error::Unavailable | Error::Timeout => "unavailable",
             Error::Upstream(_) => "upstream_error",
         }
     }

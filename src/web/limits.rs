@@ -7,9 +7,11 @@
 //! (tickets are capped in total and expire); a shared Redis counter would
 //! add a Redis round trip to every ticket for little gain.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::Method;
@@ -63,6 +65,82 @@ pub struct Limits {
     tickets: Limit,
     sockets: Limit,
     polls: Limit,
+    /// Open WebSockets, in total and per IP.
+    pub open_sockets: Arc<Slots>,
+    /// Long-polls waiting, in total.
+    pub waiting_polls: Arc<Slots>,
+}
+
+/// Counted places (open sockets, waiting polls) with a cap in total and per
+/// IP; a `Slot` gives its place back when dropped.
+pub struct Slots {
+    total: AtomicUsize,
+    max_total: usize,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    max_per_ip: u32,
+}
+
+impl Slots {
+    pub fn new(max_total: usize, max_per_ip: u32) -> Self {
+        Self {
+            total: AtomicUsize::new(0),
+            max_total,
+            per_ip: Mutex::default(),
+            max_per_ip,
+        }
+    }
+
+    fn ips(&self) -> MutexGuard<'_, HashMap<IpAddr, u32>> {
+        self.per_ip.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for `ip`, or the error to answer.
+    pub fn take(self: &Arc<Self>, ip: IpAddr, what: &'static str) -> Result<Slot, Error> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::OverCapacity(what));
+        }
+        {
+            let mut ips = self.ips();
+            let n = ips.entry(ip).or_insert(0);
+            if *n >= self.max_per_ip {
+                drop(ips);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err(Error::RateLimited {
+                    message: "too many open connections from this address",
+                    retry_after: 10,
+                });
+            }
+            *n += 1;
+        }
+        Ok(Slot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+pub struct Slot {
+    slots: Arc<Slots>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut ips = self.slots.ips();
+        if let Some(n) = ips.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                ips.remove(&self.ip);
+            }
+        }
+        drop(ips);
+        self.slots.total.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Limits {
@@ -71,6 +149,11 @@ impl Limits {
             tickets: Limit::per_minute(settings.rate_tickets),
             sockets: Limit::per_minute(settings.rate_sockets),
             polls: Limit::per_minute(settings.rate_polls),
+            open_sockets: Arc::new(Slots::new(
+                settings.max_sockets,
+                settings.max_sockets_per_ip,
+            )),
+            waiting_polls: Arc::new(Slots::new(settings.max_polls, u32::MAX)),
         }
     }
 }
@@ -114,6 +197,20 @@ pub async fn limit_requests(State(app): State<AppState>, request: Request, next:
     next.run(request).await
 }
 
+/// Requests other than WebSockets and long-polls must finish in time; a
+/// stuck upstream (WeChat) or store answers 503 rather than hanging.
+pub async fn limit_duration(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path.ends_with("/ws") || path.ends_with("/poll") {
+        return next.run(request).await;
+    }
+    let limit = std::time::Duration::from_secs(app.settings.request_timeout);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Error::Timeout.into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +228,20 @@ mod tests {
             limit.check("192.0.2.2".parse().unwrap()).is_ok(),
             "other IPs unaffected"
         );
+    }
+
+    #[test]
+    fn slots_cap_in_total_and_per_ip_and_give_back_on_drop() {
+        let slots = Arc::new(Slots::new(3, 2));
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let s1 = slots.take(a, "x").unwrap();
+        let _s2 = slots.take(a, "x").unwrap();
+        assert!(matches!(slots.take(a, "x"), Err(Error::RateLimited { .. })));
+        let _s3 = slots.take(b, "x").unwrap();
+        assert!(matches!(slots.take(b, "x"), Err(Error::OverCapacity(_))));
+        drop(s1);
+        assert_eq!(slots.in_use(), 2);
+        assert!(slots.take(a, "x").is_ok());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod ops;
 pub mod pages;
 pub mod poll;
+pub mod serve;
 pub mod trace;
 pub mod view;
 pub mod wechat;
@@ -98,6 +99,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_duration,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::limit_requests,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tokio::time::{Instant, sleep_until};
 
 use super::view::StateView;
-use super::{AppState, Json, RawBody, TicketPath, bearer};
+use super::{AppState, ClientIp, Json, RawBody, TicketPath, bearer};
 use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::{Status, now_ms};
 
@@ -57,6 +57,7 @@ impl Drop for Waiting {
 pub async fn poll_ticket(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
+    ClientIp(ip): ClientIp,
     Query(query): Query<PollQuery>,
     headers: HeaderMap,
     body: RawBody,
@@ -83,6 +84,10 @@ pub async fn poll_ticket(
     if !ticket.secret_hash.matches(secret) {
         return Err(Error::Unauthorized("wrong secret"));
     }
+    let _slot = app
+        .limits
+        .waiting_polls
+        .take(ip, "too many long-polls waiting, retry shortly")?;
     let _waiting = Waiting::new();
     let give_up = Instant::now() + Duration::from_secs(wait);
     let expiry = Instant::now() + Duration::from_millis(ticket.expires_at.saturating_sub(now_ms()));

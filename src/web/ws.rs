@@ -18,8 +18,9 @@ use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::time::{Instant, sleep_until};
 
+use super::limits::Slot;
 use super::view::StateView;
-use super::{AppState, TicketPath};
+use super::{AppState, ClientIp, TicketPath};
 use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::TicketId;
 
@@ -85,6 +86,7 @@ pub fn origin_allowed(app: &AppState, headers: &HeaderMap) -> bool {
 pub async fn upgrade_ws(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response> {
@@ -105,6 +107,10 @@ pub async fn upgrade_ws(
     }
     let upgrade =
         upgrade.map_err(|e| Error::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+    let slot = app
+        .limits
+        .open_sockets
+        .take(ip, "too many open sockets, retry shortly")?;
     Ok(upgrade
         .protocols([PROTOCOL])
         .read_buffer_size(1024)
@@ -112,7 +118,7 @@ pub async fn upgrade_ws(
         .max_write_buffer_size(64 * 1024)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| session(app, id, socket)))
+        .on_upgrade(move |socket| session(app, id, socket, slot)))
 }
 
 /// Counts open sockets for as long as it lives.
@@ -152,7 +158,7 @@ pub fn record_push_latency(changed_at_ms: u64) {
     metrics::histogram!("qrlogin_push_latency_seconds").record(ms as f64 / 1000.0);
 }
 
-async fn session(app: AppState, id: TicketId, socket: WebSocket) {
+async fn session(app: AppState, id: TicketId, socket: WebSocket, _slot: Slot) {
     let _open = OpenSocket::new();
     let (mut tx, mut rx) = socket.split();
     // Registered before the first read: nothing can slip between.

@@ -1135,3 +1135,75 @@ async fn polls_and_socket_connects_are_rate_limited() {
         .expect_err("limited");
     assert_http_status(err, 429);
 }
+
+#[tokio::test]
+async fn open_sockets_are_capped_in_total_and_per_ip() {
+    let app = spawn_app_with(|s| s.max_sockets = 2).await;
+    let (a, b, c) = (
+        app.create_ticket().await,
+        app.create_ticket().await,
+        app.create_ticket().await,
+    );
+    let _wa = app.ws(&a).await;
+    let mut wb = app.ws(&b).await;
+    let err = app
+        .ws_with(&c.id, &format!("qrlogin.v1, secret.{}", c.secret))
+        .await
+        .expect_err("capped");
+    assert_http_status(err, 503);
+    send_close(&mut wb).await;
+    drop(wb);
+    // The place comes back once the server sees the close.
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok(ws) = app
+            .ws_with(&c.id, &format!("qrlogin.v1, secret.{}", c.secret))
+            .await
+        {
+            reopened = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened.is_some(), "a closed socket gives its place back");
+
+    let app = spawn_app_with(|s| s.max_sockets_per_ip = 1).await;
+    let (a, b) = (app.create_ticket().await, app.create_ticket().await);
+    let _wa = app.ws(&a).await;
+    let err = app
+        .ws_with(&b.id, &format!("qrlogin.v1, secret.{}", b.secret))
+        .await
+        .expect_err("capped");
+    assert_http_status(err, 429);
+}
+
+#[tokio::test]
+async fn waiting_long_polls_are_capped() {
+    let app = spawn_app_with(|s| s.max_polls = 1).await;
+    let (a, b) = (app.create_ticket().await, app.create_ticket().await);
+    let waiting = poll(&app, &a, json!({ "status": "pending" }), 2);
+    let refused = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        poll(&app, &b, json!({ "status": "pending" }), 2).await
+    };
+    let (first, second) = tokio::join!(waiting, refused);
+    assert_eq!(first.status(), 200);
+    assert_eq!(error_of(second).await, (503, "over_capacity".into()));
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|s| s.header_read_timeout = 1).await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server closed the connection");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

@@ -4,6 +4,8 @@
 
 mod helpers;
 
+mod browser;
+mod browser_cdp;
 mod core;
 mod fake_wechat;
 mod logs;

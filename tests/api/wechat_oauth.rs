@@ -661,6 +661,10 @@ async fn several_providers_at_once() {
 
 #[tokio::test]
 async fn wechat_logins_log_no_code_secret_or_access_token() {
+    // With a single scoped subscriber registered, tracing lets other test
+    // threads decide callsite interest alone (and, having no subscriber,
+    // they disable it for everyone). A second, idle one prevents that.
+    let _idle = tracing::subscriber::set_default(tracing_subscriber::registry());
     let (logs, _guard) = crate::logs::Captured::start();
     let (app, fake) = spawn("wechat-oauth,wechat-web", |s| s.wechat_timeout_ms = 300).await;
     // A phone login, confirmed.
