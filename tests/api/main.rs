@@ -10,5 +10,8 @@ mod core;
 mod fake_wechat;
 mod logs;
 mod miniprogram;
+mod redis;
+mod redis_server;
+mod redis_store;
 mod wechat_mp;
 mod wechat_oauth;

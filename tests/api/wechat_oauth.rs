@@ -461,10 +461,16 @@ async fn a_replayed_callback_never_scans_or_confirms_twice() {
         .unwrap();
     assert_eq!(r.status(), 403, "another phone's csrf is useless");
 
-    // The same phone reloading sees its confirm page again.
+    // The same phone reloading sees its confirm page again, from the
+    // callback or from the QR link; another phone's QR link is taken.
     let (status, again) = open(&phone, &callback).await;
     assert_eq!(status, 200);
     assert!(again.contains("name=\"csrf\""));
+    let qr_link = t.body["qr_content"].as_str().unwrap();
+    let (status, reopened) = open(&phone, qr_link).await;
+    assert_eq!(status, 200);
+    assert!(reopened.contains("name=\"csrf\""));
+    assert_eq!(open(&thief, qr_link).await.0, 409);
 
     let mut ws = app.ws(&t).await;
     next_frame(&mut ws).await;
