@@ -574,3 +574,64 @@ async fn a_second_scan_of_a_scanned_ticket_gets_success_and_keeps_the_first() {
         200
     );
 }
+
+#[tokio::test]
+async fn over_redis_instances_share_one_token_and_one_reply_per_push() {
+    let Some(redis) = crate::redis_server::RedisServer::start(
+        "over_redis_instances_share_one_token_and_one_reply_per_push",
+    ) else {
+        return;
+    };
+    let fake = FakeWechat::start().await;
+    let prefix = format!("mp{}", rand::random::<u32>());
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let (url, prefix) = (redis.url(), prefix.clone());
+        apps.push(
+            spawn_app_with(|s| {
+                fake.configure_mp(s);
+                s.providers = vec![qrlogin::ticket::Provider::WechatMp];
+                s.redis_url = Some(url);
+                s.redis_prefix = prefix;
+            })
+            .await,
+        );
+    }
+    let (a, b) = (&apps[0], &apps[1]);
+    let made = futures_util::future::join_all((0..6).map(|i| {
+        if i % 2 == 0 {
+            a.create_ticket()
+        } else {
+            b.create_ticket()
+        }
+    }))
+    .await;
+    assert_eq!(fake.hits(STABLE_TOKEN), 1, "one token for both instances");
+
+    // Created on A, pushed to B, retried to A: one scan, one reply.
+    let t = &made[0];
+    let mut ws = a.ws(t).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    let openid = openid();
+    let pusher = Pusher::default();
+    let xml = scan_event(&openid, &t.id, now());
+    let first = deliver(b, &pusher.plain(&xml, &openid)).await;
+    let retry = deliver(a, &pusher.plain(&xml, &openid)).await;
+    assert_eq!(first.0, 200);
+    assert_eq!(first, retry);
+    assert_eq!(next_frame(&mut ws).await["status"], "scanned");
+
+    // The link (B's address: B answered) confirms; A's socket hears it.
+    let link = link_in(&first.1, &openid);
+    assert!(link.starts_with(&b.address), "{link}");
+    let phone = phone(WECHAT_UA);
+    let page = phone.get(&link).send().await.unwrap().text().await.unwrap();
+    let r = phone
+        .post(b.url(&format!("/m/{}/confirm", t.id)))
+        .form(&[("csrf", csrf_of(&page))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+}
