@@ -27,12 +27,14 @@ pub async fn prepare(app: &AppState, provider: Provider, id: &TicketId) -> Resul
             qr_content: phone_page,
             authorize_url: Some(wechat::oauth::qrconnect_url(app, id)),
         }),
-        Provider::Dev | Provider::WechatOauth | Provider::WechatMp | Provider::Miniprogram => {
-            Ok(Prepared {
-                qr_content: phone_page,
-                authorize_url: None,
-            })
-        }
+        Provider::WechatMp => Ok(Prepared {
+            qr_content: wechat::mp::create_qr(app, id).await?,
+            authorize_url: None,
+        }),
+        Provider::Dev | Provider::WechatOauth | Provider::Miniprogram => Ok(Prepared {
+            qr_content: phone_page,
+            authorize_url: None,
+        }),
     }
 }
 

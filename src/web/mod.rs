@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod limits;
+pub mod miniprogram;
 pub mod openapi;
 pub mod ops;
 pub mod pages;
@@ -12,6 +13,7 @@ pub mod serve;
 pub mod trace;
 pub mod view;
 pub mod wechat;
+pub mod wechat_events;
 pub mod ws;
 
 use std::net::{IpAddr, SocketAddr};
@@ -92,6 +94,8 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::router())
         .merge(ops::router())
         .merge(wechat::router())
+        .merge(wechat_events::router())
+        .merge(miniprogram::router())
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

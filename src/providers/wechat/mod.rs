@@ -1,7 +1,12 @@
 //! WeChat: the HTTP client every WeChat flow shares, and what the flows
 //! have in common (turning WeChat's ids into the token's identity).
 
+pub mod access_token;
 pub mod client;
+pub mod crypto;
+pub mod events;
+pub mod miniprogram;
+pub mod mp;
 pub mod oauth;
 
 pub use client::{WechatClient, WechatError};
