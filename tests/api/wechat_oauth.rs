@@ -344,6 +344,15 @@ async fn a_bad_used_or_expired_code_asks_to_scan_again_and_leaves_the_ticket() {
     let (status, _) = open(&phone, &callback).await;
     assert_eq!(status, 200);
     assert_eq!(status_of(&app, &t).await, "scanned");
+
+    // Operators see WeChat's calls by endpoint and errcode.
+    let metrics = app.metrics().await;
+    for errcode in ["40029", "40163", "42003", "0"] {
+        let series = format!(
+            "qrlogin_wechat_requests_total{{endpoint=\"{TOKEN_PATH}\",errcode=\"{errcode}\"}}"
+        );
+        assert!(metrics.contains(&series), "{series} in /metrics");
+    }
 }
 
 #[tokio::test]
