@@ -5,3 +5,4 @@
 mod helpers;
 
 mod core;
+mod tokens;
