@@ -58,7 +58,9 @@ pub async fn verify_token(
         }
         None => {
             if settings.jwt_alg == qrlogin::config::JwtAlg::Hs256 && settings.jwt_secret.is_none() {
-                eprintln!("qrlogin token verify: QRLOGIN_JWT_SECRET is unset; give --jwks or the configured keys");
+                eprintln!(
+                    "qrlogin token verify: QRLOGIN_JWT_SECRET is unset; give --jwks or the configured keys"
+                );
                 return ExitCode::FAILURE;
             }
             let mut settings = settings.clone();

@@ -16,7 +16,7 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
-use super::verify::{VerifyError, Verifier};
+use super::verify::{Verifier, VerifyError};
 
 /// Where the JWKS comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +166,10 @@ impl JwksVerifier {
 
     /// Fetch anew unless another caller already replaced the copy fetched
     /// at `seen` while we waited for our turn.
-    async fn refresh(&self, seen: Option<Instant>) -> Result<(Arc<Verifier>, Instant), VerifyError> {
+    async fn refresh(
+        &self,
+        seen: Option<Instant>,
+    ) -> Result<(Arc<Verifier>, Instant), VerifyError> {
         let _turn = self.fetching.lock().await;
         if let Some((verifier, at)) = self.current() {
             if Some(at) != seen {
@@ -204,9 +207,9 @@ impl JwksVerifier {
                 }
                 response.bytes().await.map_err(|e| keys_error(&e))?.to_vec()
             }
-            JwksSource::File(path) => tokio::fs::read(path).await.map_err(|e| {
-                VerifyError::Keys(format!("cannot read {}: {e}", path.display()))
-            })?,
+            JwksSource::File(path) => tokio::fs::read(path)
+                .await
+                .map_err(|e| VerifyError::Keys(format!("cannot read {}: {e}", path.display())))?,
         };
         serde_json::from_slice(&bytes).map_err(|e| keys_error(&e))
     }
@@ -244,7 +247,9 @@ mod tests {
     #[test]
     fn sources_are_urls_or_files() {
         assert_eq!(
-            "https://x/.well-known/jwks.json".parse::<JwksSource>().unwrap(),
+            "https://x/.well-known/jwks.json"
+                .parse::<JwksSource>()
+                .unwrap(),
             JwksSource::Url("https://x/.well-known/jwks.json".into())
         );
         assert_eq!(

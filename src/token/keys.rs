@@ -153,7 +153,9 @@ impl SigningKey {
         let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
         let key = match &self.inner {
             Inner::Hs256(_, secret) => Ok(DecodingKey::from_secret(secret)),
-            Inner::Rs256(_, PublicKey::Rsa { n, e }) => Ok(DecodingKey::from_rsa_raw_components(n, e)),
+            Inner::Rs256(_, PublicKey::Rsa { n, e }) => {
+                Ok(DecodingKey::from_rsa_raw_components(n, e))
+            }
             Inner::Es256(_, PublicKey::P256 { x, y }) => {
                 DecodingKey::from_ec_components(&b64(x), &b64(y))
             }
@@ -262,10 +264,8 @@ fn rsa_key(key: rsa::RsaPrivateKey) -> Result<SigningKey, KeyError> {
 }
 
 fn p256_key(secret: p256::SecretKey) -> Result<SigningKey, KeyError> {
-    let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
-        &secret.public_key(),
-        false,
-    );
+    let point =
+        p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&secret.public_key(), false);
     let (Some(x), Some(y)) = (point.x(), point.y()) else {
         return Err(format_error("the EC public key is the point at infinity"));
     };
@@ -361,7 +361,10 @@ mod tests {
         assert!(why(RSA_1024).contains("2048"), "{}", why(RSA_1024));
         assert!(why(EC_PUBLIC).contains("no private key"));
         assert!(why("not a pem").contains("no private key"));
-        assert!(why("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").contains("PKCS#8"));
+        assert!(
+            why("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+                .contains("PKCS#8")
+        );
     }
 
     #[test]

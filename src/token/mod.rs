@@ -32,7 +32,7 @@ use crate::config::{JwtAlg, Settings};
 use crate::ticket::{Identity, IssuedToken, now_ms};
 
 pub use keys::{KeyError, SigningKey};
-pub use verify::{VerifyError, Verifier};
+pub use verify::{Verifier, VerifyError};
 
 /// Claims that are ours alone.
 pub const REGISTERED: &[&str] = &[
@@ -210,8 +210,7 @@ impl Tokens {
         if let Some(unionid) = &subject.unionid {
             claims.insert("unionid".into(), unionid.clone().into());
         }
-        let payload =
-            serde_json::to_vec(&claims).map_err(|e| TokenError::Sign(e.to_string()))?;
+        let payload = serde_json::to_vec(&claims).map_err(|e| TokenError::Sign(e.to_string()))?;
         let mut token = String::with_capacity(self.header.len() + payload.len() * 4 / 3 + 360);
         token.push_str(&self.header);
         token.push('.');
@@ -298,7 +297,10 @@ mod tests {
     fn previous_keys_verify_and_are_published_but_never_sign() {
         let old = SigningKey::generate(Algorithm::ES256).unwrap();
         let old_kid = old.kid().to_owned();
-        let before = tokens(SigningKey::from_pem(&old.to_pkcs8_pem().unwrap()).unwrap(), vec![]);
+        let before = tokens(
+            SigningKey::from_pem(&old.to_pkcs8_pem().unwrap()).unwrap(),
+            vec![],
+        );
         let old_token = before.issue(&subject(), None).unwrap().token;
         let after = tokens(SigningKey::generate(Algorithm::EdDSA).unwrap(), vec![old]);
         assert_ne!(after.kid(), old_kid);

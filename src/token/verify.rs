@@ -191,14 +191,18 @@ fn header_of(token: &str) -> Result<Map<String, Value>, VerifyError> {
     let (Some(header), Some(_), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(VerifyError::Malformed("not three dot-separated parts".into()));
+        return Err(VerifyError::Malformed(
+            "not three dot-separated parts".into(),
+        ));
     };
     let bytes = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| VerifyError::Malformed("the header is not base64url".into()))?;
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(VerifyError::Malformed("the header is not a JSON object".into())),
+        _ => Err(VerifyError::Malformed(
+            "the header is not a JSON object".into(),
+        )),
     }
 }
 
@@ -218,7 +222,9 @@ fn from_jsonwebtoken(kind: &ErrorKind) -> VerifyError {
                 .unwrap_or("a registered claim");
             claim(name, "is missing")
         }
-        ErrorKind::InvalidClaimFormat(_) => VerifyError::Malformed("a claim has the wrong type".into()),
+        ErrorKind::InvalidClaimFormat(_) => {
+            VerifyError::Malformed("a claim has the wrong type".into())
+        }
         other => VerifyError::Malformed(format!("{other:?}")),
     }
 }
@@ -274,7 +280,10 @@ mod tests {
         let mut claims = good_claims();
         claims["iat"] = json!(now_secs() + 3600);
         let token = sign(json!({"alg": "HS256", "kid": "k1"}), claims);
-        assert!(matches!(verifier().verify(&token), Err(VerifyError::Claim { claim: "iat", .. })));
+        assert!(matches!(
+            verifier().verify(&token),
+            Err(VerifyError::Claim { claim: "iat", .. })
+        ));
         let mut claims = good_claims();
         claims["iss"] = json!(["https://login.example", "evil"]);
         let token = sign(json!({"alg": "HS256", "kid": "k1"}), claims);
@@ -285,18 +294,35 @@ mod tests {
     fn the_header_decides_nothing_but_the_key_lookup() {
         let v = verifier();
         let none = sign(json!({"alg": "none", "kid": "k1"}), good_claims());
-        assert!(matches!(v.verify(&none), Err(VerifyError::ForbiddenAlgorithm(_))));
+        assert!(matches!(
+            v.verify(&none),
+            Err(VerifyError::ForbiddenAlgorithm(_))
+        ));
         let no_kid = sign(json!({"alg": "HS256"}), good_claims());
         assert_eq!(v.verify(&no_kid), Err(VerifyError::MissingKid));
         let other_kid = sign(json!({"alg": "HS256", "kid": "k2"}), good_claims());
-        assert!(matches!(v.verify(&other_kid), Err(VerifyError::UnknownKid(_))));
-        let crit = sign(json!({"alg": "HS256", "kid": "k1", "crit": ["x"]}), good_claims());
+        assert!(matches!(
+            v.verify(&other_kid),
+            Err(VerifyError::UnknownKid(_))
+        ));
+        let crit = sign(
+            json!({"alg": "HS256", "kid": "k1", "crit": ["x"]}),
+            good_claims(),
+        );
         assert!(matches!(v.verify(&crit), Err(VerifyError::Malformed(_))));
     }
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
-        for junk in ["", ".", "..", "a.b.c", "a.b.c.d", "eyJhbGciOiJIUzI1NiJ9..", "\u{0}"] {
+        for junk in [
+            "",
+            ".",
+            "..",
+            "a.b.c",
+            "a.b.c.d",
+            "eyJhbGciOiJIUzI1NiJ9..",
+            "\u{0}",
+        ] {
             assert!(verifier().verify(junk).is_err(), "{junk:?}");
         }
         assert!(verifier().verify(&"a".repeat(MAX_TOKEN_LEN + 1)).is_err());

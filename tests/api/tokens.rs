@@ -255,12 +255,8 @@ async fn check_algorithm(alg: Algorithm) {
     let public = serde_json::to_vec(&jwks["keys"][0]).unwrap();
     let mut hs = Header::new(Algorithm::HS256);
     hs.kid = Some(kid.clone());
-    let hs_public = jsonwebtoken::encode(
-        &hs,
-        &claims_now(600),
-        &EncodingKey::from_secret(&public),
-    )
-    .unwrap();
+    let hs_public =
+        jsonwebtoken::encode(&hs, &claims_now(600), &EncodingKey::from_secret(&public)).unwrap();
     let other = SigningKey::generate(Algorithm::ES256).unwrap();
     let other_pem = other.to_pkcs8_pem().unwrap();
     let unknown_kid = sign_with_file(Algorithm::ES256, &other_pem, other.kid(), &claims_now(600));
@@ -269,7 +265,10 @@ async fn check_algorithm(alg: Algorithm) {
         header.kid = None;
         let t = sign_with_file(alg, &pem, &kid, &claims_now(600));
         let rest = t.split_once('.').unwrap().1;
-        format!("{}.{rest}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()))
+        format!(
+            "{}.{rest}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap())
+        )
     };
 
     for (name, forged) in [
@@ -384,7 +383,10 @@ async fn rotation_keeps_old_tokens_valid_until_the_old_key_is_removed() {
     let during = app_signing(Algorithm::ES256, Some(&new_key), &[&old_key]).await;
     let jwks = jwks_of(&during).await;
     let new_token = login(&during, "dave").await;
-    let new_kid = jsonwebtoken::decode_header(&new_token).unwrap().kid.unwrap();
+    let new_kid = jsonwebtoken::decode_header(&new_token)
+        .unwrap()
+        .kid
+        .unwrap();
     assert_ne!(new_kid, old_kid, "new tokens carry the new kid");
     assert_eq!(kids(&jwks), vec![new_kid.clone(), old_kid.clone()]);
     assert!(active(&during, &old_token).await, "signed before rotation");
@@ -430,7 +432,10 @@ async fn a_change_of_algorithm_is_a_rotation_too() {
     verifier.verify(&rsa_token).await.unwrap();
     verifier.verify(&ed_token).await.unwrap();
     // The RSA key verifies RS256 only: an EdDSA header under its kid is refused.
-    let rsa_kid = jsonwebtoken::decode_header(&rsa_token).unwrap().kid.unwrap();
+    let rsa_kid = jsonwebtoken::decode_header(&rsa_token)
+        .unwrap()
+        .kid
+        .unwrap();
     let mut claims = verify_with_jwks(&jwks_of(&after).await, &ed_token).unwrap();
     claims["sub"] = json!("mallory");
     let ed_pem = std::fs::read_to_string(&ed).unwrap();
@@ -487,7 +492,10 @@ async fn introspection_requires_the_api_key() {
     let url = app.url("/api/v1/tokens/introspect");
     let body = json!({ "token": token });
     let anonymous = app.client.post(&url).json(&body).send().await.unwrap();
-    assert_eq!(crate::helpers::error_of(anonymous).await, (401, "unauthorized".into()));
+    assert_eq!(
+        crate::helpers::error_of(anonymous).await,
+        (401, "unauthorized".into())
+    );
     let wrong = app
         .client
         .post(&url)
@@ -496,7 +504,10 @@ async fn introspection_requires_the_api_key() {
         .send()
         .await
         .unwrap();
-    assert_eq!(crate::helpers::error_of(wrong).await, (401, "unauthorized".into()));
+    assert_eq!(
+        crate::helpers::error_of(wrong).await,
+        (401, "unauthorized".into())
+    );
 }
 
 // ---- the CLI ----
@@ -513,7 +524,11 @@ fn qrlogin_cli(args: &[&str]) -> std::process::Output {
 fn keygen_prints_pkcs8_keys_the_service_reads() {
     for (flag, alg) in [("es256", Algorithm::ES256), ("eddsa", Algorithm::EdDSA)] {
         let out = qrlogin_cli(&["keygen", "--alg", flag]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let pem = String::from_utf8(out.stdout).unwrap();
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
         assert_eq!(SigningKey::from_pem(&pem).unwrap().algorithm(), alg);
@@ -535,23 +550,52 @@ async fn token_verify_prints_the_claims_or_why_not() {
         format!("{head}.{}.{sig}", b64(&claims_now(600)))
     };
     let runs = tokio::task::spawn_blocking(move || {
-        let by_url = qrlogin_cli(&["token", "verify", &token, "--jwks", &jwks_url, "--issuer", ISSUER]);
+        let by_url = qrlogin_cli(&[
+            "token", "verify", &token, "--jwks", &jwks_url, "--issuer", ISSUER,
+        ]);
         let by_file = qrlogin_cli(&[
-            "token", "verify", &token, "--jwks", jwks_file.to_str().unwrap(), "--issuer", ISSUER,
+            "token",
+            "verify",
+            &token,
+            "--jwks",
+            jwks_file.to_str().unwrap(),
+            "--issuer",
+            ISSUER,
         ]);
         let by_config = qrlogin_cli(&[
-            "--jwt-alg", "ES256", "--jwt-key-file", &key, "--jwt-issuer", ISSUER,
-            "token", "verify", &token,
+            "--jwt-alg",
+            "ES256",
+            "--jwt-key-file",
+            &key,
+            "--jwt-issuer",
+            ISSUER,
+            "token",
+            "verify",
+            &token,
         ]);
-        let refused = qrlogin_cli(&["token", "verify", &tampered, "--jwks", &jwks_url, "--issuer", ISSUER]);
-        let wrong_issuer = qrlogin_cli(&["token", "verify", &token, "--jwks", &jwks_url, "--issuer", "https://other"]);
+        let refused = qrlogin_cli(&[
+            "token", "verify", &tampered, "--jwks", &jwks_url, "--issuer", ISSUER,
+        ]);
+        let wrong_issuer = qrlogin_cli(&[
+            "token",
+            "verify",
+            &token,
+            "--jwks",
+            &jwks_url,
+            "--issuer",
+            "https://other",
+        ]);
         (by_url, by_file, by_config, refused, wrong_issuer)
     })
     .await
     .unwrap();
     let (by_url, by_file, by_config, refused, wrong_issuer) = runs;
     for (name, out) in [("url", by_url), ("file", by_file), ("config", by_config)] {
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let claims: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(claims["sub"], "hana", "{name}");
     }
