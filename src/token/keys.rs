@@ -119,7 +119,13 @@ impl SigningKey {
             Inner::Es256(key, _) => {
                 p256::SecretKey::from(key.as_nonzero_scalar()).to_pkcs8_pem(LineEnding::LF)
             }
-            Inner::EdDsa(key, _) => key.to_pkcs8_pem(LineEnding::LF),
+            // PKCS#8 v1 (no public key inside): OpenSSL 3.0 refuses the v2
+            // form ed25519-dalek writes by default.
+            Inner::EdDsa(key, _) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: key.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_pem(LineEnding::LF),
         };
         pem.map_err(|e| format_error(format!("PEM encoding failed: {e}")))
     }
@@ -379,6 +385,21 @@ mod tests {
             signs_verifiably(&again);
         }
         assert!(SigningKey::generate(Algorithm::HS256).is_err());
+    }
+
+    #[test]
+    fn ed25519_keys_are_written_as_pkcs8_v1_which_openssl_reads() {
+        let pem = SigningKey::generate(Algorithm::EdDSA)
+            .unwrap()
+            .to_pkcs8_pem()
+            .unwrap();
+        let (_, der) = rsa::pkcs8::der::pem::decode_vec(pem.as_bytes()).unwrap();
+        // RFC 8410: version 0, the Ed25519 OID, the 32-byte seed; 48 bytes.
+        assert_eq!(der.len(), 48, "{}", pem.as_str());
+        assert_eq!(
+            PrivateKeyInfo::try_from(der.as_slice()).unwrap().public_key,
+            None
+        );
     }
 
     #[test]
