@@ -18,9 +18,10 @@ use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::time::{Instant, sleep_until};
 
+use super::limits::Slot;
 use super::view::StateView;
-use super::{AppState, TicketPath};
-use crate::error::{Error, Result};
+use super::{AppState, ClientIp, TicketPath};
+use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::TicketId;
 
 /// The subprotocol we speak; the secret rides in a second one.
@@ -71,9 +72,21 @@ pub fn origin_allowed(app: &AppState, headers: &HeaderMap) -> bool {
             .is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host))
 }
 
+/// The WebSocket: offer subprotocols `qrlogin.v1` and `secret.{secret}`;
+/// text frames `{"type":"state",…}` follow (see StateView).
+#[utoipa::path(get, path = "/api/v1/tickets/{ticket}/ws", tag = "browser",
+    params(("ticket" = String, Path),
+        ("Sec-WebSocket-Protocol" = String, Header, description = "qrlogin.v1, secret.{secret}")),
+    responses((status = 101, description = "upgraded; first frame is the current state"),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or wrong secret / API key", body = ErrorBody),
+        (status = 403, description = "forbidden", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
+        (status = 429, description = "rate limited (Retry-After)", body = ErrorBody)))]
 pub async fn upgrade_ws(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response> {
@@ -94,6 +107,10 @@ pub async fn upgrade_ws(
     }
     let upgrade =
         upgrade.map_err(|e| Error::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+    let slot = app
+        .limits
+        .open_sockets
+        .take(ip, "too many open sockets, retry shortly")?;
     Ok(upgrade
         .protocols([PROTOCOL])
         .read_buffer_size(1024)
@@ -101,7 +118,7 @@ pub async fn upgrade_ws(
         .max_write_buffer_size(64 * 1024)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| session(app, id, socket)))
+        .on_upgrade(move |socket| session(app, id, socket, slot)))
 }
 
 /// Counts open sockets for as long as it lives.
@@ -134,7 +151,14 @@ fn ping_interval(base: Duration) -> Duration {
     base.mul_f64(jitter)
 }
 
-async fn session(app: AppState, id: TicketId, socket: WebSocket) {
+/// Time from a change committed to its frame written, for the
+/// `qrlogin_push_latency_seconds` histogram.
+pub fn record_push_latency(changed_at_ms: u64) {
+    let ms = crate::ticket::now_ms().saturating_sub(changed_at_ms);
+    metrics::histogram!("qrlogin_push_latency_seconds").record(ms as f64 / 1000.0);
+}
+
+async fn session(app: AppState, id: TicketId, socket: WebSocket, _slot: Slot) {
     let _open = OpenSocket::new();
     let (mut tx, mut rx) = socket.split();
     // Registered before the first read: nothing can slip between.
@@ -168,6 +192,9 @@ async fn session(app: AppState, id: TicketId, socket: WebSocket) {
                             .is_err()
                         {
                             return;
+                        }
+                        if let (Some(_), Some(t)) = (&sent, &ticket) {
+                            record_push_latency(t.updated_at);
                         }
                         if terminal {
                             let _ = tx.send(close(1000, "")).await;

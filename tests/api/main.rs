@@ -5,4 +5,5 @@
 mod helpers;
 
 mod core;
+mod logs;
 mod tokens;
