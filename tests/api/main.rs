@@ -4,6 +4,16 @@
 
 mod helpers;
 
+mod browser;
+mod browser_cdp;
 mod core;
+mod fake_wechat;
 mod logs;
+mod miniprogram;
+mod openapi;
+mod redis;
+mod redis_server;
+mod redis_store;
 mod tokens;
+mod wechat_mp;
+mod wechat_oauth;
