@@ -29,6 +29,46 @@ pub enum Command {
     Serve,
     /// Print the effective configuration (secrets redacted); exit 1 listing every problem.
     CheckConfig,
+    /// Print a new private key as PKCS#8 PEM (`qrlogin keygen --alg es256 > key.pem`).
+    Keygen {
+        /// Key type: es256 (P-256), rs256 (RSA 2048) or eddsa (Ed25519).
+        #[arg(long, value_enum, default_value = "es256", ignore_case = true)]
+        alg: KeygenAlg,
+    },
+    /// Work with issued tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCommand {
+    /// Print the claims of a valid token, or why it is not valid (exit 1).
+    Verify {
+        /// The JWT.
+        jwt: String,
+        /// Verify against this JWKS (an http(s) URL or a file) instead of the configured keys.
+        #[arg(long)]
+        jwks: Option<String>,
+        /// Expected `iss` (default: QRLOGIN_JWT_ISSUER, else the public URL).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Expected `aud` (default: QRLOGIN_JWT_AUDIENCE).
+        #[arg(long)]
+        audience: Option<String>,
+    },
+}
+
+/// The key types `keygen` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeygenAlg {
+    #[value(name = "es256")]
+    Es256,
+    #[value(name = "rs256")]
+    Rs256,
+    #[value(name = "eddsa")]
+    EdDsa,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -149,7 +189,8 @@ pub struct Settings {
     /// PEM private key that signs (asymmetric algorithms).
     #[arg(long = "jwt-key-file", env = "QRLOGIN_JWT_KEY_FILE")]
     pub jwt_key_file: Option<PathBuf>,
-    /// Comma list of earlier PEM keys: published and still verifying, never signing.
+    /// Comma list of earlier PEM keys: published and still verifying, never signing
+    /// (rotation: move the old KEY_FILE here, point KEY_FILE at the new key).
     #[arg(
         long = "jwt-previous-key-files",
         env = "QRLOGIN_JWT_PREVIOUS_KEY_FILES",
@@ -443,6 +484,46 @@ impl Settings {
                 }
             }
         }
+        if self.jwt_alg == JwtAlg::Hs256 && !self.jwt_previous_key_files.is_empty() {
+            bad(
+                "QRLOGIN_JWT_PREVIOUS_KEY_FILES",
+                "key files are for RS256, ES256 and EdDSA; HS256 has one secret".into(),
+            );
+        }
+        for (variable, path) in self
+            .jwt_key_file
+            .iter()
+            .filter(|_| self.jwt_alg != JwtAlg::Hs256)
+            .map(|p| ("QRLOGIN_JWT_KEY_FILE", p))
+            .chain(
+                self.jwt_previous_key_files
+                    .iter()
+                    .map(|p| ("QRLOGIN_JWT_PREVIOUS_KEY_FILES", p)),
+            )
+        {
+            // Parsed here too, so `check-config` finds a bad key before a deploy does.
+            match std::fs::read_to_string(path) {
+                Err(e) => bad(variable, format!("cannot read {}: {e}", path.display())),
+                Ok(pem) => match crate::token::SigningKey::from_pem(&pem) {
+                    Err(e) => bad(variable, format!("{}: {e}", path.display())),
+                    Ok(key)
+                        if variable == "QRLOGIN_JWT_KEY_FILE"
+                            && key.algorithm() != crate::token::algorithm_of(self.jwt_alg) =>
+                    {
+                        bad(
+                            variable,
+                            format!(
+                                "{} holds a {:?} key but QRLOGIN_JWT_ALG is {:?}",
+                                path.display(),
+                                key.algorithm(),
+                                self.jwt_alg
+                            ),
+                        )
+                    }
+                    Ok(_) => {}
+                },
+            }
+        }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ']) {
             bad(
                 "QRLOGIN_REDIS_PREFIX",
@@ -653,5 +734,54 @@ mod tests {
         let vars: Vec<_> = problems.iter().map(|p| p.variable).collect();
         assert!(vars.contains(&"QRLOGIN_WECHAT_APP_ID"));
         assert!(vars.contains(&"QRLOGIN_WECHAT_TOKEN"));
+    }
+
+    #[test]
+    fn key_files_are_read_and_checked_against_the_algorithm() {
+        let dir = std::env::temp_dir().join(format!("qrlogin-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ed = dir.join("ed.pem");
+        let key = crate::token::SigningKey::generate(jsonwebtoken::Algorithm::EdDSA).unwrap();
+        std::fs::write(&ed, key.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
+        let ed = ed.to_str().unwrap();
+        assert_eq!(
+            settings(&["--jwt-alg", "EdDSA", "--jwt-key-file", ed]).problems(),
+            vec![]
+        );
+        let wrong_alg = settings(&["--jwt-alg", "ES256", "--jwt-key-file", ed]).problems();
+        assert_eq!(wrong_alg[0].variable, "QRLOGIN_JWT_KEY_FILE");
+        assert!(wrong_alg[0].message.contains("EdDSA"), "{}", wrong_alg[0]);
+        let missing = settings(&[
+            "--jwt-alg",
+            "EdDSA",
+            "--jwt-key-file",
+            ed,
+            "--jwt-previous-key-files",
+            "/nonexistent/old.pem",
+        ])
+        .problems();
+        assert_eq!(missing[0].variable, "QRLOGIN_JWT_PREVIOUS_KEY_FILES");
+        let hs_previous = settings(&["--jwt-previous-key-files", ed]).problems();
+        assert_eq!(hs_previous[0].variable, "QRLOGIN_JWT_PREVIOUS_KEY_FILES");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn keygen_and_token_verify_parse() {
+        let cli = Cli::try_parse_from(["qrlogin", "keygen", "--alg", "ES256"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Keygen {
+                alg: KeygenAlg::Es256
+            })
+        ));
+        let cli = Cli::try_parse_from(["qrlogin", "token", "verify", "a.b.c", "--jwks", "k.json"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Token {
+                command: TokenCommand::Verify { jwks: Some(_), .. }
+            })
+        ));
     }
 }

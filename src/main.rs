@@ -1,10 +1,12 @@
 //! The `qrlogin` binary: parse settings, then serve (or run a subcommand).
 
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 use qrlogin::Application;
-use qrlogin::config::{Cli, Command, LogFormat};
+use qrlogin::config::{Cli, Command, LogFormat, TokenCommand};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -18,6 +20,16 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.settings).await,
         Command::CheckConfig => check_config(&cli.settings, &matches),
+        Command::Keygen { alg } => cli::keygen(alg),
+        Command::Token {
+            command:
+                TokenCommand::Verify {
+                    jwt,
+                    jwks,
+                    issuer,
+                    audience,
+                },
+        } => cli::verify_token(&cli.settings, &jwt, jwks.as_deref(), issuer, audience).await,
     }
 }
 

@@ -385,7 +385,11 @@ pub struct IntrospectBody {
     token: Value,
 }
 
-/// RFC 7662-style: any garbage in is simply not active.
+/// RFC 7662-style, for backends that prefer asking to verifying: the claims
+/// of a valid token with `"active": true`, else only `"active": false`. Any
+/// garbage in (not JSON, no token, a forged or expired token) is simply not
+/// active, never an error page. The body is JSON `{"token": "…"}`, or the
+/// RFC's form encoding `token=…`.
 #[utoipa::path(post, path = "/api/v1/tokens/introspect", tag = "tokens",
     security(("api_key" = [])), request_body = IntrospectBody,
     responses((status = 200, description = "RFC 7662-style: `{\"active\": true, …claims}` or `{\"active\": false}`", body = Object),
@@ -393,13 +397,23 @@ pub struct IntrospectBody {
 pub async fn introspect_token(
     _: Trusted,
     State(app): State<AppState>,
+    headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Json<Value> {
-    let claims = serde_json::from_slice::<IntrospectBody>(&body)
-        .ok()
-        .and_then(|b| b.token.as_str().map(str::to_owned))
-        .and_then(|token| app.engine.tokens.verify(&token).ok());
-    match claims {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let token = if is_form {
+        url::form_urlencoded::parse(&body)
+            .find(|(name, _)| name == "token")
+            .map(|(_, token)| token.into_owned())
+    } else {
+        serde_json::from_slice::<IntrospectBody>(&body)
+            .ok()
+            .and_then(|b| b.token.as_str().map(str::to_owned))
+    };
+    match token.and_then(|token| app.engine.tokens.verify(&token).ok()) {
         Some(mut claims) => {
             claims.insert("active".into(), Value::Bool(true));
             Json(Value::Object(claims))
@@ -408,6 +422,8 @@ pub async fn introspect_token(
     }
 }
 
+/// The public keys. Verifiers may cache them for five minutes: a new key
+/// is announced by a token naming an unknown `kid`, on which they refetch.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "tokens",
     responses((status = 200, description = "public keys (asymmetric algorithms)", body = Object),
         (status = 404, description = "HS256: no public keys", body = ErrorBody)))]
@@ -415,7 +431,7 @@ pub async fn get_jwks(State(app): State<AppState>) -> Result<Response> {
     let jwks = app.engine.tokens.jwks().ok_or(Error::NotFound)?;
     Ok((
         [(header::CACHE_CONTROL, "public, max-age=300")],
-        axum::Json(jwks),
+        axum::Json(jwks.clone()),
     )
         .into_response())
 }

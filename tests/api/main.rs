@@ -14,5 +14,6 @@ mod openapi;
 mod redis;
 mod redis_server;
 mod redis_store;
+mod tokens;
 mod wechat_mp;
 mod wechat_oauth;

@@ -1,0 +1,332 @@
+//! The JWT handed to the browser: signing it, verifying it (introspection,
+//! `qrlogin token verify`), and publishing the public keys as a JWKS.
+//!
+//! - [`keys`]: PEM key files, key generation, signing with parsed keys.
+//! - [`jwk`]: public keys as JWKs and their RFC 7638 thumbprints (`kid`).
+//! - [`verify`]: the verification rules (pinned algorithm per `kid`, every
+//!   registered claim required).
+//! - [`jwks_verifier`]: the same rules over a fetched, cached JWKS, as a
+//!   product backend runs them.
+//!
+//! Rotation: the key of `QRLOGIN_JWT_KEY_FILE` signs; the keys of
+//! `QRLOGIN_JWT_PREVIOUS_KEY_FILES` are published and still verify but never
+//! sign; a key in neither is gone, and its tokens stop verifying.
+//!
+//! Registered claims (`iss`, `sub`, `aud`, `iat`, `exp`, `jti`, `idp`,
+//! `openid`, `unionid`) are always ours: extra claims from a trusted backend
+//! can add fields but never override them.
+
+pub mod jwk;
+pub mod jwks_verifier;
+pub mod keys;
+pub mod verify;
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value, json};
+
+use crate::config::{JwtAlg, Settings};
+use crate::ticket::{Identity, IssuedToken, now_ms};
+
+pub use keys::{KeyError, SigningKey};
+pub use verify::{Verifier, VerifyError};
+
+/// Claims that are ours alone.
+pub const REGISTERED: &[&str] = &[
+    "iss", "sub", "aud", "iat", "exp", "nbf", "jti", "idp", "openid", "unionid",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// A key setting is unusable; the text names the variable.
+    #[error("{0}")]
+    Key(String),
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// The JWS algorithm of a setting.
+pub fn algorithm_of(alg: JwtAlg) -> Algorithm {
+    match alg {
+        JwtAlg::Hs256 => Algorithm::HS256,
+        JwtAlg::Rs256 => Algorithm::RS256,
+        JwtAlg::Es256 => Algorithm::ES256,
+        JwtAlg::EdDsa => Algorithm::EdDSA,
+    }
+}
+
+pub struct Tokens {
+    signer: SigningKey,
+    /// The encoded header, the same for every token of this signer.
+    header: String,
+    verifier: Verifier,
+    jwks: Option<Value>,
+    issuer: String,
+    audience: String,
+    ttl: u64,
+}
+
+impl Tokens {
+    /// Keys and claims from settings. HS256 in development without a
+    /// secret: a random one (tokens then stop verifying at restart, which is
+    /// fine for trying the service out).
+    pub fn from_settings(settings: &Settings) -> Result<Self, TokenError> {
+        let alg = algorithm_of(settings.jwt_alg);
+        let signer = if alg == Algorithm::HS256 {
+            if !settings.jwt_previous_key_files.is_empty() {
+                return Err(TokenError::Key(
+                    "QRLOGIN_JWT_PREVIOUS_KEY_FILES: key files are for RS256, ES256 and EdDSA; HS256 has one secret".into(),
+                ));
+            }
+            hs256_key(settings.jwt_secret.as_deref())?
+        } else {
+            let path = settings.jwt_key_file.as_deref().ok_or_else(|| {
+                TokenError::Key(format!(
+                    "QRLOGIN_JWT_KEY_FILE: {:?} needs a PEM private key file",
+                    settings.jwt_alg
+                ))
+            })?;
+            let key = read_key("QRLOGIN_JWT_KEY_FILE", path)?;
+            if key.algorithm() != alg {
+                return Err(TokenError::Key(format!(
+                    "QRLOGIN_JWT_KEY_FILE: {} holds a {:?} key but QRLOGIN_JWT_ALG is {:?}",
+                    path.display(),
+                    key.algorithm(),
+                    alg
+                )));
+            }
+            key
+        };
+        let previous = settings
+            .jwt_previous_key_files
+            .iter()
+            .map(|path| read_key("QRLOGIN_JWT_PREVIOUS_KEY_FILES", path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(
+            signer,
+            previous,
+            settings
+                .jwt_issuer
+                .clone()
+                .unwrap_or_else(|| settings.public_url()),
+            settings.jwt_audience.clone(),
+            settings.jwt_ttl,
+        )
+    }
+
+    /// `signer` signs; it and every `previous` key verify and (when
+    /// asymmetric) are published. Previous keys may be of another algorithm
+    /// than the signer, so that a move from RS256 to ES256 is a rotation too.
+    pub fn new(
+        signer: SigningKey,
+        previous: Vec<SigningKey>,
+        issuer: String,
+        audience: String,
+        ttl: u64,
+    ) -> Result<Self, TokenError> {
+        let mut verifier = Verifier::new(issuer.clone(), audience.clone());
+        let mut published = Vec::new();
+        for key in std::iter::once(&signer).chain(&previous) {
+            if verifier.has_kid(key.kid()) {
+                continue;
+            }
+            let decoding = key
+                .decoding_key()
+                .map_err(|e| TokenError::Key(e.to_string()))?;
+            verifier.add_key(key.kid(), key.algorithm(), decoding);
+            if let Some(public) = key.public_key() {
+                published.push(public.to_jwk());
+            }
+        }
+        let header = json!({
+            "alg": jwk::jwk_alg(signer.algorithm()),
+            "typ": "JWT",
+            "kid": signer.kid(),
+        });
+        Ok(Self {
+            header: URL_SAFE_NO_PAD.encode(header.to_string()),
+            jwks: (signer.algorithm() != Algorithm::HS256).then(|| json!({ "keys": published })),
+            signer,
+            verifier,
+            issuer,
+            audience,
+            ttl,
+        })
+    }
+
+    pub fn ttl(&self) -> u64 {
+        self.ttl
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// The `kid` of the key that signs new tokens.
+    pub fn kid(&self) -> &str {
+        self.signer.kid()
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.signer.algorithm()
+    }
+
+    /// A signed token for `subject`, with `extra` claims that may not
+    /// override registered ones.
+    pub fn issue(
+        &self,
+        subject: &Identity,
+        extra: Option<&Map<String, Value>>,
+    ) -> Result<IssuedToken, TokenError> {
+        let now = now_ms() / 1000;
+        let mut claims = Map::new();
+        if let Some(extra) = extra {
+            for (k, v) in extra {
+                if !REGISTERED.contains(&k.as_str()) {
+                    claims.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        claims.insert("iss".into(), self.issuer.clone().into());
+        claims.insert("sub".into(), subject.sub.clone().into());
+        claims.insert("aud".into(), self.audience.clone().into());
+        claims.insert("iat".into(), now.into());
+        claims.insert("exp".into(), (now + self.ttl).into());
+        claims.insert(
+            "jti".into(),
+            crate::ticket::TicketId::generate().to_string().into(),
+        );
+        claims.insert("idp".into(), subject.idp.clone().into());
+        if let Some(openid) = &subject.openid {
+            claims.insert("openid".into(), openid.clone().into());
+        }
+        if let Some(unionid) = &subject.unionid {
+            claims.insert("unionid".into(), unionid.clone().into());
+        }
+        let payload = serde_json::to_vec(&claims).map_err(|e| TokenError::Sign(e.to_string()))?;
+        let mut token = String::with_capacity(self.header.len() + payload.len() * 4 / 3 + 360);
+        token.push_str(&self.header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = self
+            .signer
+            .sign(token.as_bytes())
+            .map_err(|e| TokenError::Sign(e.to_string()))?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+        Ok(IssuedToken {
+            token,
+            expires_in: self.ttl,
+        })
+    }
+
+    /// The claims of a token one of our keys signed and that is still valid.
+    pub fn verify(&self, token: &str) -> Result<Map<String, Value>, VerifyError> {
+        self.verifier.verify(token)
+    }
+
+    /// The public keys as a JWKS, or `None` for HS256 (never published).
+    pub fn jwks(&self) -> Option<&Value> {
+        self.jwks.as_ref()
+    }
+}
+
+fn hs256_key(secret: Option<&str>) -> Result<SigningKey, TokenError> {
+    let secret = match secret {
+        Some(s) if s.len() >= 32 => s.as_bytes().to_vec(),
+        Some(_) => {
+            return Err(TokenError::Key(
+                "QRLOGIN_JWT_SECRET must be at least 32 bytes".into(),
+            ));
+        }
+        None => {
+            tracing::warn!(
+                "QRLOGIN_JWT_SECRET is unset: signing with a random key that changes at restart"
+            );
+            let mut key = [0u8; 32];
+            rand::Rng::fill(&mut rand::rng(), &mut key);
+            key.to_vec()
+        }
+    };
+    SigningKey::from_secret(&secret).map_err(|e| TokenError::Key(e.to_string()))
+}
+
+fn read_key(variable: &str, path: &Path) -> Result<SigningKey, TokenError> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| TokenError::Key(format!("{variable}: cannot read {}: {e}", path.display())))?;
+    SigningKey::from_pem(&pem)
+        .map_err(|e| TokenError::Key(format!("{variable}: {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(signer: SigningKey, previous: Vec<SigningKey>) -> Tokens {
+        Tokens::new(signer, previous, "https://i".into(), "a".into(), 60).unwrap()
+    }
+
+    fn subject() -> Identity {
+        Identity {
+            sub: "u1".into(),
+            idp: "app".into(),
+            ..Identity::default()
+        }
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_name_the_signing_kid() {
+        for alg in [Algorithm::ES256, Algorithm::EdDSA] {
+            let t = tokens(SigningKey::generate(alg).unwrap(), vec![]);
+            let token = t.issue(&subject(), None).unwrap().token;
+            let header = jsonwebtoken::decode_header(&token).unwrap();
+            assert_eq!(header.kid.as_deref(), Some(t.kid()));
+            assert_eq!(header.alg, alg);
+            assert_eq!(t.verify(&token).unwrap()["sub"], "u1");
+        }
+    }
+
+    #[test]
+    fn previous_keys_verify_and_are_published_but_never_sign() {
+        let old = SigningKey::generate(Algorithm::ES256).unwrap();
+        let old_kid = old.kid().to_owned();
+        let before = tokens(
+            SigningKey::from_pem(&old.to_pkcs8_pem().unwrap()).unwrap(),
+            vec![],
+        );
+        let old_token = before.issue(&subject(), None).unwrap().token;
+        let after = tokens(SigningKey::generate(Algorithm::EdDSA).unwrap(), vec![old]);
+        assert_ne!(after.kid(), old_kid);
+        assert!(after.verify(&old_token).is_ok(), "signed before rotation");
+        let kids: Vec<_> = after.jwks().unwrap()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kids, vec![after.kid().to_owned(), old_kid]);
+    }
+
+    #[test]
+    fn hs256_publishes_nothing() {
+        let t = tokens(SigningKey::from_secret(&[9; 32]).unwrap(), vec![]);
+        assert!(t.jwks().is_none());
+    }
+
+    #[test]
+    fn extra_claims_never_override_registered_ones() {
+        let t = tokens(SigningKey::from_secret(&[9; 32]).unwrap(), vec![]);
+        let extra = json!({"sub": "evil", "exp": 1, "role": "admin"});
+        let token = t.issue(&subject(), extra.as_object()).unwrap().token;
+        let claims = t.verify(&token).unwrap();
+        assert_eq!(claims["sub"], "u1");
+        assert_eq!(claims["role"], "admin");
+    }
+}
