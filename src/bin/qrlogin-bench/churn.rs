@@ -12,13 +12,14 @@ use futures_util::StreamExt;
 use crate::browser;
 use crate::http::Conn;
 use crate::net::Sources;
-use crate::report::Latencies;
+use crate::report::{CpuPer, Latencies, cpu_time};
 
 pub struct ChurnArgs {
     pub concurrency: usize,
     pub duration: Duration,
     pub max_logins: u64,
     pub api_key: String,
+    pub server_pids: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -30,6 +31,7 @@ struct WorkerOut {
 }
 
 pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: ChurnArgs) -> bool {
+    let cpu_before = cpu_time(&args.server_pids);
     let started = Instant::now();
     let deadline = started + args.duration;
     let budget = Arc::new(AtomicU64::new(0));
@@ -82,6 +84,7 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: ChurnArgs
         }
     }
     let elapsed = started.elapsed();
+    let cpu = CpuPer::of(cpu_before, cpu_time(&args.server_pids), total.logins);
     let per_s = total.logins as f64 / elapsed.as_secs_f64().max(1e-9);
     println!(
         "churn: {} full logins in {:.2} s at concurrency {} → {per_s:.0} logins/s; {} errors{}",
@@ -96,10 +99,19 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: ChurnArgs
             .unwrap_or_default()
     );
     println!("churn: one login {}", total.latency.summary());
+    if let Some(cpu) = &cpu {
+        println!(
+            "churn: server CPU {:.1} µs per login → {:.0} logins/s per server core",
+            cpu.us,
+            cpu.per_core()
+        );
+    }
     println!(
-        "RESULT churn logins={} logins_per_s={per_s:.0} errors={} {}",
+        "RESULT churn logins={} logins_per_s={per_s:.0} errors={} cpu_us={:.1} per_core={:.0} {}",
         total.logins,
         total.errors,
+        cpu.as_ref().map_or(0.0, |c| c.us),
+        cpu.as_ref().map_or(0.0, CpuPer::per_core),
         total.latency.fields("")
     );
     total.errors == 0

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::browser::{self, Ws};
 use crate::http::Conn;
 use crate::net::Sources;
-use crate::report::{Latencies, rss_kib};
+use crate::report::{CpuPer, Latencies, cpu_time, rss_kib};
 
 /// Shared by every reader task of one `hold`.
 pub struct Board {
@@ -240,6 +240,7 @@ pub struct HoldArgs {
 /// The `hold` subcommand: set up, measure RSS, close, measure again.
 pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: HoldArgs) -> bool {
     let before = rss_kib(&args.server_pids);
+    let cpu_before = cpu_time(&args.server_pids);
     let held = establish(Plan {
         servers,
         sources,
@@ -248,6 +249,7 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: HoldArgs)
     })
     .await;
     let n = held.tickets.len();
+    let cpu = CpuPer::of(cpu_before, cpu_time(&args.server_pids), n as u64);
     println!(
         "hold: {n} of {} sockets set up in {:.2} s at concurrency {} → {:.0} setups/s; {} failed{}",
         args.count,
@@ -261,6 +263,13 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: HoldArgs)
             .unwrap_or_default()
     );
     println!("hold: setup latency {}", held.setup.summary());
+    if let Some(cpu) = &cpu {
+        println!(
+            "hold: server CPU {:.1} µs per setup → {:.0} setups/s per server core",
+            cpu.us,
+            cpu.per_core()
+        );
+    }
     // Let the server settle (allocator, timers) before reading its memory.
     tokio::time::sleep(args.hold_for).await;
     let during = rss_kib(&args.server_pids);
@@ -282,14 +291,16 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: HoldArgs)
         );
     }
     println!(
-        "RESULT hold held={n} failed={} dropped_while_held={dropped} setups_per_s={:.0} {} rss_before_kib={} rss_held_kib={} rss_after_kib={} kib_per_socket={:.2}",
+        "RESULT hold held={n} failed={} dropped_while_held={dropped} setups_per_s={:.0} {} rss_before_kib={} rss_held_kib={} rss_after_kib={} kib_per_socket={:.2} cpu_us={:.1} per_core={:.0}",
         held.failures,
         held.setups_per_s(),
         held.setup.fields("setup_"),
         before.unwrap_or(0),
         during.unwrap_or(0),
         after.unwrap_or(0),
-        per_socket.unwrap_or(0.0)
+        per_socket.unwrap_or(0.0),
+        cpu.as_ref().map_or(0.0, |c| c.us),
+        cpu.as_ref().map_or(0.0, CpuPer::per_core)
     );
     held.failures == 0 && dropped == 0
 }

@@ -78,6 +78,9 @@ enum Cmd {
         /// Start confirming at this Unix time (several generators together).
         #[arg(long)]
         confirm_at: Option<u64>,
+        /// Server process id(s) whose CPU time to read from /proc.
+        #[arg(long = "server-pid")]
+        server_pids: Vec<u32>,
     },
     /// Full logins back to back for a while.
     Churn {
@@ -90,6 +93,9 @@ enum Cmd {
         max_logins: u64,
         #[arg(long, env = "QRLOGIN_API_KEY")]
         api_key: String,
+        /// Server process id(s) whose CPU time to read from /proc.
+        #[arg(long = "server-pid")]
+        server_pids: Vec<u32>,
     },
 }
 
@@ -148,6 +154,7 @@ fn main() -> ExitCode {
                     timeout,
                     rounds,
                     confirm_at,
+                    server_pids,
                 } => {
                     push::run(
                         &servers,
@@ -162,6 +169,7 @@ fn main() -> ExitCode {
                             timeout: Duration::from_secs(timeout),
                             rounds,
                             confirm_at,
+                            server_pids,
                         },
                     )
                     .await
@@ -171,6 +179,7 @@ fn main() -> ExitCode {
                     duration,
                     max_logins,
                     api_key,
+                    server_pids,
                 } => {
                     churn::run(
                         &servers,
@@ -180,6 +189,7 @@ fn main() -> ExitCode {
                             duration: Duration::from_secs(duration),
                             max_logins,
                             api_key,
+                            server_pids,
                         },
                     )
                     .await

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::hold::{Board, Plan, establish};
 use crate::http::Conn;
 use crate::net::Sources;
-use crate::report::Latencies;
+use crate::report::{CpuPer, Latencies, cpu_time};
 
 pub struct PushArgs {
     pub held: usize,
@@ -24,6 +24,7 @@ pub struct PushArgs {
     /// Wall-clock second (Unix time) at which to start confirming, so that
     /// several generator processes push only once all of them hold.
     pub confirm_at: Option<u64>,
+    pub server_pids: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -41,6 +42,7 @@ struct Totals {
     busy: Duration,
     setup_failures: u64,
     held: u64,
+    cpu: Duration,
 }
 
 pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: PushArgs) -> bool {
@@ -76,6 +78,7 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: PushArgs)
             println!("push: waiting {:.1} s for the agreed start", wait.as_secs_f64());
             tokio::time::sleep(wait).await;
         }
+        let cpu_before = cpu_time(&args.server_pids);
         let started = Instant::now();
         let outcome = confirm_all(servers, sources, &held.board, &targets, &args).await;
         // Wait for the stragglers, bounded.
@@ -86,6 +89,9 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: PushArgs)
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         totals.busy += started.elapsed().min(outcome.sending);
+        if let (Some(b), Some(a)) = (cpu_before, cpu_time(&args.server_pids)) {
+            totals.cpu += a.saturating_sub(b);
+        }
         let received = held.board.received.load(Ordering::Acquire);
         totals.sent_ok += outcome.sent_ok;
         totals.errors += outcome.errors;
@@ -124,9 +130,19 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: PushArgs)
             .unwrap_or_default()
     );
     println!("push: confirm sent → `confirmed` frame: {}", totals.latency.summary());
+    let cpu = (!args.server_pids.is_empty())
+        .then(|| CpuPer::of(Some(Duration::ZERO), Some(totals.cpu), totals.sent_ok))
+        .flatten();
+    if let Some(cpu) = &cpu {
+        println!(
+            "push: server CPU {:.1} µs per confirm and push → {:.0} confirms/s per server core",
+            cpu.us,
+            cpu.per_core()
+        );
+    }
     println!("push: confirm sent → HTTP response:     {}", totals.http.summary());
     println!(
-        "RESULT push held={} confirms={} confirms_per_s={per_s:.0} received={} lost={} errors={} setup_failures={} ended_early={} bad_frames={} {}",
+        "RESULT push held={} confirms={} confirms_per_s={per_s:.0} received={} lost={} errors={} setup_failures={} ended_early={} bad_frames={} cpu_us={:.1} per_core={:.0} {}",
         totals.held,
         totals.sent_ok,
         totals.received,
@@ -135,6 +151,8 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: PushArgs)
         totals.setup_failures,
         totals.ended_early,
         totals.bad_frames,
+        cpu.as_ref().map_or(0.0, |c| c.us),
+        cpu.as_ref().map_or(0.0, CpuPer::per_core),
         totals.latency.fields("")
     );
     totals.lost == 0 && totals.errors == 0 && totals.bad_frames == 0

@@ -71,3 +71,39 @@ pub fn rss_kib(pids: &[u32]) -> Option<u64> {
     }
     Some(total)
 }
+
+/// CPU time (user + system) the given processes have used so far, read
+/// from /proc/<pid>/stat in clock ticks of 10 ms (Linux's USER_HZ).
+pub fn cpu_time(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut ticks = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces) start at 3.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Server CPU per operation between two `cpu_time` readings, with what it
+/// means for one core: contention-proof where wall-clock rates are not.
+pub struct CpuPer {
+    pub us: f64,
+}
+
+impl CpuPer {
+    pub fn of(before: Option<Duration>, after: Option<Duration>, ops: u64) -> Option<Self> {
+        let (b, a) = (before?, after?);
+        (ops > 0).then(|| Self {
+            us: a.saturating_sub(b).as_secs_f64() * 1e6 / ops as f64,
+        })
+    }
+
+    pub fn per_core(&self) -> f64 {
+        if self.us > 0.0 { 1e6 / self.us } else { 0.0 }
+    }
+}
