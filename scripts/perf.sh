@@ -33,7 +33,7 @@ start_server() {
     shift 2
     env QRLOGIN_BIND="127.0.0.1:$port" QRLOGIN_API_KEY="$API_KEY" \
         QRLOGIN_JWT_SECRET="$JWT_SECRET" QRLOGIN_TICKET_TTL=600 \
-        QRLOGIN_MAX_LIVE_TICKETS=10000000 "$@" \
+        QRLOGIN_MAX_LIVE_TICKETS=10000000 QRLOGIN_RATE_TICKETS=0 QRLOGIN_RATE_SOCKETS=0 "$@" \
         taskset -c "$cpus" "$SERVER" >"$OUT/server-$port.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -40,7 +40,13 @@ fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let buckets = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+                .build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed by an embedder; then
             // our handle simply renders what we record through it.
@@ -125,6 +131,7 @@ impl Application {
             .weigher(|_, v: &bytes::Bytes| v.len() as u32)
             .time_to_live(settings.ticket_ttl())
             .build();
+        let limits = crate::web::limits::Limits::new(&settings);
         let shared = Shared {
             settings,
             engine,
@@ -133,6 +140,7 @@ impl Application {
             shutdown,
             page_key,
             qr_cache,
+            limits,
         };
         Ok(Self {
             listener,
@@ -161,22 +169,20 @@ impl Application {
         signal: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let stop = self.stop.clone();
-        let mut stopped = self.state.shutdown.clone();
         tokio::spawn(async move {
             signal.await;
             let _ = stop.send(true);
         });
         let router = crate::web::router(self.state.clone());
-        let serve = axum::serve(
+        let header_timeout = Duration::from_secs(self.state.settings.header_read_timeout);
+        crate::web::serve::serve(
             self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            router,
+            header_timeout,
+            self.state.shutdown.clone(),
         )
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-        serve.await?;
-        // Upgraded sockets are not awaited by axum; give their 1012 closes a
-        // moment to flush.
+        .await;
+        // Give the sockets' 1012 closes a moment to flush.
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
     }

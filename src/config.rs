@@ -273,6 +273,52 @@ pub struct Settings {
     #[arg(long = "poll-max-wait", env = "QRLOGIN_POLL_MAX_WAIT", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=60))]
     pub poll_max_wait: u64,
+    /// Cap on open WebSockets in this instance (503 over_capacity beyond it).
+    #[arg(
+        long = "max-sockets",
+        env = "QRLOGIN_MAX_SOCKETS",
+        default_value_t = 1_000_000
+    )]
+    pub max_sockets: usize,
+    /// Cap on open WebSockets from one client IP (429 beyond it).
+    #[arg(
+        long = "max-sockets-per-ip",
+        env = "QRLOGIN_MAX_SOCKETS_PER_IP",
+        default_value_t = 2_000
+    )]
+    pub max_sockets_per_ip: u32,
+    /// Cap on long-polls waiting at once in this instance (503 over_capacity beyond it).
+    #[arg(
+        long = "max-polls",
+        env = "QRLOGIN_MAX_POLLS",
+        default_value_t = 20_000
+    )]
+    pub max_polls: usize,
+    /// Seconds a client has to send its request head (slowloris defence).
+    #[arg(long = "header-read-timeout", env = "QRLOGIN_HEADER_READ_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_read_timeout: u64,
+    /// Seconds a request (other than WebSocket and long-poll) may take.
+    #[arg(long = "request-timeout", env = "QRLOGIN_REQUEST_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub request_timeout: u64,
+    /// Tickets one client IP may create per minute (0: no limit).
+    #[arg(
+        long = "rate-tickets",
+        env = "QRLOGIN_RATE_TICKETS",
+        default_value_t = 60
+    )]
+    pub rate_tickets: u32,
+    /// WebSocket connects one client IP may open per minute (0: no limit).
+    #[arg(
+        long = "rate-sockets",
+        env = "QRLOGIN_RATE_SOCKETS",
+        default_value_t = 240
+    )]
+    pub rate_sockets: u32,
+    /// Long-polls one client IP may make per minute (0: no limit).
+    #[arg(long = "rate-polls", env = "QRLOGIN_RATE_POLLS", default_value_t = 600)]
+    pub rate_polls: u32,
     /// `text` or `json` log lines.
     #[arg(
         long = "log-format",
@@ -489,9 +535,79 @@ impl Settings {
     }
 }
 
+/// The effective configuration, one `VARIABLE=value (source)` line per
+/// setting, with secrets (settings marked `hide_env_values`) redacted.
+/// Read from clap's own matches, so a new setting is listed without code here.
+pub fn describe(matches: &clap::ArgMatches) -> String {
+    use clap::CommandFactory;
+    use clap::parser::ValueSource;
+    let command = Cli::command();
+    let mut lines = Vec::new();
+    for arg in command.get_arguments() {
+        let Some(env) = arg.get_env().and_then(|e| e.to_str()) else {
+            continue;
+        };
+        let id = arg.get_id().as_str();
+        let raw: Vec<String> = matches
+            .get_raw(id)
+            .map(|vals| vals.map(|v| v.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let source = match matches.value_source(id) {
+            Some(ValueSource::EnvVariable) => "environment",
+            Some(ValueSource::CommandLine) => "flag",
+            Some(ValueSource::DefaultValue) => "default",
+            _ => "unset",
+        };
+        let value = if raw.is_empty() {
+            String::new()
+        } else if arg.is_hide_env_values_set() {
+            "<redacted>".to_owned()
+        } else {
+            raw.join(",")
+        };
+        lines.push(format!("{env}={value}  ({source})"));
+    }
+    lines.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn env_example_lists_every_variable() {
+        let example = include_str!("../.env.example");
+        for arg in Cli::command().get_arguments() {
+            if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
+                assert!(
+                    example.contains(&format!("{env}=")),
+                    "{env} missing from .env.example"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn describe_redacts_secrets_and_names_sources() {
+        let matches = Cli::command()
+            .try_get_matches_from([
+                "qrlogin",
+                "--api-key",
+                "super-secret-api-key",
+                "--ticket-ttl",
+                "30",
+            ])
+            .unwrap();
+        let text = describe(&matches);
+        assert!(
+            text.contains("QRLOGIN_API_KEY=<redacted>  (flag)"),
+            "{text}"
+        );
+        assert!(!text.contains("super-secret-api-key"));
+        assert!(text.contains("QRLOGIN_TICKET_TTL=30  (flag)"));
+        assert!(text.contains("QRLOGIN_BIND=127.0.0.1:8080  (default)"));
+    }
 
     fn settings(args: &[&str]) -> Settings {
         let mut all = vec!["qrlogin"];

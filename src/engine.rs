@@ -65,6 +65,7 @@ impl Engine {
             status: Status::Pending,
             created_at: now,
             expires_at: now + self.ttl_ms,
+            updated_at: now,
             qr_content,
             requester,
             user: None,

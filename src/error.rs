@@ -48,15 +48,21 @@ pub enum Error {
     /// 503 `unavailable`: the store cannot be reached; retry shortly.
     #[error("the ticket store is unavailable, retry shortly")]
     Unavailable,
+    /// 503 `unavailable`: the request took longer than QRLOGIN_REQUEST_TIMEOUT.
+    #[error("the request took too long, retry shortly")]
+    Timeout,
     /// 502 `upstream_error`: WeChat answered with an error or not at all.
     #[error("{0}")]
     Upstream(String),
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    message: String,
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A snake_case code (`bad_request`, `unauthorized`, `ticket_not_found`, …).
+    pub error: &'static str,
+    /// Human text.
+    pub message: String,
 }
 
 impl Error {
@@ -70,7 +76,9 @@ impl Error {
             Error::InvalidTransition(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::OverCapacity(_) | Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::OverCapacity(_) | Error::Unavailable | Error::Timeout => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -87,7 +95,7 @@ impl Error {
             Error::PayloadTooLarge => "payload_too_large",
             Error::RateLimited { .. } => "rate_limited",
             Error::OverCapacity(_) => "over_capacity",
-            Error::Unavailable => "unavailable",
+            Error::Unavailable | Error::Timeout => "unavailable",
             Error::Upstream(_) => "upstream_error",
         }
     }
@@ -95,7 +103,7 @@ impl Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let body = Body {
+        let body = ErrorBody {
             error: self.code(),
             message: self.to_string(),
         };

@@ -2,18 +2,22 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use qrlogin::Application;
 use qrlogin::config::{Cli, Command, LogFormat};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_logs(cli.settings.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.settings).await,
-        Command::CheckConfig => check_config(&cli.settings),
+        Command::CheckConfig => check_config(&cli.settings, &matches),
     }
 }
 
@@ -49,14 +53,19 @@ async fn serve(settings: qrlogin::Settings) -> ExitCode {
     }
 }
 
-/// Every problem of the settings, or OK; exit 1 on problems.
-fn check_config(settings: &qrlogin::Settings) -> ExitCode {
+/// The effective settings (secrets redacted) and every problem; exit 1 on
+/// problems.
+fn check_config(settings: &qrlogin::Settings, matches: &clap::ArgMatches) -> ExitCode {
+    use std::io::Write;
+    // Writes ignore a closed pipe (`| head`): the exit code still tells.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", qrlogin::config::describe(matches));
     let problems = settings.problems();
     for p in &problems {
-        println!("problem: {p}");
+        let _ = writeln!(out, "problem: {p}");
     }
     if problems.is_empty() {
-        println!("configuration OK");
+        let _ = writeln!(out, "configuration OK");
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

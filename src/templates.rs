@@ -166,6 +166,16 @@ pub struct Texts {
     pub retry_body: &'static str,
     pub rescan_heading: &'static str,
     pub rescan_body: &'static str,
+    /// The login page's one-line explanation under its heading.
+    pub login_lead: &'static str,
+    /// Shown when the page cannot run its script.
+    pub login_noscript: &'static str,
+    /// Heads the "which computer asked" box of the confirm page.
+    pub requester_heading: &'static str,
+    /// Alternative text of a QR image on a phone page.
+    pub qr_alt: &'static str,
+    /// Placeholder of the dev page's optional name field.
+    pub name_placeholder: &'static str,
 }
 
 static EN: Texts = Texts {
@@ -201,6 +211,11 @@ static EN: Texts = Texts {
     retry_body: "WeChat did not answer in time. Scan the code on your computer again.",
     rescan_heading: "Please scan again",
     rescan_body: "This link was already used or has expired. Scan the code on your computer again.",
+    login_lead: "Scan the code with your phone to log in. No password needed.",
+    login_noscript: "This page needs JavaScript to show the login code. Turn it on and reload the page.",
+    requester_heading: "The computer asking to log in",
+    qr_alt: "QR code of this login",
+    name_placeholder: "dev user",
 };
 
 static ZH_CN: Texts = Texts {
@@ -236,6 +251,11 @@ static ZH_CN: Texts = Texts {
     retry_body: "微信未能及时响应，请重新扫描电脑上的二维码。",
     rescan_heading: "请重新扫码",
     rescan_body: "此链接已被使用或已过期，请重新扫描电脑上的二维码。",
+    login_lead: "用手机扫描二维码即可登录，无需密码。",
+    login_noscript: "此页面需要 JavaScript 才能显示登录二维码。请启用后刷新页面。",
+    requester_heading: "请求登录的电脑",
+    qr_alt: "本次登录的二维码",
+    name_placeholder: "dev user",
 };
 
 #[cfg(test)]

@@ -148,7 +148,7 @@ mod hex_bytes {
 }
 
 /// Where a ticket is in its life. `Confirmed`, `Denied`, `Expired` are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Pending,
@@ -241,7 +241,7 @@ pub struct Requester {
 }
 
 /// What the browser may show about the person who scanned.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nickname: Option<String>,
@@ -279,6 +279,9 @@ pub struct Ticket {
     pub created_at: u64,
     /// Unix milliseconds; the ticket is `expired` from then on unless final.
     pub expires_at: u64,
+    /// Unix milliseconds of the last change (push latency is measured from it).
+    #[serde(default)]
+    pub updated_at: u64,
     pub qr_content: String,
     pub requester: Requester,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -366,6 +369,7 @@ impl Ticket {
         };
         let mut next = self.clone();
         next.status = target;
+        next.updated_at = now_ms;
         match change {
             Change::Scan { by, user, identity } => {
                 next.scanned_by = by;
@@ -405,6 +409,7 @@ mod tests {
             status,
             created_at: 1_000,
             expires_at: 10_000,
+            updated_at: 1_000,
             qr_content: "x".into(),
             requester: Requester {
                 ip: "127.0.0.1".into(),
@@ -450,6 +455,21 @@ mod tests {
     fn odd_ids_do_not_parse() {
         for bad in ["", "../etc", "a%00", "a b", "é", "😀", &"a".repeat(33)] {
             assert!(bad.parse::<TicketId>().is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_any_string_never_panics_and_accepts_only_the_alphabet(s in "\\PC{0,40}") {
+            let ok = s.parse::<TicketId>().is_ok();
+            let valid = !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric());
+            proptest::prop_assert_eq!(ok, valid);
+        }
+
+        #[test]
+        fn status_parsing_round_trips(i in 0usize..5) {
+            let all = [Status::Pending, Status::Scanned, Status::Confirmed, Status::Denied, Status::Expired];
+            proptest::prop_assert_eq!(all[i].as_str().parse::<Status>(), Ok(all[i]));
         }
     }
 

@@ -1,14 +1,15 @@
-/* The built-in login page: mounts the client where the template asks. */
+/* The built-in login page: mounts the client where the template asks.
+ * `?transport=poll` (or `websocket`) restricts the client to one transport,
+ * for trying the fallback by hand. */
 (function () {
   "use strict";
   var root = document.getElementById("qrlogin");
   if (!root || !window.QRLogin) return;
-  var params = new URLSearchParams(location.search);
-  var transports = params.get("transport") === "poll" ? ["poll"] : undefined;
+  var only = new URLSearchParams(location.search).get("transport");
   window.qrloginHandle = window.QRLogin.mount(root, {
     provider: root.getAttribute("data-provider") || undefined,
     lang: root.getAttribute("data-lang") || undefined,
-    transports: transports,
+    transports: only === "poll" || only === "websocket" ? [only] : undefined,
     onToken: function (token) { window.qrloginToken = token; }
   });
 })();

@@ -1,50 +1,96 @@
 /*! qrlogin.js — the dependency-free browser client of qrlogin.
  *
- * QRLogin.mount(element, {baseUrl, provider, lang, onState, onToken}) creates
- * a ticket, shows its QR and follows it: WebSocket first, long-poll when
- * WebSockets fail, reconnect with backoff and jitter (the first frame after a
- * reconnect is the current state, so nothing is missed), and a new code when
- * one expires. Returns {destroy()}, which stops every timer and socket.
+ *   var login = QRLogin.mount(element, {
+ *     baseUrl: "https://login.example.com", // where qrlogin runs (default: this page's origin)
+ *     provider: "dev",                      // one of the enabled providers (default: the service's)
+ *     lang: "en",                           // "en" or "zh-CN" (default: the page's lang, then the browser's)
+ *     onState: function (status, state) {}, // pending, scanned, confirmed, denied, expired
+ *     onToken: function (token, state) {}   // the signed JWT, once confirmed
+ *   });
+ *   login.destroy();                        // stops every timer, socket and request
+ *
+ * It creates a ticket, shows its QR (or WeChat's own QR for `wechat-web`) and
+ * follows it: WebSocket first; when a socket cannot open, one quick
+ * long-poll tells why — the ticket is gone (a new code), the server is
+ * unreachable (retry later) or WebSockets are blocked on this network (stay
+ * on long-poll). Dropped connections reconnect with exponential backoff and
+ * jitter; the first answer after a reconnect is the current state, so
+ * nothing is missed. An expired code is replaced once automatically; after
+ * that a Refresh button waits for the person, so an unattended page does not
+ * keep making codes.
  */
 (function (global) {
   "use strict";
 
   var TEXT = {
     "en": {
-      waiting: "Scan the code with your phone",
+      pending: "Scan the code with your phone",
+      pendingHint: "Open your phone's camera or scanner and point it at the code.",
+      pendingWechat: "Scan the code with WeChat",
+      pendingWechatHint: "In WeChat, tap + then Scan, and point it at the code.",
       scanned: "Scanned — confirm on your phone",
+      scannedHint: "Check the details on your phone, then tap Confirm.",
       confirmed: "Logged in",
+      confirmedHint: "You are logged in.",
       denied: "Cancelled on the phone",
+      deniedHint: "Nobody was logged in. You can try again.",
       expired: "The code expired",
+      expiredHint: "Get a new code to log in.",
+      renewing: "The code expired — here is a new one",
+      lost: "The code is no longer valid — getting a new one…",
       retry: "Try again",
       refresh: "Refresh",
       expiresIn: "Expires in {s} s",
-      connecting: "Connecting…",
-      offline: "Connection lost — retrying…",
-      error: "Could not start a login — retrying…",
-      token: "Token received by the page",
+      confirmWithin: "Confirm within {s} s",
+      connecting: "Getting a code…",
+      offline: "Connection lost — reconnecting…",
+      error: "Could not get a code — retrying…",
+      token: "Token received by this page",
       wechat: "Scan with WeChat",
-      qrAlt: "QR code to scan with your phone"
+      qrAlt: "QR code to scan with your phone",
+      timeLeft: "Time left"
     },
     "zh-CN": {
-      waiting: "请使用手机扫描二维码",
+      pending: "请使用手机扫描二维码",
+      pendingHint: "打开手机相机或扫一扫，对准二维码。",
+      pendingWechat: "请使用微信扫描二维码",
+      pendingWechatHint: "打开微信，点击右上角 + 中的“扫一扫”，对准二维码。",
       scanned: "已扫描 — 请在手机上确认",
+      scannedHint: "请在手机上核对信息，然后点击确认。",
       confirmed: "已登录",
+      confirmedHint: "你已成功登录。",
       denied: "已在手机上取消",
+      deniedHint: "没有任何人登录。你可以重试。",
       expired: "二维码已过期",
+      expiredHint: "请获取新的二维码后登录。",
+      renewing: "二维码已过期 — 已为你换一个新的",
+      lost: "二维码已失效 — 正在获取新的二维码…",
       retry: "重试",
       refresh: "刷新",
       expiresIn: "{s} 秒后过期",
-      connecting: "正在连接…",
-      offline: "连接中断 — 正在重试…",
-      error: "无法开始登录 — 正在重试…",
-      token: "页面已收到令牌",
+      confirmWithin: "请在 {s} 秒内确认",
+      connecting: "正在获取二维码…",
+      offline: "连接中断 — 正在重新连接…",
+      error: "无法获取二维码 — 正在重试…",
+      token: "本页面已收到令牌",
       wechat: "使用微信扫码",
-      qrAlt: "用手机扫描的二维码"
+      qrAlt: "用手机扫描的二维码",
+      timeLeft: "剩余时间"
     }
   };
 
-  var MAX_AUTO_RENEW = 2; // expiries with no scan before asking for a click
+  var AUTO_RENEWALS = 1;   // expiries with no scan replaced without asking
+  var LOST_RENEWALS = 3;   // codes lost by the server (restart) replaced in a row
+  var MAX_BACKOFF = 10000; // ms
+  var FINAL = { confirmed: 1, denied: 1, expired: 1 };
+  var SVG = "http://www.w3.org/2000/svg";
+  // 24x24 outline icons (paths drawn for this client).
+  var ICONS = {
+    scanned: "M7 2h10a2 2 0 0 1 2 2v16a2 2 0 0 1-2 2H7a2 2 0 0 1-2-2V4a2 2 0 0 1 2-2zm0 2v16h10V4zm2.2 8.3 1.8 1.8 3.8-3.8 1.1 1.1-4.9 4.9-2.9-2.9z",
+    confirmed: "M12 2a10 10 0 1 1 0 20 10 10 0 0 1 0-20zm0 2a8 8 0 1 0 0 16 8 8 0 0 0 0-16zm4.3 4.3 1.4 1.4-7.2 7.2-4.2-4.2 1.4-1.4 2.8 2.8z",
+    denied: "M12 2a10 10 0 1 1 0 20 10 10 0 0 1 0-20zm0 2a8 8 0 1 0 0 16 8 8 0 0 0 0-16zm3.5 3.1 1.4 1.4-3.5 3.5 3.5 3.5-1.4 1.4-3.5-3.5-3.5 3.5-1.4-1.4 3.5-3.5-3.5-3.5 1.4-1.4 3.5 3.5z",
+    expired: "M12 2a10 10 0 1 1 0 20 10 10 0 0 1 0-20zm0 2a8 8 0 1 0 0 16 8 8 0 0 0 0-16zm1 3v4.6l3.4 2-1 1.7-4.4-2.6V7z"
+  };
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -53,166 +99,339 @@
     return e;
   }
 
+  function icon(name) {
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("class", "qrlogin-icon qrlogin-icon-" + name);
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    var p = document.createElementNS(SVG, "path");
+    p.setAttribute("d", ICONS[name]);
+    p.setAttribute("fill-rule", "evenodd");
+    svg.appendChild(p);
+    return svg;
+  }
+
+  function pickLang(wanted) {
+    var tag = String(wanted || document.documentElement.lang || navigator.language || "en");
+    if (TEXT[tag]) return tag;
+    return tag.toLowerCase().indexOf("zh") === 0 ? "zh-CN" : "en";
+  }
+
   function mount(root, options) {
     options = options || {};
     var base = (options.baseUrl || "").replace(/\/$/, "");
-    var lang = TEXT[options.lang] ? options.lang : (String(options.lang || navigator.language || "en").toLowerCase().indexOf("zh") === 0 ? "zh-CN" : "en");
+    var lang = pickLang(options.lang);
     var t = TEXT[lang];
     var transports = options.transports || ["websocket", "poll"];
-    var state = { destroyed: false, ticket: null, status: null, ws: null, pollAbort: null, timers: [], attempt: 0, renewals: 0, useWs: transports.indexOf("websocket") >= 0 && typeof WebSocket !== "undefined" };
-    var storageKey = "qrlogin.ticket";
+    var canPoll = transports.indexOf("poll") >= 0;
+    var storageKey = "qrlogin.ticket." + (options.provider || "default");
+    var s = {
+      destroyed: false, ticket: null, status: null, skew: 0, total: 0,
+      ws: null, requests: [], timers: [], tick: null,
+      attempt: 0, renewals: 0, lost: 0,
+      wsBlocked: transports.indexOf("websocket") < 0 || typeof WebSocket === "undefined"
+    };
 
-    // --- view ---
+    // --- the view -------------------------------------------------------
     root.classList.add("qrlogin");
+    root.setAttribute("lang", lang);
     root.innerHTML = "";
-    var box = el("div", "qrlogin-box");
+    var stage = el("div", "qrlogin-stage");
     var img = el("img", "qrlogin-qr");
     img.alt = t.qrAlt;
     img.width = 220; img.height = 220;
     var frame = el("div", "qrlogin-frame");
-    var icon = el("div", "qrlogin-icon");
-    icon.setAttribute("aria-hidden", "true");
-    var status = el("p", "qrlogin-status", t.connecting);
-    status.setAttribute("role", "status");
-    status.setAttribute("aria-live", "polite");
-    var who = el("div", "qrlogin-user");
-    var countdown = el("p", "qrlogin-countdown");
+    var overlay = el("div", "qrlogin-overlay");
+    overlay.hidden = true;
     var button = el("button", "qrlogin-button", t.refresh);
     button.type = "button";
     button.hidden = true;
+    var badge = el("span", "qrlogin-badge");
+    overlay.appendChild(badge); overlay.appendChild(button);
+    stage.appendChild(img); stage.appendChild(frame); stage.appendChild(overlay);
+    var live = el("div", "qrlogin-live");
+    live.setAttribute("role", "status");
+    live.setAttribute("aria-live", "polite");
+    live.setAttribute("aria-atomic", "true");
+    var status = el("p", "qrlogin-status", t.connecting);
+    var who = el("p", "qrlogin-user");
+    who.hidden = true;
+    var hint = el("p", "qrlogin-hint");
+    live.appendChild(status); live.appendChild(who); live.appendChild(hint);
+    var countdown = el("div", "qrlogin-countdown");
+    countdown.hidden = true;
+    var bar = el("div", "qrlogin-bar");
+    bar.setAttribute("role", "progressbar");
+    bar.setAttribute("aria-label", t.timeLeft);
+    bar.setAttribute("aria-valuemin", "0");
+    var fill = el("span", "qrlogin-bar-fill");
+    bar.appendChild(fill);
+    var remaining = el("span", "qrlogin-remaining");
+    countdown.appendChild(bar); countdown.appendChild(remaining);
     var tokenBox = el("pre", "qrlogin-token");
     tokenBox.hidden = true;
-    box.appendChild(img); box.appendChild(frame); box.appendChild(icon); box.appendChild(status);
-    box.appendChild(who); box.appendChild(countdown); box.appendChild(button); box.appendChild(tokenBox);
-    root.appendChild(box);
+    tokenBox.tabIndex = 0; // scrollable: reachable by keyboard
+    root.appendChild(stage); root.appendChild(live);
+    root.appendChild(countdown); root.appendChild(tokenBox);
     button.addEventListener("click", onButton);
 
+    // --- timers and requests that destroy() must be able to stop ---------
     function later(fn, ms) {
       var id = setTimeout(function () {
-        state.timers = state.timers.filter(function (x) { return x !== id; });
-        if (!state.destroyed) fn();
+        s.timers = s.timers.filter(function (x) { return x !== id; });
+        if (!s.destroyed) fn();
       }, ms);
-      state.timers.push(id);
-      return id;
+      s.timers.push(id);
     }
-    function clearTimers() { state.timers.forEach(clearTimeout); state.timers = []; }
+    function clearTimers() { s.timers.forEach(clearTimeout); s.timers = []; }
 
-    var tick = null;
-    function startCountdown(expiresAt) {
-      stopCountdown();
-      var end = Date.parse(expiresAt);
-      if (!end) return;
+    function request(path, init) {
+      var ctl = typeof AbortController !== "undefined" ? new AbortController() : null;
+      if (ctl) { init.signal = ctl.signal; s.requests.push(ctl); }
+      var done = function () { s.requests = s.requests.filter(function (c) { return c !== ctl; }); };
+      return fetch(base + path, init).then(function (r) { done(); return r; }, function (e) { done(); throw e; });
+    }
+
+    function closeTransports() {
+      if (s.ws) {
+        var w = s.ws; s.ws = null;
+        w.onopen = w.onclose = w.onerror = w.onmessage = null;
+        try { w.close(1000); } catch (e) {}
+      }
+      var open = s.requests; s.requests = [];
+      open.forEach(function (c) { c.abort(); });
+    }
+
+    function backoff() {
+      var ms = Math.min(MAX_BACKOFF, 500 * Math.pow(2, s.attempt));
+      s.attempt++;
+      return ms / 2 + Math.random() * ms / 2; // jitter: a restart's browsers do not return all at once
+    }
+
+    // --- countdown ------------------------------------------------------
+    function startCountdown(expiresAt, words) {
+      var end = Date.parse(expiresAt) - s.skew;
+      if (!end) { stopCountdown(); return; }
       var draw = function () {
-        var s = Math.max(0, Math.round((end - Date.now()) / 1000));
-        countdown.textContent = t.expiresIn.replace("{s}", s);
+        var left = Math.max(0, Math.round((end - Date.now()) / 1000));
+        remaining.textContent = words.replace("{s}", left);
+        var total = Math.max(s.total, left, 1);
+        fill.style.transform = "scaleX(" + (left / total) + ")";
+        bar.setAttribute("aria-valuemax", String(total));
+        bar.setAttribute("aria-valuenow", String(left));
+        countdown.classList.toggle("qrlogin-countdown-low", left <= 15);
       };
+      if (s.tick) clearInterval(s.tick);
+      countdown.hidden = false;
       draw();
-      tick = setInterval(draw, 1000);
+      s.tick = setInterval(draw, 1000);
     }
-    function stopCountdown() { if (tick) clearInterval(tick); tick = null; countdown.textContent = ""; }
+    function stopCountdown() {
+      if (s.tick) clearInterval(s.tick);
+      s.tick = null;
+      countdown.hidden = true;
+    }
 
-    function show(s) {
-      root.setAttribute("data-status", s.status);
-      icon.className = "qrlogin-icon qrlogin-icon-" + s.status;
+    // --- rendering a state ----------------------------------------------
+    function say(text, more) {
+      status.textContent = text;
+      hint.textContent = more || "";
+    }
+
+    function showUser(user) {
       who.textContent = "";
-      if (s.user && (s.user.nickname || s.user.avatar)) {
-        if (s.user.avatar) { var a = el("img", "qrlogin-avatar"); a.src = s.user.avatar; a.alt = ""; who.appendChild(a); }
-        if (s.user.nickname) who.appendChild(el("span", "qrlogin-nickname", s.user.nickname));
+      who.hidden = true;
+      if (!user || !(user.nickname || user.avatar)) return;
+      var name = user.nickname || "";
+      var initial = el("span", "qrlogin-avatar qrlogin-initial", (name.trim()[0] || "?").toUpperCase());
+      initial.setAttribute("aria-hidden", "true");
+      if (user.avatar) {
+        var a = el("img", "qrlogin-avatar");
+        a.alt = "";
+        a.width = 40; a.height = 40;
+        a.onerror = function () { if (a.parentNode) a.parentNode.replaceChild(initial, a); };
+        a.src = user.avatar;
+        who.appendChild(a);
+      } else {
+        who.appendChild(initial);
       }
-      var words = { pending: t.waiting, scanned: t.scanned, confirmed: t.confirmed, denied: t.denied, expired: t.expired };
-      status.textContent = words[s.status] || s.status;
-      button.hidden = true;
-      if (s.status === "pending") { startCountdown(s.expires_at); }
-      else { stopCountdown(); }
-      if (s.status === "denied") { button.textContent = t.retry; button.hidden = false; }
-      if (s.status === "confirmed" && s.token) {
-        tokenBox.textContent = t.token + ":\n" + s.token;
-        tokenBox.hidden = options.showToken === false;
+      if (name) who.appendChild(el("span", "qrlogin-nickname", name));
+      who.hidden = false;
+    }
+
+    function showOverlay(name, withButton, label) {
+      badge.textContent = "";
+      if (name) badge.appendChild(icon(name));
+      overlay.hidden = !name;
+      overlay.setAttribute("data-icon", name || "");
+      button.hidden = !withButton;
+      if (withButton) button.textContent = label;
+    }
+
+    function show(st) {
+      root.setAttribute("data-status", st.status);
+      showUser(st.status === "scanned" || st.status === "confirmed" ? st.user : null);
+      tokenBox.hidden = true;
+      switch (st.status) {
+        case "pending":
+          showOverlay(null);
+          if (viaWechat()) say(t.pendingWechat, t.pendingWechatHint);
+          else say(t.pending, t.pendingHint);
+          startCountdown(st.expires_at, t.expiresIn);
+          break;
+        case "scanned":
+          showOverlay("scanned");
+          say(t.scanned, t.scannedHint);
+          startCountdown(st.expires_at, t.confirmWithin);
+          break;
+        case "confirmed":
+          showOverlay("confirmed");
+          say(t.confirmed, t.confirmedHint);
+          stopCountdown();
+          if (st.token && options.showToken !== false) {
+            tokenBox.textContent = t.token + ":\n" + st.token;
+            tokenBox.hidden = false;
+          }
+          break;
+        case "denied":
+          showOverlay("denied", true, t.retry);
+          say(t.denied, t.deniedHint);
+          stopCountdown();
+          break;
+        case "expired":
+          stopCountdown();
+          if (s.renewals < AUTO_RENEWALS) {
+            showOverlay("expired");
+            say(t.renewing);
+          } else {
+            showOverlay("expired", true, t.refresh);
+            say(t.expired, t.expiredHint);
+          }
+          break;
+        default:
+          say(st.status);
       }
     }
 
-    function emit(s) {
-      var changed = s.status !== state.status;
-      state.status = s.status;
-      show(s);
-      if (changed && typeof options.onState === "function") { try { options.onState(s.status, s); } catch (e) {} }
-      if (s.status === "scanned") state.renewals = 0;
-      if (s.status === "confirmed") {
-        forget();
-        if (s.token && typeof options.onToken === "function") { try { options.onToken(s.token, s); } catch (e) {} }
-      }
-      if (s.status === "denied") forget();
-      if (s.status === "expired") {
-        forget();
-        if (state.renewals < MAX_AUTO_RENEW) { state.renewals++; later(start, 300); }
-        else { button.textContent = t.refresh; button.hidden = false; }
-      }
-      if (s.status === "confirmed" || s.status === "denied" || s.status === "expired") closeTransports();
+    /** Codes only WeChat can read (every provider but `dev`). */
+    function viaWechat() {
+      var p = (s.ticket && s.ticket.provider) || options.provider || "dev";
+      return p !== "dev";
     }
 
-    function onButton() { state.renewals = 0; start(); }
+    function emit(st) {
+      if (!st || !st.status) return;
+      var changed = st.status !== s.status;
+      s.lost = 0;
+      if (st.status === "scanned") s.renewals = 0;
+      s.status = st.status;
+      show(st);
+      if (changed && typeof options.onState === "function") {
+        try { options.onState(st.status, st); } catch (e) { report(e); }
+      }
+      if (FINAL[st.status]) { closeTransports(); forget(); }
+      if (st.status === "confirmed" && st.token && typeof options.onToken === "function") {
+        try { options.onToken(st.token, st); } catch (e) { report(e); }
+      }
+      if (st.status === "expired" && s.renewals < AUTO_RENEWALS) {
+        s.renewals++;
+        later(start, 600); // long enough to read "here is a new one"
+      }
+    }
 
-    function remember(ticket) { try { sessionStorage.setItem(storageKey, JSON.stringify(ticket)); } catch (e) {} }
+    function report(e) { if (global.console) console.error("qrlogin: a callback failed", e); }
+
+    function onButton() {
+      s.renewals = 0;
+      s.lost = 0;
+      root.focus(); // the button disappears: keep focus inside the widget
+      start();
+    }
+    root.tabIndex = -1;
+
+    // --- remembering the ticket across a reload (WeChat's redirect back) --
+    function remember(tk) { try { sessionStorage.setItem(storageKey, JSON.stringify(tk)); } catch (e) {} }
     function forget() { try { sessionStorage.removeItem(storageKey); } catch (e) {} }
     function remembered() {
       try {
         var tk = JSON.parse(sessionStorage.getItem(storageKey) || "null");
-        if (tk && Date.parse(tk.expires_at) > Date.now() && (!options.provider || tk.provider === options.provider)) return tk;
+        if (tk && tk.secret && Date.parse(tk.expires_at) > Date.now() + 2000) return tk;
       } catch (e) {}
       return null;
     }
 
-    function closeTransports() {
-      if (state.ws) { var w = state.ws; state.ws = null; w.onclose = w.onerror = w.onmessage = null; try { w.close(1000); } catch (e) {} }
-      if (state.pollAbort) { state.pollAbort.abort(); state.pollAbort = null; }
-    }
-
-    function backoff() {
-      var ms = Math.min(10000, 500 * Math.pow(2, state.attempt));
-      state.attempt++;
-      return ms / 2 + Math.random() * ms / 2; // jitter: reconnects spread out
-    }
-
-    // --- a ticket ---
+    // --- a ticket ---------------------------------------------------------
     function start() {
       closeTransports();
       clearTimers();
       var resumed = remembered();
       if (resumed) { follow(resumed); return; }
-      status.textContent = t.connecting;
+      say(t.connecting);
       var body = options.provider ? { provider: options.provider } : {};
-      fetch(base + "/api/v1/tickets", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), credentials: "same-origin" })
-        .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
-        .then(function (tk) { if (state.destroyed) return; state.attempt = 0; remember(tk); follow(tk); })
-        .catch(function () { if (state.destroyed) return; status.textContent = t.error; later(start, backoff()); });
+      request("/api/v1/tickets", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+        credentials: "same-origin"
+      }).then(function (r) {
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.json();
+      }).then(function (tk) {
+        if (s.destroyed) return;
+        s.attempt = 0;
+        // Count down on this computer's clock, whatever its offset.
+        s.skew = Date.parse(tk.expires_at) - (Date.now() + tk.expires_in * 1000);
+        tk.skew = s.skew;
+        remember(tk);
+        follow(tk);
+      }).catch(function (e) {
+        if (s.destroyed || (e && e.name === "AbortError")) return;
+        say(t.error);
+        later(start, backoff());
+      });
     }
 
     function follow(tk) {
-      state.ticket = tk;
-      state.status = null;
-      img.hidden = false;
-      frame.innerHTML = "";
+      s.ticket = tk;
+      s.status = null;
+      s.skew = tk.skew || 0;
+      s.total = tk.expires_in || 0;
+      frame.textContent = "";
       if (tk.authorize_url && options.embedWechat !== false) {
         img.hidden = true;
+        stage.classList.add("qrlogin-stage-wechat");
         var f = el("iframe", "qrlogin-wechat");
         f.title = t.wechat;
+        f.width = 300; f.height = 400;
         f.src = wechatFrameUrl(tk.authorize_url);
+        // As wxLogin.js does: WeChat may navigate this page to the callback.
         f.setAttribute("sandbox", "allow-scripts allow-top-navigation allow-same-origin");
         frame.appendChild(f);
       } else {
+        img.hidden = false;
+        stage.classList.remove("qrlogin-stage-wechat");
         img.src = base + tk.qr_svg;
       }
+      show({ status: "pending", expires_at: tk.expires_at });
+      root.setAttribute("data-status", "pending");
       connect();
     }
 
-    function wechatFrameUrl(url) {
-      // wxLogin.js builds the same iframe: qrconnect with login_type=jssdk.
-      return url.replace("#wechat_redirect", "") + "&login_type=jssdk&self_redirect=false&stylelite=1#wechat_redirect";
+    /** WeChat's embedded QR: the iframe wxLogin.js would build. */
+    function wechatFrameUrl(authorizeUrl) {
+      var u = new URL(authorizeUrl);
+      u.hash = "";
+      u.searchParams.set("login_type", "jssdk");
+      u.searchParams.set("self_redirect", "false"); // the whole page goes to the callback
+      u.searchParams.set("stylelite", "1");
+      if (lang === "en") u.searchParams.set("lang", "en");
+      return u.toString();
     }
 
     function connect() {
-      if (state.destroyed || !state.ticket) return;
-      if (state.useWs) connectWs(); else poll();
+      if (s.destroyed || !s.ticket || FINAL[s.status]) return;
+      if (s.wsBlocked) poll(); else connectWs();
     }
 
     function wsUrl(path) {
@@ -221,67 +440,118 @@
       return u.toString();
     }
 
+    function offline() {
+      status.textContent = t.offline;
+    }
+
     function connectWs() {
-      var tk = state.ticket, opened = false, ws;
+      var tk = s.ticket, opened = false, ws;
       try { ws = new WebSocket(wsUrl(tk.ws), ["qrlogin.v1", "secret." + tk.secret]); }
-      catch (e) { state.useWs = false; poll(); return; }
-      state.ws = ws;
-      ws.onopen = function () { opened = true; state.attempt = 0; };
+      catch (e) { probe(tk); return; }
+      s.ws = ws;
+      ws.onopen = function () { opened = true; s.attempt = 0; };
       ws.onmessage = function (ev) {
         var m; try { m = JSON.parse(ev.data); } catch (e) { return; }
-        if (m && m.type === "state") emit(m);
+        if (m && m.type === "state" && s.ticket === tk) emit(m);
       };
       ws.onclose = function (ev) {
-        if (state.ws !== ws) return;
-        state.ws = null;
-        if (isFinal()) return;
-        if (!opened && state.attempt >= 1 && transports.indexOf("poll") >= 0) { state.useWs = false; poll(); return; }
-        status.textContent = t.offline;
-        later(connect, backoff());
+        if (s.ws !== ws) return;
+        s.ws = null;
+        if (FINAL[s.status]) return;
+        if (opened) {
+          // Dropped after working (1012: the service restarts): come back.
+          offline();
+          later(connect, ev.code === 1012 ? 250 + Math.random() * 750 : backoff());
+        } else {
+          // Refused or unreachable: a browser cannot tell which. Ask.
+          probe(tk);
+        }
       };
     }
 
-    function isFinal() { return state.status === "confirmed" || state.status === "denied" || state.status === "expired"; }
-
-    function poll() {
-      if (state.destroyed || isFinal()) return;
-      var tk = state.ticket;
-      var ctl = typeof AbortController !== "undefined" ? new AbortController() : null;
-      state.pollAbort = ctl;
-      fetch(base + tk.poll + "?wait=25", {
+    /** One immediate long-poll after a socket failed to open: it tells a
+     *  lost ticket (404) from a server that is down (network error) from a
+     *  network that blocks WebSockets (it answers). */
+    function probe(tk) {
+      request(tk.poll + "?wait=0", {
         method: "POST",
         headers: { "Content-Type": "application/json", "Authorization": "Bearer " + tk.secret },
-        body: JSON.stringify(state.status ? { status: state.status } : {}),
-        signal: ctl ? ctl.signal : undefined
+        body: "{}"
       }).then(function (r) {
-        if (r.status === 404) return { status: "expired" };
+        if (s.destroyed || s.ticket !== tk) return;
+        if (r.status === 404 || r.status === 401) { gone(tk); return; }
         if (!r.ok) throw new Error("HTTP " + r.status);
-        return r.json();
-      }).then(function (s) {
-        if (state.destroyed || state.ticket !== tk) return;
-        state.attempt = 0;
-        emit(s);
-        if (!isFinal()) later(poll, 0);
+        return r.json().then(function (st) {
+          if (s.destroyed || s.ticket !== tk) return;
+          s.attempt = 0;
+          emit(st);
+          if (canPoll) { s.wsBlocked = true; later(poll, 0); }
+          else later(connect, backoff());
+        });
       }).catch(function (e) {
-        if (state.destroyed || (e && e.name === "AbortError")) return;
-        status.textContent = t.offline;
+        if (s.destroyed || (e && e.name === "AbortError")) return;
+        offline();
+        later(connect, backoff());
+      });
+    }
+
+    function poll() {
+      if (s.destroyed || FINAL[s.status]) return;
+      var tk = s.ticket;
+      request(tk.poll + "?wait=25", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Authorization": "Bearer " + tk.secret },
+        body: JSON.stringify(s.status ? { status: s.status } : {})
+      }).then(function (r) {
+        if (s.destroyed || s.ticket !== tk) return;
+        if (r.status === 404 || r.status === 401) { gone(tk); return; }
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.json().then(function (st) {
+          if (s.destroyed || s.ticket !== tk) return;
+          s.attempt = 0;
+          emit(st);
+          later(poll, 0);
+        });
+      }).catch(function (e) {
+        if (s.destroyed || (e && e.name === "AbortError")) return;
+        offline();
         later(poll, backoff());
       });
+    }
+
+    /** The service no longer knows the ticket. Past its expiry that is an
+     *  expiry; before it, the service lost it (a restart with the in-memory
+     *  store), which is nobody's fault: get a new code without counting it. */
+    function gone(tk) {
+      forget();
+      if (Date.parse(tk.expires_at) - s.skew <= Date.now() + 1000 || s.lost >= LOST_RENEWALS) {
+        s.lost = 0;
+        emit({ status: "expired" });
+        return;
+      }
+      s.lost++;
+      s.status = null;
+      say(t.lost);
+      later(start, 250 + Math.random() * 500); // the service answers again: no need to wait long
     }
 
     start();
 
     return {
+      /** Stop everything: sockets, requests, timers; empties the element. */
       destroy: function () {
-        state.destroyed = true;
+        s.destroyed = true;
         closeTransports();
         clearTimers();
         stopCountdown();
         button.removeEventListener("click", onButton);
         root.innerHTML = "";
+        root.removeAttribute("data-status");
       },
-      get status() { return state.status; },
-      get transport() { return state.ws ? "websocket" : (state.pollAbort ? "poll" : null); }
+      /** Start over with a new code. */
+      refresh: function () { if (!s.destroyed) onButton(); },
+      get status() { return s.status; },
+      get transport() { return s.ws ? "websocket" : (s.requests.length ? "poll" : null); }
     };
   }
 

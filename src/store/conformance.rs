@@ -22,6 +22,7 @@ pub fn ticket(ttl_ms: u64) -> Ticket {
         status: Status::Pending,
         created_at: now,
         expires_at: now + ttl_ms,
+        updated_at: now,
         qr_content: "http://127.0.0.1/m/x".into(),
         requester: Requester {
             ip: "127.0.0.1".into(),

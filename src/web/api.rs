@@ -9,6 +9,9 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ErrorBody;
 
 use super::view::{StateView, rfc3339};
 use super::{AppState, ClientIp, Json, RawBody, TicketPath, bearer, poll, user_agent, ws};
@@ -31,14 +34,14 @@ pub fn router() -> Router<AppState> {
         .route("/.well-known/jwks.json", get(get_jwks))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTicket {
     #[serde(default)]
     provider: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TicketCreated {
     ticket: String,
     secret: String,
@@ -55,7 +58,14 @@ pub struct TicketCreated {
     authorize_url: Option<String>,
 }
 
-async fn create_ticket(
+#[utoipa::path(post, path = "/api/v1/tickets", tag = "browser",
+    request_body(content = Option<CreateTicket>, description = "optional; `{}` or empty"),
+    responses((status = 201, description = "a new pending ticket", body = TicketCreated),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 413, description = "body over 64 KiB", body = ErrorBody),
+        (status = 429, description = "rate limited (Retry-After)", body = ErrorBody),
+        (status = 503, description = "over capacity or store unavailable", body = ErrorBody)))]
+pub async fn create_ticket(
     State(app): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
@@ -99,12 +109,18 @@ async fn create_ticket(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-#[derive(Deserialize)]
-struct QrQuery {
+#[derive(Deserialize, IntoParams)]
+pub struct QrQuery {
+    /// Image side in pixels (64 to 1024; default 256).
     size: Option<u32>,
 }
 
-async fn get_qr_png(
+#[utoipa::path(get, path = "/api/v1/tickets/{ticket}/qr.png", tag = "browser",
+    params(("ticket" = String, Path), QrQuery),
+    responses((status = 200, description = "PNG of qr_content", content_type = "image/png", body = Vec<u8>),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody)))]
+pub async fn get_qr_png(
     state: State<AppState>,
     path: TicketPath,
     query: Query<QrQuery>,
@@ -112,7 +128,12 @@ async fn get_qr_png(
     qr_image(state, path, query, true).await
 }
 
-async fn get_qr_svg(
+#[utoipa::path(get, path = "/api/v1/tickets/{ticket}/qr.svg", tag = "browser",
+    params(("ticket" = String, Path), QrQuery),
+    responses((status = 200, description = "SVG of qr_content", content_type = "image/svg+xml", body = String),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody)))]
+pub async fn get_qr_svg(
     state: State<AppState>,
     path: TicketPath,
     query: Query<QrQuery>,
@@ -180,12 +201,17 @@ impl axum::extract::FromRequestParts<AppState> for Trusted {
     }
 }
 
-#[derive(Serialize)]
-struct StatusOnly {
+#[derive(Serialize, ToSchema)]
+pub struct StatusOnly {
     status: &'static str,
 }
 
-async fn get_ticket(
+#[utoipa::path(get, path = "/api/v1/tickets/{ticket}", tag = "trusted",
+    params(("ticket" = String, Path)), security(("api_key" = [])),
+    responses((status = 200, description = "the status, never the token", body = StatusOnly),
+        (status = 401, description = "missing or wrong secret / API key", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody)))]
+pub async fn get_ticket(
     _: Trusted,
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
@@ -196,18 +222,18 @@ async fn get_ticket(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ScanBody {
+pub struct ScanBody {
     #[serde(default)]
     sub: Option<String>,
     #[serde(default)]
     user: Option<UserInfo>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ConfirmBody {
+pub struct ConfirmBody {
     sub: String,
     #[serde(default)]
     claims: Option<Map<String, Value>>,
@@ -235,7 +261,14 @@ fn check_user(user: &Option<UserInfo>) -> Result<()> {
     Ok(())
 }
 
-async fn scan_ticket(
+#[utoipa::path(post, path = "/api/v1/tickets/{ticket}/scan", tag = "trusted",
+    params(("ticket" = String, Path)), security(("api_key" = [])), request_body = ScanBody,
+    responses((status = 200, description = "scanned", body = StateView),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or wrong secret / API key", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
+        (status = 409, description = "the ticket's state does not allow it", body = ErrorBody)))]
+pub async fn scan_ticket(
     _: Trusted,
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
@@ -252,7 +285,14 @@ async fn scan_ticket(
     Ok(Json(without_token(StateView::of(Some(&ticket)))))
 }
 
-async fn confirm_ticket(
+#[utoipa::path(post, path = "/api/v1/tickets/{ticket}/confirm", tag = "trusted",
+    params(("ticket" = String, Path)), security(("api_key" = [])), request_body = ConfirmBody,
+    responses((status = 200, description = "confirmed; the JWT goes to the browser only", body = StateView),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or wrong secret / API key", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
+        (status = 409, description = "the ticket's state does not allow it", body = ErrorBody)))]
+pub async fn confirm_ticket(
     _: Trusted,
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
@@ -281,7 +321,13 @@ async fn confirm_ticket(
     Ok(Json(without_token(StateView::of(Some(&ticket)))))
 }
 
-async fn deny_ticket(
+#[utoipa::path(post, path = "/api/v1/tickets/{ticket}/deny", tag = "trusted",
+    params(("ticket" = String, Path)), security(("api_key" = [])),
+    responses((status = 200, description = "denied", body = StateView),
+        (status = 401, description = "missing or wrong secret / API key", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
+        (status = 409, description = "the ticket's state does not allow it", body = ErrorBody)))]
+pub async fn deny_ticket(
     _: Trusted,
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
@@ -299,13 +345,17 @@ fn without_token(mut view: StateView) -> StateView {
     view
 }
 
-#[derive(Deserialize)]
-struct IntrospectBody {
+#[derive(Deserialize, ToSchema)]
+pub struct IntrospectBody {
     token: Value,
 }
 
 /// RFC 7662-style: any garbage in is simply not active.
-async fn introspect_token(
+#[utoipa::path(post, path = "/api/v1/tokens/introspect", tag = "tokens",
+    security(("api_key" = [])), request_body = IntrospectBody,
+    responses((status = 200, description = "RFC 7662-style: `{\"active\": true, …claims}` or `{\"active\": false}`", body = Object),
+        (status = 401, description = "missing or wrong secret / API key", body = ErrorBody)))]
+pub async fn introspect_token(
     _: Trusted,
     State(app): State<AppState>,
     RawBody(body): RawBody,
@@ -323,7 +373,10 @@ async fn introspect_token(
     }
 }
 
-async fn get_jwks(State(app): State<AppState>) -> Result<Response> {
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "tokens",
+    responses((status = 200, description = "public keys (asymmetric algorithms)", body = Object),
+        (status = 404, description = "HS256: no public keys", body = ErrorBody)))]
+pub async fn get_jwks(State(app): State<AppState>) -> Result<Response> {
     let jwks = app.engine.tokens.jwks().ok_or(Error::NotFound)?;
     Ok((
         [(header::CACHE_CONTROL, "public, max-age=300")],

@@ -3,9 +3,13 @@
 //! contract's errors.
 
 pub mod api;
+pub mod limits;
+pub mod openapi;
 pub mod ops;
 pub mod pages;
 pub mod poll;
+pub mod serve;
+pub mod trace;
 pub mod view;
 pub mod ws;
 
@@ -45,6 +49,7 @@ pub struct Shared {
     /// only asks a phone to reload its page).
     pub page_key: [u8; 32],
     pub qr_cache: moka::sync::Cache<(TicketId, u32, bool), bytes::Bytes>,
+    pub limits: limits::Limits,
 }
 
 impl std::ops::Deref for AppState {
@@ -54,7 +59,31 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// CORS for product pages on other origins: only the listed ones (empty:
+/// same origin only, so no CORS headers at all).
+fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
+    use axum::http::{Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = &settings.allowed_origins;
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| o.trim_end_matches('/').parse().ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .expose_headers([trace::REQUEST_ID])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
 pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.settings);
     Router::new()
         .merge(api::router())
         .merge(pages::router())
@@ -62,6 +91,16 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_duration,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_requests,
+        ))
+        .layer(cors)
+        .layer(axum::middleware::from_fn(trace::trace_requests))
         .with_state(state)
 }
 

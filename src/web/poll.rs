@@ -10,20 +10,22 @@ use serde::Deserialize;
 use tokio::time::{Instant, sleep_until};
 
 use super::view::StateView;
-use super::{AppState, Json, RawBody, TicketPath, bearer};
-use crate::error::{Error, Result};
+use super::{AppState, ClientIp, Json, RawBody, TicketPath, bearer};
+use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::{Status, now_ms};
 
 /// Default wait when `?wait=` is absent, in seconds.
 pub const DEFAULT_WAIT: u64 = 25;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct PollQuery {
+    /// Seconds to wait for a change (default 25, at most QRLOGIN_POLL_MAX_WAIT).
     wait: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-struct PollBody {
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+pub struct PollBody {
+    /// The last status seen.
     #[serde(default)]
     status: Option<String>,
 }
@@ -44,9 +46,18 @@ impl Drop for Waiting {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/tickets/{ticket}/poll", tag = "browser",
+    params(("ticket" = String, Path), PollQuery), security(("secret" = [])),
+    request_body(content = Option<PollBody>, description = "optional"),
+    responses((status = 200, description = "the current state (as the WebSocket frame, without `type`)", body = StateView),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or wrong secret / API key", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
+        (status = 429, description = "rate limited (Retry-After)", body = ErrorBody)))]
 pub async fn poll_ticket(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
+    ClientIp(ip): ClientIp,
     Query(query): Query<PollQuery>,
     headers: HeaderMap,
     body: RawBody,
@@ -73,6 +84,10 @@ pub async fn poll_ticket(
     if !ticket.secret_hash.matches(secret) {
         return Err(Error::Unauthorized("wrong secret"));
     }
+    let _slot = app
+        .limits
+        .waiting_polls
+        .take(ip, "too many long-polls waiting, retry shortly")?;
     let _waiting = Waiting::new();
     let give_up = Instant::now() + Duration::from_secs(wait);
     let expiry = Instant::now() + Duration::from_millis(ticket.expires_at.saturating_sub(now_ms()));

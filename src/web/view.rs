@@ -8,7 +8,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::ticket::{Status, Ticket, UserInfo, now_ms};
 
 /// The browser's view of a ticket.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StateView {
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -18,6 +18,7 @@ pub struct StateView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub token_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<u64>,

@@ -17,9 +17,10 @@ use axum::response::Response;
 use rand::Rng;
 use tokio::time::{Instant, sleep_until};
 
+use super::limits::Slot;
 use super::view::StateView;
-use super::{AppState, TicketPath};
-use crate::error::{Error, Result};
+use super::{AppState, ClientIp, TicketPath};
+use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::{Ticket, TicketId};
 
 /// The subprotocol we speak; the secret rides in a second one.
@@ -74,9 +75,21 @@ pub fn origin_allowed(app: &AppState, headers: &HeaderMap) -> bool {
             .is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host))
 }
 
+/// The WebSocket: offer subprotocols `qrlogin.v1` and `secret.{secret}`;
+/// text frames `{"type":"state",…}` follow (see StateView).
+#[utoipa::path(get, path = "/api/v1/tickets/{ticket}/ws", tag = "browser",
+    params(("ticket" = String, Path),
+        ("Sec-WebSocket-Protocol" = String, Header, description = "qrlogin.v1, secret.{secret}")),
+    responses((status = 101, description = "upgraded; first frame is the current state"),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or wrong secret / API key", body = ErrorBody),
+        (status = 403, description = "forbidden", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
+        (status = 429, description = "rate limited (Retry-After)", body = ErrorBody)))]
 pub async fn upgrade_ws(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response> {
@@ -97,6 +110,10 @@ pub async fn upgrade_ws(
     }
     let upgrade =
         upgrade.map_err(|e| Error::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+    let slot = app
+        .limits
+        .open_sockets
+        .take(ip, "too many open sockets, retry shortly")?;
     Ok(upgrade
         .protocols([PROTOCOL])
         .read_buffer_size(READ_BUFFER)
@@ -104,7 +121,7 @@ pub async fn upgrade_ws(
         .max_write_buffer_size(64 * 1024)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| session(app, id, socket)))
+        .on_upgrade(move |socket| session(app, id, socket, slot)))
 }
 
 /// Counts open sockets for as long as it lives.
@@ -137,12 +154,21 @@ fn ping_interval(base: Duration) -> Duration {
     base.mul_f64(jitter)
 }
 
+/// Time from a change committed to its frame written, for the
+/// `qrlogin_push_latency_seconds` histogram.
+pub fn record_push_latency(changed_at_ms: u64) {
+    let ms = crate::ticket::now_ms().saturating_sub(changed_at_ms);
+    metrics::histogram!("qrlogin_push_latency_seconds").record(ms as f64 / 1000.0);
+}
+
 /// What one read of the store means for the socket.
 struct Look {
     frame: String,
     terminal: bool,
     /// When a live ticket expires (then we look again).
     expires_at: Option<Instant>,
+    /// When the ticket last changed (for the push-latency histogram).
+    changed_at: Option<u64>,
 }
 
 /// Built apart from the session so that no `Ticket` or `StateView` is held
@@ -157,6 +183,7 @@ fn look(ticket: Option<&Ticket>) -> Look {
             Instant::now() + Duration::from_millis(left)
         }),
         frame: view.frame_json(),
+        changed_at: ticket.map(|t| t.updated_at),
     }
 }
 
@@ -180,7 +207,7 @@ enum Event {
 /// tungstenite's buffers): the socket is not split (no shared lock, no
 /// second half), events are gathered by one `select!` and handled after
 /// its futures are gone, and only a fingerprint of the last frame is kept.
-async fn session(app: AppState, id: TicketId, mut socket: WebSocket) {
+async fn session(app: AppState, id: TicketId, mut socket: WebSocket, _slot: Slot) {
     let _open = OpenSocket::new();
     // Registered before the first read: nothing can slip between.
     let mut waiter = app.engine.hub.watch(&id);
@@ -201,6 +228,7 @@ async fn session(app: AppState, id: TicketId, mut socket: WebSocket) {
                         frame,
                         terminal,
                         expires_at: expiry,
+                        changed_at,
                     } = look(ticket.as_ref());
                     drop(ticket);
                     expires_at = expiry;
@@ -208,6 +236,9 @@ async fn session(app: AppState, id: TicketId, mut socket: WebSocket) {
                     if sent != Some(print) {
                         if socket.send(Message::Text(frame.into())).await.is_err() {
                             return;
+                        }
+                        if let (Some(_), Some(at)) = (sent, changed_at) {
+                            record_push_latency(at);
                         }
                         if terminal {
                             let _ = socket.send(close(1000, "")).await;

@@ -974,6 +974,7 @@ async fn health_readiness_and_metrics() {
         "qrlogin_tickets_finished_total",
         "qrlogin_tickets_live",
         "qrlogin_sockets_open",
+        "qrlogin_push_latency_seconds_bucket",
     ] {
         assert!(text.contains(name), "{name} in metrics");
     }
@@ -1010,4 +1011,199 @@ async fn invalid_settings_stop_the_start_naming_the_variable() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("QRLOGIN_PROVIDERS"), "{err}");
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "req-42");
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"].len(), 16);
+}
+
+#[tokio::test]
+async fn cors_answers_only_allowed_origins() {
+    let app = spawn_app_with(|s| s.allowed_origins = vec!["https://shop.example".into()]).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/tickets"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let r = preflight("https://shop.example").await.unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let r = preflight("https://evil.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn an_allowed_foreign_origin_may_open_sockets() {
+    let app = spawn_app_with(|s| s.allowed_origins = vec!["https://shop.example".into()]).await;
+    let t = app.create_ticket().await;
+    let url = format!("ws://127.0.0.1:{}/api/v1/tickets/{}/ws", app.port, t.id);
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("qrlogin.v1, secret.{}", t.secret).parse().unwrap(),
+    );
+    req.headers_mut()
+        .insert("origin", "https://shop.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
+}
+
+// ---------- abuse limits ----------
+
+#[tokio::test]
+async fn ticket_creation_is_rate_limited_per_ip_with_retry_after() {
+    let app = spawn_app_with(|s| s.rate_tickets = 6).await;
+    let r = app
+        .client
+        .post(app.url("/api/v1/tickets"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "the burst (a sixth of the quota) passes");
+    let r = app
+        .client
+        .post(app.url("/api/v1/tickets"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(error_of(r).await, (429, "rate_limited".into()));
+    assert!(app.metrics().await.contains("qrlogin_rate_limited_total"));
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let app = spawn_app_with(|s| {
+        s.rate_tickets = 6;
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let create = |ip: &'static str| {
+        app.client
+            .post(app.url("/api/v1/tickets"))
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    assert_eq!(create("198.51.100.1").await.unwrap().status(), 201);
+    assert_eq!(create("198.51.100.1").await.unwrap().status(), 429);
+    assert_eq!(
+        create("198.51.100.2").await.unwrap().status(),
+        201,
+        "another client behind the proxy"
+    );
+}
+
+#[tokio::test]
+async fn polls_and_socket_connects_are_rate_limited() {
+    let app = spawn_app_with(|s| (s.rate_polls, s.rate_sockets) = (6, 6)).await;
+    let t = app.create_ticket().await;
+    let poll = || {
+        app.client
+            .post(app.url(&format!("/api/v1/tickets/{}/poll?wait=0", t.id)))
+            .bearer_auth(&t.secret)
+            .send()
+    };
+    assert_eq!(poll().await.unwrap().status(), 200);
+    assert_eq!(poll().await.unwrap().status(), 429);
+    let _ws = app.ws(&t).await;
+    let err = app
+        .ws_with(&t.id, &format!("qrlogin.v1, secret.{}", t.secret))
+        .await
+        .expect_err("limited");
+    assert_http_status(err, 429);
+}
+
+#[tokio::test]
+async fn open_sockets_are_capped_in_total_and_per_ip() {
+    let app = spawn_app_with(|s| s.max_sockets = 2).await;
+    let (a, b, c) = (
+        app.create_ticket().await,
+        app.create_ticket().await,
+        app.create_ticket().await,
+    );
+    let _wa = app.ws(&a).await;
+    let mut wb = app.ws(&b).await;
+    let err = app
+        .ws_with(&c.id, &format!("qrlogin.v1, secret.{}", c.secret))
+        .await
+        .expect_err("capped");
+    assert_http_status(err, 503);
+    send_close(&mut wb).await;
+    drop(wb);
+    // The place comes back once the server sees the close.
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok(ws) = app
+            .ws_with(&c.id, &format!("qrlogin.v1, secret.{}", c.secret))
+            .await
+        {
+            reopened = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened.is_some(), "a closed socket gives its place back");
+
+    let app = spawn_app_with(|s| s.max_sockets_per_ip = 1).await;
+    let (a, b) = (app.create_ticket().await, app.create_ticket().await);
+    let _wa = app.ws(&a).await;
+    let err = app
+        .ws_with(&b.id, &format!("qrlogin.v1, secret.{}", b.secret))
+        .await
+        .expect_err("capped");
+    assert_http_status(err, 429);
+}
+
+#[tokio::test]
+async fn waiting_long_polls_are_capped() {
+    let app = spawn_app_with(|s| s.max_polls = 1).await;
+    let (a, b) = (app.create_ticket().await, app.create_ticket().await);
+    let waiting = poll(&app, &a, json!({ "status": "pending" }), 2);
+    let refused = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        poll(&app, &b, json!({ "status": "pending" }), 2).await
+    };
+    let (first, second) = tokio::join!(waiting, refused);
+    assert_eq!(first.status(), 200);
+    assert_eq!(error_of(second).await, (503, "over_capacity".into()));
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|s| s.header_read_timeout = 1).await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server closed the connection");
+    assert!(started.elapsed() < Duration::from_secs(3));
 }

@@ -4,4 +4,7 @@
 
 mod helpers;
 
+mod browser;
+mod browser_cdp;
 mod core;
+mod logs;

@@ -1,0 +1,44 @@
+//! The OpenAPI 3.1 document of the JSON API, generated from the handlers'
+//! annotations and the wire types themselves, served at `/openapi.json`.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{api, ops, poll, ws};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "qrlogin", description = "QR-code login: tickets, WebSocket push, long-poll, trusted API, tokens."),
+    paths(
+        api::create_ticket, api::get_qr_png, api::get_qr_svg, ws::upgrade_ws, poll::poll_ticket,
+        api::get_ticket, api::scan_ticket, api::confirm_ticket, api::deny_ticket,
+        api::introspect_token, api::get_jwks,
+        ops::healthz, ops::readyz, ops::render_metrics,
+    ),
+    modifiers(&Security),
+)]
+pub struct ApiDoc;
+
+/// Two bearer schemes: the browser's secret and the backends' API key.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        let bearer = |what: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(what))
+                    .build(),
+            )
+        };
+        components.add_security_scheme("secret", bearer("the ticket's secret (browser side)"));
+        components.add_security_scheme("api_key", bearer("QRLOGIN_API_KEY (trusted backends)"));
+    }
+}
+
+pub async fn serve_openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

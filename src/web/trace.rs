@@ -1,0 +1,103 @@
+//! One log line per request, under a request id: `x-request-id` honoured
+//! when sent (and sane), generated when not, echoed back. Paths are logged
+//! with ticket ids shortened and without query strings, which carry WeChat
+//! codes and one-time keys: those never reach a log.
+
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use rand::Rng;
+use tracing::Instrument;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A request id from the client, if it is short and printable.
+fn sane(value: &HeaderValue) -> Option<String> {
+    let s = value.to_str().ok()?;
+    (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| s.to_owned())
+}
+
+fn generate() -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    (0..16)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// The path as logs may show it: long id-like segments cut to 6 characters.
+pub fn loggable_path(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if seg.len() > 12 && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'%') {
+                format!("{}…", &seg[..6])
+            } else if seg.len() > 64 {
+                format!("{}…", seg.chars().take(12).collect::<String>())
+            } else {
+                seg.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+pub async fn trace_requests(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(sane)
+        .unwrap_or_else(generate);
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        request.headers_mut().insert(REQUEST_ID, value);
+    }
+    let method = request.method().clone();
+    let path = loggable_path(request.uri().path());
+    let quiet = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
+    let span = tracing::info_span!("request", request_id = %id);
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    span.in_scope(|| {
+        if quiet {
+            tracing::debug!(%method, path, status, micros, "request");
+        } else if status >= 500 {
+            tracing::warn!(%method, path, status, micros, "request");
+        } else {
+            tracing::info!(%method, path, status, micros, "request");
+        }
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticket_ids_are_shortened_in_logged_paths() {
+        assert_eq!(
+            loggable_path("/api/v1/tickets/AbCdEfGhIjKlMnOpQrStUvWx/ws"),
+            "/api/v1/tickets/AbCdEf…/ws"
+        );
+        assert_eq!(loggable_path("/m/AbCdEfGhIjKlMnOpQrStUvWx"), "/m/AbCdEf…");
+        assert_eq!(loggable_path("/healthz"), "/healthz");
+    }
+
+    #[test]
+    fn only_sane_request_ids_are_honoured() {
+        assert_eq!(
+            sane(&HeaderValue::from_static("abc-123")),
+            Some("abc-123".into())
+        );
+        assert_eq!(sane(&HeaderValue::from_static("a b")), None);
+        assert_eq!(sane(&HeaderValue::from_str(&"x".repeat(65)).unwrap()), None);
+    }
+}
