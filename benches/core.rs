@@ -4,6 +4,9 @@
 //!
 //! `cargo bench --bench core`
 
+// A benchmark that cannot set up must stop loudly, like a test.
+#![allow(clippy::expect_used)]
+
 use std::sync::Arc;
 
 use axum::body::Body;

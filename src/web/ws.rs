@@ -267,7 +267,11 @@ async fn session(app: AppState, id: TicketId, mut socket: WebSocket, _slot: Slot
                     if now.duration_since(last_heard) > ping_base * 3 {
                         return; // the peer is gone without a close
                     }
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    if socket
+                        .send(Message::Ping(Default::default()))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     next_ping = now + ping_interval(ping_base);

@@ -54,15 +54,16 @@ pub async fn open(
         .map_err(|e| format!("ws request: {e}"))?;
     let protocols = HeaderValue::from_str(&format!("qrlogin.v1, secret.{}", created.secret))
         .map_err(|e| format!("ws request: {e}"))?;
-    request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, protocols);
+    request
+        .headers_mut()
+        .insert(SEC_WEBSOCKET_PROTOCOL, protocols);
     // The generator holds as many sockets as the server: keep its own small.
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-            .await
-            .map_err(|e| format!("ws handshake: {e}"))?;
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+        .await
+        .map_err(|e| format!("ws handshake: {e}"))?;
     let first = next_text(&mut ws).await?;
     Ok((ws, first))
 }

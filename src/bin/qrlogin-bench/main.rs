@@ -23,7 +23,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "qrlogin-bench", about = "Load generator for qrlogin (loopback only)")]
+#[command(
+    name = "qrlogin-bench",
+    about = "Load generator for qrlogin (loopback only)"
+)]
 struct Cli {
     /// A running instance (repeat for several); loopback addresses only.
     #[arg(long = "server", global = true, default_value = "127.0.0.1:8080")]
@@ -199,10 +202,17 @@ fn main() -> ExitCode {
         match tokio::time::timeout(limit, run).await {
             Ok(ok) => ok,
             Err(_) => {
-                eprintln!("qrlogin-bench: stopped after --max-seconds {}", limit.as_secs());
+                eprintln!(
+                    "qrlogin-bench: stopped after --max-seconds {}",
+                    limit.as_secs()
+                );
                 false
             }
         }
     });
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -41,7 +41,9 @@ impl Sources {
 /// Only loopback targets: the generator never loads another host.
 pub fn loopback_only(addrs: &[SocketAddr]) -> Result<(), String> {
     match addrs.iter().find(|a| !a.ip().is_loopback()) {
-        Some(a) => Err(format!("{a} is not a loopback address; refusing to load it")),
+        Some(a) => Err(format!(
+            "{a} is not a loopback address; refusing to load it"
+        )),
         None if addrs.is_empty() => Err("give at least one --server".into()),
         None => Ok(()),
     }

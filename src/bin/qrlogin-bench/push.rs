@@ -64,18 +64,17 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: PushArgs)
             held.failures,
             args.confirms.min(held.tickets.len())
         );
-        let targets: Vec<(usize, String)> = held
-            .tickets
-            .iter()
-            .take(args.confirms)
-            .cloned()
-            .collect();
+        let targets: Vec<(usize, String)> =
+            held.tickets.iter().take(args.confirms).cloned().collect();
         if let Some(at) = args.confirm_at {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
             let wait = Duration::from_secs(at).saturating_sub(now);
-            println!("push: waiting {:.1} s for the agreed start", wait.as_secs_f64());
+            println!(
+                "push: waiting {:.1} s for the agreed start",
+                wait.as_secs_f64()
+            );
             tokio::time::sleep(wait).await;
         }
         let cpu_before = cpu_time(&args.server_pids);
@@ -129,7 +128,10 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: PushArgs)
             .map(|e| format!(" (first: {e})"))
             .unwrap_or_default()
     );
-    println!("push: confirm sent → `confirmed` frame: {}", totals.latency.summary());
+    println!(
+        "push: confirm sent → `confirmed` frame: {}",
+        totals.latency.summary()
+    );
     let cpu = (!args.server_pids.is_empty())
         .then(|| CpuPer::of(Some(Duration::ZERO), Some(totals.cpu), totals.sent_ok))
         .flatten();
@@ -140,7 +142,10 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: PushArgs)
             cpu.per_core()
         );
     }
-    println!("push: confirm sent → HTTP response:     {}", totals.http.summary());
+    println!(
+        "push: confirm sent → HTTP response:     {}",
+        totals.http.summary()
+    );
     println!(
         "RESULT push held={} confirms={} confirms_per_s={per_s:.0} received={} lost={} errors={} setup_failures={} ended_early={} bad_frames={} cpu_us={:.1} per_core={:.0} {}",
         totals.held,

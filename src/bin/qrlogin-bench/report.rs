@@ -10,9 +10,11 @@ pub struct Latencies(Histogram<u64>);
 impl Default for Latencies {
     fn default() -> Self {
         // 1 µs .. 60 s at 3 significant digits.
-        Self(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| {
-            Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits are valid"))
-        }))
+        Self(
+            Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| {
+                Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits are valid"))
+            }),
+        )
     }
 }
 
