@@ -39,6 +39,8 @@ start_server() {
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     for _ in $(seq 100); do
+        # Ours, not some other process on that port.
+        kill -0 "$SERVER_PID" 2>/dev/null || break
         curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0
         sleep 0.1
     done
@@ -62,29 +64,29 @@ gen() {
 
 # field FILE KEY: KEY=value from the RESULT line of FILE.
 field() {
-    grep -h '^RESULT' "$1" 2>/dev/null | tail -1 | tr ' ' '\n' | sed -n "s/^$2=//p"
+    { grep -h '^RESULT' "$1" 2>/dev/null || true; } | tail -1 | tr ' ' '\n' | sed -n "s/^$2=//p"
 }
 
 # 1. Idle sockets and setups: 19,500 held on one instance (its file limit is
 #    20,000), twice on the same server to show memory is reused.
-start_server 8080 0
-gen hold "--server" 127.0.0.1:8080 hold -n 19500 -c 64 --server-pid "$SERVER_PID" --hold-seconds 5
-gen hold-again "--server" 127.0.0.1:8080 hold -n 19500 -c 64 --server-pid "$SERVER_PID" --hold-seconds 5
+start_server 18080 0
+gen hold "--server" 127.0.0.1:18080 hold -n 19500 -c 64 --server-pid "$SERVER_PID" --hold-seconds 5
+gen hold-again "--server" 127.0.0.1:18080 hold -n 19500 -c 64 --server-pid "$SERVER_PID" --hold-seconds 5
 stop_server "$SERVER_PID"
 
 # 2. Confirms with 64 in flight, 10,000 held, three rounds.
-start_server 8080 0
-gen push64 --server 127.0.0.1:8080 push -n 10000 -m 10000 -c 64 --rounds 3 --server-pid "$SERVER_PID"
+start_server 18080 0
+gen push64 --server 127.0.0.1:18080 push -n 10000 -m 10000 -c 64 --rounds 3 --server-pid "$SERVER_PID"
 stop_server "$SERVER_PID"
 
 # 3. A steady 1,000 confirms/s for 20 s with 10,000 held (20,000 over 2 rounds).
-start_server 8080 0
-gen steady --server 127.0.0.1:8080 push -n 10000 -m 10000 -r 1000 --rounds 2 --server-pid "$SERVER_PID"
+start_server 18080 0
+gen steady --server 127.0.0.1:18080 push -n 10000 -m 10000 -r 1000 --rounds 2 --server-pid "$SERVER_PID"
 stop_server "$SERVER_PID"
 
 # 4. Full logins back to back for 10 s.
-start_server 8080 0
-gen churn --server 127.0.0.1:8080 churn -c 64 -d 10 --server-pid "$SERVER_PID"
+start_server 18080 0
+gen churn --server 127.0.0.1:18080 churn -c 64 -d 10 --server-pid "$SERVER_PID"
 stop_server "$SERVER_PID"
 
 # 5. Micro-benchmarks: server CPU per ticket and per QR image, one core.
@@ -94,6 +96,7 @@ if [[ -z "${SKIP_BENCH:-}" ]]; then
 fi
 # bench_us NAME: the criterion median of NAME in µs.
 bench_us() {
+    [[ -f "$OUT/bench.txt" ]] || return 0
     awk -v name="$1" '
         $1 == name { found = 1 }
         found && /time:/ {
@@ -109,15 +112,15 @@ REDIS_ROW="not run (needs redis-server and the Redis engine)"
 if [[ -n "${SKIP_REDIS:-}" ]]; then
     REDIS_ROW="skipped (SKIP_REDIS set)"
 elif command -v redis-server >/dev/null && [[ -f src/store/redis.rs ]]; then
-    REDIS_PORT=6390
+    REDIS_PORT=16390
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
         --maxclients 10000 >"$OUT/redis.log" 2>&1 &
     PIDS+=("$!")
     sleep 0.5
     SERVERS=()
     for i in 1 2 3 4 5 6; do
-        start_server $((8180 + i)) 0,1 QRLOGIN_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
-        SERVERS+=(--server "127.0.0.1:$((8180 + i))")
+        start_server $((18180 + i)) 0,1 QRLOGIN_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
+        SERVERS+=(--server "127.0.0.1:$((18180 + i))")
     done
     AT=$(($(date +%s) + 120))
     GENS=()
