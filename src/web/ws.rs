@@ -14,7 +14,6 @@ use axum::extract::ws::{
 };
 use axum::http::HeaderMap;
 use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::time::{Instant, sleep_until};
 
@@ -22,13 +21,17 @@ use super::limits::Slot;
 use super::view::StateView;
 use super::{AppState, ClientIp, TicketPath};
 use crate::error::{Error, ErrorBody, Result};
-use crate::ticket::TicketId;
+use crate::ticket::{Ticket, TicketId};
 
 /// The subprotocol we speak; the secret rides in a second one.
 pub const PROTOCOL: &str = "qrlogin.v1";
 const SECRET_PREFIX: &str = "secret.";
 /// Largest client frame: clients send nothing but pongs and closes.
 const MAX_CLIENT_MESSAGE: usize = 1024;
+/// tungstenite's read chunk, allocated once per socket: clients only send
+/// pongs and closes (a few bytes), so a small chunk is plenty; a larger
+/// frame is simply read in several chunks.
+const READ_BUFFER: usize = 256;
 
 /// The secret offered as `secret.{secret}` in `Sec-WebSocket-Protocol`.
 fn offered_secret(headers: &HeaderMap) -> Option<&str> {
@@ -113,7 +116,7 @@ pub async fn upgrade_ws(
         .take(ip, "too many open sockets, retry shortly")?;
     Ok(upgrade
         .protocols([PROTOCOL])
-        .read_buffer_size(1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(64 * 1024)
         .max_message_size(MAX_CLIENT_MESSAGE)
@@ -158,16 +161,61 @@ pub fn record_push_latency(changed_at_ms: u64) {
     metrics::histogram!("qrlogin_push_latency_seconds").record(ms as f64 / 1000.0);
 }
 
-async fn session(app: AppState, id: TicketId, socket: WebSocket, _slot: Slot) {
+/// What one read of the store means for the socket.
+struct Look {
+    frame: String,
+    terminal: bool,
+    /// When a live ticket expires (then we look again).
+    expires_at: Option<Instant>,
+    /// When the ticket last changed (for the push-latency histogram).
+    changed_at: Option<u64>,
+}
+
+/// Built apart from the session so that no `Ticket` or `StateView` is held
+/// across an `.await`: whatever a session holds across one is held by every
+/// idle socket for as long as it waits.
+fn look(ticket: Option<&Ticket>) -> Look {
+    let view = StateView::of(ticket);
+    Look {
+        terminal: view.status.is_terminal(),
+        expires_at: ticket.filter(|t| !t.status.is_terminal()).map(|t| {
+            let left = t.expires_at.saturating_sub(crate::ticket::now_ms());
+            Instant::now() + Duration::from_millis(left)
+        }),
+        frame: view.frame_json(),
+        changed_at: ticket.map(|t| t.updated_at),
+    }
+}
+
+/// A fingerprint of a frame, to send each distinct one once without keeping
+/// its text.
+fn fingerprint(frame: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    frame.hash(&mut h);
+    h.finish()
+}
+
+enum Event {
+    Changed,
+    Timer,
+    Incoming(Option<std::result::Result<Message, axum::Error>>),
+    Shutdown,
+}
+
+/// One socket. Kept lean on purpose (an idle socket is this future plus
+/// tungstenite's buffers): the socket is not split (no shared lock, no
+/// second half), events are gathered by one `select!` and handled after
+/// its futures are gone, and only a fingerprint of the last frame is kept.
+async fn session(app: AppState, id: TicketId, mut socket: WebSocket, _slot: Slot) {
     let _open = OpenSocket::new();
-    let (mut tx, mut rx) = socket.split();
     // Registered before the first read: nothing can slip between.
     let mut waiter = app.engine.hub.watch(&id);
     let mut shutdown = app.shutdown.clone();
     let ping_base = Duration::from_secs(app.settings.ws_ping_interval);
     let mut next_ping = Instant::now() + ping_interval(ping_base);
     let mut last_heard = Instant::now();
-    let mut sent: Option<StateView> = None;
+    let mut sent: Option<u64> = None;
     let mut expires_at: Option<Instant> = None;
     let mut need_read = true;
 
@@ -176,31 +224,27 @@ async fn session(app: AppState, id: TicketId, socket: WebSocket, _slot: Slot) {
             need_read = false;
             match app.engine.get(&id).await {
                 Ok(ticket) => {
-                    let view = StateView::of(ticket.as_ref());
-                    expires_at = ticket
-                        .as_ref()
-                        .filter(|t| !t.status.is_terminal())
-                        .map(|t| {
-                            let left = t.expires_at.saturating_sub(crate::ticket::now_ms());
-                            Instant::now() + Duration::from_millis(left)
-                        });
-                    if sent.as_ref() != Some(&view) {
-                        let terminal = view.status.is_terminal();
-                        if tx
-                            .send(Message::Text(view.frame_json().into()))
-                            .await
-                            .is_err()
-                        {
+                    let Look {
+                        frame,
+                        terminal,
+                        expires_at: expiry,
+                        changed_at,
+                    } = look(ticket.as_ref());
+                    drop(ticket);
+                    expires_at = expiry;
+                    let print = fingerprint(&frame);
+                    if sent != Some(print) {
+                        if socket.send(Message::Text(frame.into())).await.is_err() {
                             return;
                         }
-                        if let (Some(_), Some(t)) = (&sent, &ticket) {
-                            record_push_latency(t.updated_at);
+                        if let (Some(_), Some(at)) = (sent, changed_at) {
+                            record_push_latency(at);
                         }
                         if terminal {
-                            let _ = tx.send(close(1000, "")).await;
+                            let _ = socket.send(close(1000, "")).await;
                             return;
                         }
-                        sent = Some(view);
+                        sent = Some(print);
                     }
                 }
                 // The store is unreachable: keep the socket and look again soon.
@@ -208,15 +252,26 @@ async fn session(app: AppState, id: TicketId, socket: WebSocket, _slot: Slot) {
             }
         }
         let deadline = expires_at.map_or(next_ping, |e| e.min(next_ping));
-        tokio::select! {
-            _ = waiter.changed() => need_read = true,
-            _ = sleep_until(deadline) => {
+        let event = tokio::select! {
+            _ = waiter.changed() => Event::Changed,
+            _ = sleep_until(deadline) => Event::Timer,
+            // Cancel-safe: a partly read frame stays in tungstenite's buffer.
+            incoming = socket.recv() => Event::Incoming(incoming),
+            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => Event::Shutdown,
+        };
+        match event {
+            Event::Changed => need_read = true,
+            Event::Timer => {
                 let now = Instant::now();
                 if now >= next_ping {
                     if now.duration_since(last_heard) > ping_base * 3 {
                         return; // the peer is gone without a close
                     }
-                    if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    if socket
+                        .send(Message::Ping(Default::default()))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     next_ping = now + ping_interval(ping_base);
@@ -225,12 +280,10 @@ async fn session(app: AppState, id: TicketId, socket: WebSocket, _slot: Slot) {
                     need_read = true;
                 }
             }
-            incoming = rx.next() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => last_heard = Instant::now(),
-            },
-            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
-                let _ = tx.send(close(1012, "service restarting")).await;
+            Event::Incoming(Some(Ok(Message::Close(_))) | None | Some(Err(_))) => return,
+            Event::Incoming(Some(Ok(_))) => last_heard = Instant::now(),
+            Event::Shutdown => {
+                let _ = socket.send(close(1012, "service restarting")).await;
                 return;
             }
         }
