@@ -27,6 +27,8 @@ pub enum StartError {
     Token(#[from] crate::token::TokenError),
     #[error(transparent)]
     Templates(#[from] crate::templates::TemplateError),
+    #[error("WeChat client: {0}")]
+    Wechat(#[from] crate::providers::wechat::WechatError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -131,6 +133,7 @@ impl Application {
             .weigher(|_, v: &bytes::Bytes| v.len() as u32)
             .time_to_live(settings.ticket_ttl())
             .build();
+        let wechat = crate::providers::wechat::WechatClient::from_settings(&settings)?;
         let limits = crate::web::limits::Limits::new(&settings);
         let shared = Shared {
             settings,
@@ -140,6 +143,7 @@ impl Application {
             shutdown,
             page_key,
             qr_cache,
+            wechat,
             limits,
         };
         Ok(Self {

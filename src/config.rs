@@ -251,6 +251,11 @@ pub struct Settings {
         default_value = "https://open.weixin.qq.com"
     )]
     pub wechat_open_base: String,
+    /// Milliseconds WeChat gets to answer one call. Hidden: WeChat's own
+    /// limits make 5 s right in service; tests shorten it.
+    #[arg(long = "wechat-timeout-ms", env = "QRLOGIN_WECHAT_TIMEOUT_MS", default_value_t = 5000,
+          hide = true, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub wechat_timeout_ms: u64,
     /// Cap on live tickets (503 over_capacity beyond it).
     #[arg(
         long = "max-live-tickets",
@@ -350,6 +355,11 @@ impl Settings {
 
     pub fn ticket_ttl(&self) -> Duration {
         Duration::from_secs(self.ticket_ttl)
+    }
+
+    /// How long one WeChat call may take.
+    pub fn wechat_timeout(&self) -> Duration {
+        Duration::from_millis(self.wechat_timeout_ms)
     }
 
     /// The external base URL, without a trailing slash.

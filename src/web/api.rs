@@ -82,14 +82,14 @@ pub async fn create_ticket(
             .ok_or_else(|| Error::BadRequest(format!("provider {name:?} is not enabled")))?,
     };
     let id = TicketId::generate();
-    let qr_content = format!("{}/m/{}", app.settings.public_url(), id);
+    let prepared = crate::providers::prepare(&app, provider, &id).await?;
     let requester = Requester {
         ip: ip.to_string(),
         user_agent: user_agent(&headers),
     };
     let (ticket, secret) = app
         .engine
-        .create(id, provider, qr_content, requester)
+        .create(id, provider, prepared.qr_content, requester)
         .await?;
     let base = format!("/api/v1/tickets/{}", ticket.id);
     let created = TicketCreated {
@@ -104,7 +104,7 @@ pub async fn create_ticket(
         poll: format!("{base}/poll"),
         expires_in: app.engine.ttl_secs(),
         expires_at: rfc3339(ticket.expires_at),
-        authorize_url: None,
+        authorize_url: prepared.authorize_url,
     };
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -113,7 +113,13 @@ pub async fn create_ticket(
 pub struct QrQuery {
     /// Image side in pixels (64 to 1024; default 256).
     size: Option<u32>,
+    /// `wxacode`: the Mini Program code WeChat makes (PNG route only).
+    kind: Option<String>,
 }
+
+/// The image cache's size slot of a Mini Program code (real sizes are
+/// never 0), so a page reloading it does not spend WeChat's quota.
+const WXACODE_SLOT: u32 = 0;
 
 #[utoipa::path(get, path = "/api/v1/tickets/{ticket}/qr.png", tag = "browser",
     params(("ticket" = String, Path), QrQuery),
@@ -150,6 +156,13 @@ async fn qr_image(
     png: bool,
 ) -> Result<Response> {
     let ticket = app.engine.require(&id).await?;
+    match q.kind.as_deref() {
+        None | Some("" | "qr") => {}
+        Some("wxacode") if png => return wxacode_image(&app, &ticket).await,
+        Some(_) => {
+            return Err(Error::BadRequest("kind is qr, or wxacode on qr.png".into()));
+        }
+    }
     let size = qr::clamp_size(q.size);
     let key = (id, size, png);
     let bytes = match app.qr_cache.get(&key) {
@@ -169,6 +182,28 @@ async fn qr_image(
     Ok((
         [
             (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// The Mini Program code of a `miniprogram` ticket, as WeChat made it.
+async fn wxacode_image(app: &AppState, ticket: &crate::ticket::Ticket) -> Result<Response> {
+    use crate::providers::wechat::miniprogram;
+    let key = (ticket.id.clone(), WXACODE_SLOT, true);
+    let bytes = match app.qr_cache.get(&key) {
+        Some(bytes) => bytes,
+        None => {
+            let bytes = miniprogram::wxacode(app, ticket).await?;
+            app.qr_cache.insert(key, bytes.clone());
+            bytes
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, miniprogram::image_type(&bytes)),
             (header::CACHE_CONTROL, "no-store"),
         ],
         bytes,

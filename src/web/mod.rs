@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod limits;
+pub mod miniprogram;
 pub mod openapi;
 pub mod ops;
 pub mod pages;
@@ -11,6 +12,8 @@ pub mod poll;
 pub mod serve;
 pub mod trace;
 pub mod view;
+pub mod wechat;
+pub mod wechat_events;
 pub mod ws;
 
 use std::net::{IpAddr, SocketAddr};
@@ -49,6 +52,8 @@ pub struct Shared {
     /// only asks a phone to reload its page).
     pub page_key: [u8; 32],
     pub qr_cache: moka::sync::Cache<(TicketId, u32, bool), bytes::Bytes>,
+    /// WeChat's HTTP client (one connection pool for every WeChat flow).
+    pub wechat: crate::providers::wechat::WechatClient,
     pub limits: limits::Limits,
 }
 
@@ -88,6 +93,9 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router())
         .merge(pages::router())
         .merge(ops::router())
+        .merge(wechat::router())
+        .merge(wechat_events::router())
+        .merge(miniprogram::router())
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

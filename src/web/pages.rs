@@ -70,6 +70,15 @@ async fn static_file(content_type: &'static str, body: &'static str) -> Response
 pub struct PageQuery {
     lang: Option<String>,
     provider: Option<String>,
+    /// The one-time key of a `wechat-mp` confirm link.
+    k: Option<String>,
+}
+
+impl PageQuery {
+    /// `?lang=`, if given.
+    pub fn lang(&self) -> Option<&str> {
+        self.lang.as_deref()
+    }
 }
 
 /// The page language from `?lang=` and `Accept-Language`.
@@ -246,6 +255,13 @@ pub fn phone_cookie(headers: &HeaderMap) -> Option<String> {
 /// A `Set-Cookie` for a fresh phone id.
 pub fn new_phone_cookie(settings: &Settings) -> (String, HeaderValue) {
     let id = crate::ticket::Secret::generate().expose().to_owned();
+    let cookie = phone_cookie_header(settings, &id);
+    (id, cookie)
+}
+
+/// A `Set-Cookie` making `id` the phone's cookie (a `wechat-mp` link's key
+/// becomes the cookie of the phone that opened it).
+pub fn phone_cookie_header(settings: &Settings, id: &str) -> HeaderValue {
     let secure = if settings.public_url().starts_with("https://") {
         "; Secure"
     } else {
@@ -253,10 +269,7 @@ pub fn new_phone_cookie(settings: &Settings) -> (String, HeaderValue) {
     };
     let value =
         format!("{PHONE_COOKIE}={id}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax{secure}");
-    (
-        id,
-        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("")),
-    )
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// The binding stored as `scanned_by` for a phone cookie (a hash: the store
@@ -377,10 +390,78 @@ async fn show_phone_page(
     match ticket.provider {
         Provider::Dev => show_dev_page(app, lang, ticket, &headers).await,
         Provider::Miniprogram => message_page(&app, lang, Message::OpenInMiniprogram, None),
-        Provider::WechatOauth | Provider::WechatWeb | Provider::WechatMp => {
+        Provider::WechatOauth => show_oauth_page(app, lang, ticket, &headers),
+        Provider::WechatMp => show_mp_link(app, lang, ticket, q.k.as_deref(), &headers).await,
+        Provider::WechatWeb => {
             let svg = format!("/api/v1/tickets/{}/qr.svg", ticket.id);
             message_page(&app, lang, Message::OpenInWechat, Some(&svg))
         }
+    }
+}
+
+/// `wechat-oauth`: inside WeChat's browser a pending ticket goes to WeChat's
+/// authorization (which comes back to `/wechat/oauth/callback`); elsewhere
+/// the page says to scan with WeChat and shows the code again.
+fn show_oauth_page(app: AppState, lang: Lang, ticket: Ticket, headers: &HeaderMap) -> Response {
+    let in_wechat = super::user_agent(headers)
+        .to_ascii_lowercase()
+        .contains("micromessenger");
+    if !in_wechat {
+        let svg = format!("/api/v1/tickets/{}/qr.svg", ticket.id);
+        return message_page(&app, lang, Message::OpenInWechat, Some(&svg));
+    }
+    let binding = phone_cookie(headers).map(|phone| (phone_binding(&phone), phone));
+    match ticket.status_at(crate::ticket::now_ms()) {
+        Status::Pending => {
+            let url = crate::providers::wechat::oauth::authorize_url(&app, &ticket.id);
+            let mut response = page_response(StatusCode::FOUND, String::new());
+            match HeaderValue::from_str(&url) {
+                Ok(location) => {
+                    response.headers_mut().insert(header::LOCATION, location);
+                    response
+                }
+                Err(_) => message_page(&app, lang, Message::Retry, None),
+            }
+        }
+        Status::Scanned => match binding {
+            Some((binding, phone)) if ticket.scanned_by.as_deref() == Some(binding.as_str()) => {
+                confirm_page(&app, lang, &ticket, &phone, false)
+            }
+            _ => message_page(&app, lang, Message::Taken, None),
+        },
+        _ => final_page(&app, lang, Some(&ticket)),
+    }
+}
+
+/// `wechat-mp`: the one-time link of the passive reply (`?k=`) shows the
+/// confirm page once, to the phone that opens it first; see
+/// `providers::wechat::mp`.
+async fn show_mp_link(
+    app: AppState,
+    lang: Lang,
+    ticket: Ticket,
+    key: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
+    use crate::providers::wechat::mp::{LinkOutcome, open_link};
+    let cookie = phone_cookie(headers);
+    match open_link(&app, &ticket, key, cookie.as_deref()).await {
+        LinkOutcome::Confirm { phone, set_cookie } => {
+            let mut response = confirm_page(&app, lang, &ticket, &phone, false);
+            if set_cookie {
+                response.headers_mut().append(
+                    header::SET_COOKIE,
+                    phone_cookie_header(&app.settings, &phone),
+                );
+            }
+            response
+        }
+        LinkOutcome::Message(Message::OpenInWechat) => {
+            let svg = format!("/api/v1/tickets/{}/qr.svg", ticket.id);
+            message_page(&app, lang, Message::OpenInWechat, Some(&svg))
+        }
+        LinkOutcome::Message(message) => message_page(&app, lang, message, None),
+        LinkOutcome::Final => final_page(&app, lang, Some(&ticket)),
     }
 }
 

@@ -7,4 +7,6 @@ mod helpers;
 mod browser;
 mod browser_cdp;
 mod core;
+mod fake_wechat;
 mod logs;
+mod wechat_oauth;

@@ -1,0 +1,381 @@
+//! `wechat-mp`: the Official Account's parametric QR and its event push.
+//!
+//! A ticket's QR is a temporary `QR_STR_SCENE` code whose scene is the
+//! ticket id. When someone scans it, WeChat pushes a `SCAN` (already
+//! following) or `subscribe` (following now) event to `/wechat/events`; we
+//! verify it came from WeChat, move the ticket to `scanned` for that openid,
+//! and answer with a passive text message holding a one-time link to our
+//! confirm page. A scan alone never logs anyone in: the person still opens
+//! the link and taps Confirm.
+//!
+//! The link carries a fresh random key `K`; the ticket is bound to
+//! `phone_binding(K)`, so only whoever holds the message can confirm. The
+//! first opening claims `K` (a `put_new`) and sets the phone cookie to `K`;
+//! the same link opened anywhere else afterwards shows "scan again".
+
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::access_token::{AccessTokens, App};
+use super::crypto::{self, MsgCrypt};
+use super::events::{self, Push};
+use crate::error::{Error, Result};
+use crate::ticket::{Provider, Secret, Status, Ticket, TicketId, now_ms};
+use crate::web::AppState;
+use crate::web::pages::{Message, phone_binding};
+
+pub const QRCODE_CREATE: &str = "/cgi-bin/qrcode/create";
+
+/// The body WeChat takes as "nothing to say" (no retry, nothing shown).
+pub const SUCCESS: &str = "success";
+
+/// How long a push's reply is kept for WeChat's retries (three tries over
+/// about 15 s).
+const DEDUP_TTL: Duration = Duration::from_secs(120);
+/// What the de-duplication key holds while the first delivery is handled.
+const IN_PROGRESS: &str = "\u{1}in-progress";
+/// How long a retry waits for the first delivery's reply.
+const RETRY_WAIT: Duration = Duration::from_secs(3);
+/// Pushes whose timestamp is further than this from our clock are refused:
+/// in plain mode the signature does not cover the body, so a captured
+/// query must not stay usable forever.
+pub const MAX_SKEW_SECS: u64 = 300;
+
+/// The Official Account's credentials.
+pub fn oa_app(app: &AppState) -> App<'_> {
+    let s = &app.settings;
+    App {
+        app_id: s.wechat_app_id.as_deref().unwrap_or(""),
+        secret: s.wechat_app_secret.as_deref().unwrap_or(""),
+    }
+}
+
+#[derive(Serialize)]
+struct CreateQr<'a> {
+    expire_seconds: u64,
+    action_name: &'static str,
+    action_info: ActionInfo<'a>,
+}
+
+#[derive(Serialize)]
+struct ActionInfo<'a> {
+    scene: Scene<'a>,
+}
+
+#[derive(Serialize)]
+struct Scene<'a> {
+    scene_str: &'a str,
+}
+
+#[derive(Deserialize)]
+struct QrCreated {
+    url: String,
+}
+
+/// Register ticket `id` as a temporary QR with WeChat; the QR's content
+/// (WeChat's `url`).
+pub async fn create_qr(app: &AppState, id: &TicketId) -> Result<String> {
+    let tokens = AccessTokens {
+        store: app.engine.store.as_ref(),
+        client: &app.wechat,
+    };
+    let body = CreateQr {
+        expire_seconds: app.engine.ttl_secs(),
+        action_name: "QR_STR_SCENE",
+        action_info: ActionInfo {
+            scene: Scene {
+                scene_str: id.as_str(),
+            },
+        },
+    };
+    let created: QrCreated = tokens
+        .with_token(oa_app(app), "qrcode create", |token| {
+            let body = &body;
+            async move {
+                app.wechat
+                    .post_json(QRCODE_CREATE, &[("access_token", token.as_str())], body)
+                    .await
+            }
+        })
+        .await?;
+    if created.url.is_empty() || created.url.len() > 1024 {
+        return Err(Error::Upstream(format!(
+            "WeChat {QRCODE_CREATE} answered an unusable url"
+        )));
+    }
+    Ok(created.url)
+}
+
+/// The query of WeChat's calls to `/wechat/events`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PushQuery {
+    pub signature: Option<String>,
+    pub timestamp: Option<String>,
+    pub nonce: Option<String>,
+    pub echostr: Option<String>,
+    pub openid: Option<String>,
+    pub encrypt_type: Option<String>,
+    pub msg_signature: Option<String>,
+}
+
+fn push_token(app: &AppState) -> Result<&str> {
+    app.settings
+        .wechat_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .ok_or(Error::NotFound)
+}
+
+/// `GET /wechat/events`: WeChat's server check. The `echostr` back only
+/// for a valid signature.
+pub fn check_server(app: &AppState, q: &PushQuery) -> Result<String> {
+    let token = push_token(app)?;
+    let (Some(signature), Some(timestamp), Some(nonce), Some(echostr)) =
+        (&q.signature, &q.timestamp, &q.nonce, &q.echostr)
+    else {
+        return Err(Error::Unauthorized(
+            "signature, timestamp, nonce and echostr are required",
+        ));
+    };
+    if !crypto::check_signature(token, timestamp, nonce, signature) {
+        return Err(Error::Unauthorized("bad signature"));
+    }
+    Ok(echostr.clone())
+}
+
+/// What `/wechat/events` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply(pub String);
+
+impl Reply {
+    pub fn is_xml(&self) -> bool {
+        self.0.starts_with("<xml>")
+    }
+}
+
+/// `POST /wechat/events`: verify, decrypt, parse, de-duplicate, act.
+pub async fn handle_push(app: &AppState, q: &PushQuery, body: &[u8]) -> Result<Reply> {
+    let token = push_token(app)?;
+    let (Some(timestamp), Some(nonce)) = (q.timestamp.as_deref(), q.nonce.as_deref()) else {
+        return Err(Error::Unauthorized("timestamp and nonce are required"));
+    };
+    let safe = match q.encrypt_type.as_deref() {
+        None | Some("" | "raw") => false,
+        Some("aes") => true,
+        Some(_) => return Err(Error::BadRequest("unknown encrypt_type".into())),
+    };
+    match q.signature.as_deref() {
+        Some(sig) if !crypto::check_signature(token, timestamp, nonce, sig) => {
+            return Err(Error::Unauthorized("bad signature"));
+        }
+        None if !safe => return Err(Error::Unauthorized("signature is required")),
+        _ => {}
+    }
+    check_fresh(timestamp)?;
+    let outer = events::parse(body).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let (push, crypt) = if safe {
+        let crypt = safe_mode(app)?;
+        let encrypt = outer
+            .encrypt
+            .as_deref()
+            .ok_or_else(|| Error::BadRequest("safe mode without <Encrypt>".into()))?;
+        let presented = q
+            .msg_signature
+            .as_deref()
+            .ok_or(Error::Unauthorized("msg_signature is required"))?;
+        if !crypto::check_msg_signature(token, timestamp, nonce, encrypt, presented) {
+            return Err(Error::Unauthorized("bad msg_signature"));
+        }
+        let xml = crypt
+            .decrypt(encrypt)
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let inner = events::parse(xml.as_bytes()).map_err(|e| Error::BadRequest(e.to_string()))?;
+        (inner, Some(crypt))
+    } else {
+        (outer, None)
+    };
+    let seal = |reply: String| match &crypt {
+        Some(crypt) if reply != SUCCESS => seal_reply(token, crypt, &reply),
+        _ => reply,
+    };
+    let Some(key) = push.dedup_key() else {
+        return Ok(Reply(seal(answer(app, &push).await?)));
+    };
+    let key = format!("wechat-mp:push:{key}");
+    let store = &app.engine.store;
+    if !store.put_new(&key, IN_PROGRESS, DEDUP_TTL).await? {
+        metrics::counter!("qrlogin_wechat_push_retries_total").increment(1);
+        return Ok(Reply(earlier_reply(app, &key).await?));
+    }
+    match answer(app, &push).await {
+        Ok(reply) => {
+            let body = seal(reply);
+            store.put(&key, &body, DEDUP_TTL).await?;
+            Ok(Reply(body))
+        }
+        Err(e) => {
+            // Let WeChat's retry try again.
+            let _ = store.remove_value(&key).await;
+            Err(e)
+        }
+    }
+}
+
+fn check_fresh(timestamp: &str) -> Result<()> {
+    let sent: u64 = timestamp
+        .parse()
+        .map_err(|_| Error::Unauthorized("timestamp is not a number"))?;
+    let now = now_ms() / 1000;
+    if sent.abs_diff(now) > MAX_SKEW_SECS {
+        return Err(Error::Forbidden("the push timestamp is too old or too new"));
+    }
+    Ok(())
+}
+
+fn safe_mode(app: &AppState) -> Result<MsgCrypt> {
+    let s = &app.settings;
+    let key = s
+        .wechat_encoding_aes_key
+        .as_deref()
+        .ok_or_else(|| Error::BadRequest("safe mode is not configured".into()))?;
+    MsgCrypt::new(key, s.wechat_app_id.as_deref().unwrap_or(""))
+        .map_err(|e| Error::BadRequest(e.to_string()))
+}
+
+/// Our reply in WeChat's safe-mode envelope, signed over our own
+/// timestamp and nonce.
+fn seal_reply(token: &str, crypt: &MsgCrypt, reply: &str) -> String {
+    let encrypt = crypt.encrypt(reply);
+    let timestamp = now_ms() / 1000;
+    let nonce = rand::rng()
+        .random_range(100_000_000u32..4_000_000_000)
+        .to_string();
+    let signature = crypto::msg_signature(token, &timestamp.to_string(), &nonce, &encrypt);
+    events::encrypted_reply(&encrypt, &signature, timestamp, &nonce)
+}
+
+/// The reply of the first delivery of a retried push, once it is known;
+/// `success` if it does not come in time (the first delivery answers).
+async fn earlier_reply(app: &AppState, key: &str) -> Result<String> {
+    let started = std::time::Instant::now();
+    loop {
+        match app.engine.store.get_value(key).await? {
+            Some(v) if v != IN_PROGRESS => return Ok(v),
+            // The first delivery failed and released the key.
+            None => return Ok(SUCCESS.to_owned()),
+            Some(_) if started.elapsed() >= RETRY_WAIT => return Ok(SUCCESS.to_owned()),
+            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// What to answer a verified push: a link for a scan of a live ticket,
+/// `success` for everything else.
+async fn answer(app: &AppState, push: &Push) -> Result<String> {
+    let Some((scene, _kind)) = push.scene() else {
+        return Ok(SUCCESS.to_owned());
+    };
+    let Ok(id) = scene.parse::<TicketId>() else {
+        return Ok(SUCCESS.to_owned());
+    };
+    let Some(openid) = push
+        .from_user_name
+        .as_deref()
+        .filter(|o| !o.is_empty() && o.len() <= 128)
+    else {
+        return Ok(SUCCESS.to_owned());
+    };
+    match app.engine.get(&id).await? {
+        Some(t) if t.provider == Provider::WechatMp && t.status_at(now_ms()) == Status::Pending => {
+        }
+        _ => return Ok(SUCCESS.to_owned()),
+    }
+    let key = Secret::generate();
+    let identity = super::identity(&app.settings, openid, None);
+    match app
+        .engine
+        .scan(&id, Some(phone_binding(key.expose())), None, Some(identity))
+        .await
+    {
+        Ok(_) => {}
+        // Scanned, finished or gone in the meantime: nothing to offer.
+        Err(Error::InvalidTransition(_) | Error::TicketNotFound | Error::Forbidden(_)) => {
+            return Ok(SUCCESS.to_owned());
+        }
+        Err(e) => return Err(e),
+    }
+    let link = confirm_link(app, &id, key.expose());
+    let content = format!(
+        "请点击链接，确认在电脑上登录：\nTap the link to confirm the login on your computer:\n{link}"
+    );
+    Ok(events::text_reply(
+        openid,
+        push.to_user_name.as_deref().unwrap_or(""),
+        now_ms() / 1000,
+        &content,
+    ))
+}
+
+/// `{public_url}/m/{ticket}?k=K`.
+pub fn confirm_link(app: &AppState, id: &TicketId, key: &str) -> String {
+    format!("{}/m/{}?k={}", app.settings.public_url(), id, key)
+}
+
+/// What opening `/m/{ticket}` of a `wechat-mp` ticket shows.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkOutcome {
+    /// The confirm page for the phone whose cookie is `phone`; `set_cookie`
+    /// when this opening claimed the link and the cookie must be set.
+    Confirm { phone: String, set_cookie: bool },
+    /// A message page.
+    Message(Message),
+    /// The page of a finished or gone ticket.
+    Final,
+}
+
+/// Open the one-time link (`key` from `?k=`) or the bare page, on a phone
+/// whose cookie is `cookie`.
+pub async fn open_link(
+    app: &AppState,
+    ticket: &Ticket,
+    key: Option<&str>,
+    cookie: Option<&str>,
+) -> LinkOutcome {
+    let status = ticket.status_at(now_ms());
+    if status == Status::Pending {
+        return LinkOutcome::Message(Message::OpenInWechat);
+    }
+    if status != Status::Scanned {
+        return LinkOutcome::Final;
+    }
+    let scanner = ticket.scanned_by.as_deref();
+    let binds = |k: &str| scanner == Some(phone_binding(k).as_str());
+    match (key, cookie) {
+        // The phone that opened the link before, reopening it.
+        (Some(k), Some(c)) if k == c && binds(k) => LinkOutcome::Confirm {
+            phone: c.to_owned(),
+            set_cookie: false,
+        },
+        (Some(k), _) if binds(k) => {
+            let claim = format!("wechat-mp:link-used:{}", phone_binding(k));
+            let ttl = Duration::from_millis(ticket.expires_at.saturating_sub(now_ms()))
+                + Duration::from_secs(60);
+            match app.engine.store.put_new(&claim, "1", ttl).await {
+                Ok(true) => LinkOutcome::Confirm {
+                    phone: k.to_owned(),
+                    set_cookie: true,
+                },
+                Ok(false) => LinkOutcome::Message(Message::Rescan),
+                Err(_) => LinkOutcome::Message(Message::Retry),
+            }
+        }
+        (Some(_), _) => LinkOutcome::Message(Message::Rescan),
+        (None, Some(c)) if binds(c) => LinkOutcome::Confirm {
+            phone: c.to_owned(),
+            set_cookie: false,
+        },
+        (None, _) => LinkOutcome::Message(Message::Taken),
+    }
+}
