@@ -12,9 +12,11 @@ use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::engine::Engine;
+use crate::hub::redis::RedisHub;
 use crate::hub::{Hub, MemoryHub};
 use crate::store::TicketStore;
 use crate::store::memory::MemoryStore;
+use crate::store::redis::{Redis, RedisStore};
 use crate::templates::Templates;
 use crate::token::Tokens;
 use crate::web::{AppState, Shared};
@@ -29,6 +31,8 @@ pub enum StartError {
     Templates(#[from] crate::templates::TemplateError),
     #[error("WeChat client: {0}")]
     Wechat(#[from] crate::providers::wechat::WechatError),
+    #[error("{0}")]
+    Redis(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -70,6 +74,30 @@ pub fn raise_file_limit() {
         ),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
+}
+
+/// The store and hub: Redis when `QRLOGIN_REDIS_URL` is set (several
+/// instances share tickets and pushes), else in memory (one instance).
+///
+/// With Redis the service starts even if Redis does not answer yet: it is
+/// then not ready (`/readyz` 503, new tickets 503) until Redis comes up, and
+/// connects by itself — no crash loop while Redis restarts.
+async fn engines(settings: &Settings) -> Result<(Arc<dyn TicketStore>, Arc<dyn Hub>), StartError> {
+    let Some(url) = &settings.redis_url else {
+        return Ok((Arc::new(MemoryStore::new()), Arc::new(MemoryHub::default())));
+    };
+    let redis = Redis::open(url).map_err(StartError::Redis)?;
+    let store = RedisStore::new(redis.clone(), &settings.redis_prefix);
+    match store.ping().await {
+        Ok(()) => tracing::info!(
+            cluster = redis.is_cluster(),
+            prefix = %settings.redis_prefix,
+            "tickets and pushes go through redis"
+        ),
+        Err(e) => tracing::warn!(error = %e, "redis does not answer yet; not ready until it does"),
+    }
+    let hub = RedisHub::start(redis, &settings.redis_prefix);
+    Ok((Arc::new(store), Arc::new(hub)))
 }
 
 pub struct Application {
@@ -116,8 +144,7 @@ impl Application {
         }
         let tokens = Arc::new(Tokens::from_settings(&settings)?);
         let templates = Templates::load(settings.templates_dir.as_deref())?;
-        let store: Arc<dyn TicketStore> = Arc::new(MemoryStore::new());
-        let hub: Arc<dyn Hub> = Arc::new(MemoryHub::default());
+        let (store, hub) = engines(&settings).await?;
         let engine = Engine::new(
             store,
             hub,

@@ -450,13 +450,13 @@ impl Settings {
             );
         }
         if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("redis+cluster://"))
-            {
+            // TLS (rediss://) is not built in: terminate TLS in front of
+            // Redis (stunnel, a sidecar) or use a private network.
+            if !(url.starts_with("redis://") || url.starts_with("redis+cluster://")) {
                 bad(
                     "QRLOGIN_REDIS_URL",
-                    "must start with redis://, rediss:// or redis+cluster://".into(),
+                    "must start with redis:// or redis+cluster:// (rediss:// is not supported)"
+                        .into(),
                 );
             }
         }

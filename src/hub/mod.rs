@@ -6,6 +6,8 @@
 //! engine only decides how a change made anywhere reaches the right process:
 //! directly in memory, over pub/sub with Redis.
 
+pub mod redis;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 

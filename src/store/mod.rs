@@ -9,6 +9,7 @@
 //! `conformance` is the one test suite every engine must pass.
 
 pub mod memory;
+pub mod redis;
 
 use std::time::Duration;
 

@@ -461,10 +461,16 @@ async fn a_replayed_callback_never_scans_or_confirms_twice() {
         .unwrap();
     assert_eq!(r.status(), 403, "another phone's csrf is useless");
 
-    // The same phone reloading sees its confirm page again.
+    // The same phone reloading sees its confirm page again, from the
+    // callback or from the QR link; another phone's QR link is taken.
     let (status, again) = open(&phone, &callback).await;
     assert_eq!(status, 200);
     assert!(again.contains("name=\"csrf\""));
+    let qr_link = t.body["qr_content"].as_str().unwrap();
+    let (status, reopened) = open(&phone, qr_link).await;
+    assert_eq!(status, 200);
+    assert!(reopened.contains("name=\"csrf\""));
+    assert_eq!(open(&thief, qr_link).await.0, 409);
 
     let mut ws = app.ws(&t).await;
     next_frame(&mut ws).await;
@@ -661,6 +667,10 @@ async fn several_providers_at_once() {
 
 #[tokio::test]
 async fn wechat_logins_log_no_code_secret_or_access_token() {
+    // With a single scoped subscriber registered, tracing lets other test
+    // threads decide callsite interest alone (and, having no subscriber,
+    // they disable it for everyone). A second, idle one prevents that.
+    let _idle = tracing::subscriber::set_default(tracing_subscriber::registry());
     let (logs, _guard) = crate::logs::Captured::start();
     let (app, fake) = spawn("wechat-oauth,wechat-web", |s| s.wechat_timeout_ms = 300).await;
     // A phone login, confirmed.

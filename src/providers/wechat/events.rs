@@ -35,6 +35,8 @@ pub enum XmlError {
     Duplicate(&'static str),
     #[error("<{0}> is not a number")]
     BadNumber(&'static str),
+    #[error("a character XML does not allow")]
+    BadChar,
     #[error("malformed XML")]
     Syntax,
 }
@@ -94,7 +96,8 @@ impl Push {
     }
 
     /// The key WeChat's retries of this push share: `MsgId` for messages,
-    /// FromUserName + CreateTime + Event for events.
+    /// FromUserName + CreateTime + Event (+ EventKey, so two codes scanned
+    /// in one second stay apart) for events.
     pub fn dedup_key(&self) -> Option<String> {
         if let Some(id) = self.msg_id {
             return Some(format!("msg:{id}"));
@@ -102,7 +105,8 @@ impl Push {
         let from = self.from_user_name.as_deref()?;
         let time = self.create_time?;
         let event = self.event.as_deref().unwrap_or("");
-        Some(format!("event:{from}:{time}:{event}"))
+        let key = self.event_key.as_deref().unwrap_or("");
+        Some(format!("event:{from}:{time}:{event}:{key}"))
     }
 }
 
@@ -287,6 +291,9 @@ fn append(
     depth: usize,
     text: &str,
 ) -> Result<(), XmlError> {
+    if !text.chars().all(is_xml_char) {
+        return Err(XmlError::BadChar);
+    }
     match (depth, current) {
         (0, _) if !text.trim().is_empty() => Err(XmlError::Syntax),
         (2, Some((_, value))) => {
@@ -297,13 +304,16 @@ fn append(
     }
 }
 
+/// Whether XML 1.0 allows `c` in a document (no NUL, no other C0
+/// controls but tab and line ends, no U+FFFE/U+FFFF).
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
 /// `text` as CDATA: a `]]>` inside is split across two sections, and
 /// characters XML 1.0 forbids are dropped.
 pub fn cdata(text: &str) -> String {
-    let clean: String = text
-        .chars()
-        .filter(|&c| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..))
-        .collect();
+    let clean: String = text.chars().filter(|&c| is_xml_char(c)).collect();
     format!("<![CDATA[{}]]>", clean.replace("]]>", "]]]]><![CDATA[>"))
 }
 
@@ -348,7 +358,7 @@ mod tests {
         assert_eq!(push.scene(), Some(("SCENE", ScanKind::Scan)));
         assert_eq!(
             push.dedup_key().as_deref(),
-            Some("event:OPENID:1648535359:SCAN")
+            Some("event:OPENID:1648535359:SCAN:SCENE")
         );
     }
 
@@ -418,6 +428,8 @@ mod tests {
             "<xml><![CDATA[x</xml>",
             "\u{feff}<xml>&#0;</xml>",
             "<xml>&#xD800;</xml>",
+            "<xml><ToUserName><![CDATA[a\u{0}b]]></ToUserName></xml>",
+            "<xml><ToUserName>a\u{5}</ToUserName></xml>",
         ] {
             assert!(parse(bad.as_bytes()).is_err(), "{bad:?}");
         }
@@ -476,7 +488,7 @@ mod tests {
         fn round_trips_any_field_text(from in any::<String>(), content in any::<String>(), time in any::<u64>()) {
             let xml = text_reply(&from, "gh_x", time, &content);
             let push = parse(xml.as_bytes()).unwrap();
-            let expected: String = from.chars().filter(|&c| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)).collect();
+            let expected: String = from.chars().filter(|&c| is_xml_char(c)).collect();
             prop_assert_eq!(push.to_user_name, Some(expected));
             prop_assert_eq!(push.create_time, Some(time));
         }

@@ -9,11 +9,13 @@
 //! implements the happy rules of its API; `hits(path)` counts the calls
 //! that reached a path.
 //!
-//! Endpoint modules: `oauth` (web authorization, website QR, userinfo).
+//! Endpoint modules: `oauth` (web authorization, website QR, userinfo),
+//! `mp` (app access tokens, parametric QR, Mini Program, event pushes).
 //! Each module keeps its state in a field of [`State`] and its routes in a
 //! `routes()` merged in [`FakeWechat::start`].
 #![allow(dead_code)]
 
+pub mod mp;
 pub mod oauth;
 
 use std::collections::{HashMap, VecDeque};
@@ -57,6 +59,7 @@ pub struct State {
     /// Calls that reached each path (faulted ones included).
     pub hits: HashMap<String, usize>,
     pub oauth: oauth::OauthState,
+    pub mp: mp::MpState,
 }
 
 pub type Shared = Arc<Mutex<State>>;
@@ -83,6 +86,7 @@ impl FakeWechat {
         let state: Shared = Arc::new(Mutex::new(state));
         let router = Router::new()
             .merge(oauth::routes())
+            .merge(mp::routes())
             .layer(axum::middleware::from_fn_with_state(state.clone(), faults))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

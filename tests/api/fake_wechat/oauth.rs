@@ -175,32 +175,39 @@ fn redirect_back(redirect_uri: &str, code: Option<&str>, state: &str) -> Respons
     (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response()
 }
 
-/// Shared checks of both connect pages; the error page, or the app id.
+/// Shared checks of both connect pages: (appid, redirect_uri, scope,
+/// state), or WeChat's error page.
 fn check_connect(
     s: &super::State,
     q: &HashMap<String, String>,
     scopes: &[&str],
-) -> Result<(String, String, String, String), Response> {
+) -> Result<(String, String, String, String), Box<Response>> {
     let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
     let appid = get("appid");
     if appid.is_empty() {
-        return Err(wechat_page_error(10013, "appid 参数错误"));
+        return Err(Box::new(wechat_page_error(10013, "appid 参数错误")));
     }
     if !s.apps.contains_key(appid) {
-        return Err(wechat_page_error(10016, "不支持微信开放平台的Appid"));
+        return Err(Box::new(wechat_page_error(
+            10016,
+            "不支持微信开放平台的Appid",
+        )));
     }
     if get("redirect_uri").is_empty() {
-        return Err(wechat_page_error(10011, "redirect_uri 参数错误"));
+        return Err(Box::new(wechat_page_error(10011, "redirect_uri 参数错误")));
     }
     if get("response_type") != "code" {
-        return Err(wechat_page_error(10004, "response_type 参数错误"));
+        return Err(Box::new(wechat_page_error(10004, "response_type 参数错误")));
     }
     if !scopes.contains(&get("scope")) {
-        return Err(wechat_page_error(10005, "此公众号并没有这些scope的权限"));
+        return Err(Box::new(wechat_page_error(
+            10005,
+            "此公众号并没有这些scope的权限",
+        )));
     }
     let state = get("state");
     if state.len() > 128 || !state.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(wechat_page_error(10012, "state 参数错误"));
+        return Err(Box::new(wechat_page_error(10012, "state 参数错误")));
     }
     Ok((
         appid.to_owned(),
@@ -216,7 +223,7 @@ async fn authorize(State(state): State<Shared>, Query(q): Params) -> Response {
     let (appid, redirect_uri, scope, st) =
         match check_connect(&s, &q, &["snsapi_base", "snsapi_userinfo"]) {
             Ok(ok) => ok,
-            Err(page) => return page,
+            Err(page) => return *page,
         };
     // Only the consent page (snsapi_userinfo) can be refused.
     if s.oauth.refuse_next && scope == "snsapi_userinfo" {
@@ -235,7 +242,7 @@ async fn qrconnect(State(state): State<Shared>, Query(q): Params) -> Response {
     let mut s = state.lock().unwrap();
     let (appid, redirect_uri, scope, st) = match check_connect(&s, &q, &["snsapi_login"]) {
         Ok(ok) => ok,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     if s.oauth.refuse_next {
         s.oauth.refuse_next = false;

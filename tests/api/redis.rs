@@ -1,0 +1,326 @@
+//! Several instances over one Redis: any instance takes any request, a
+//! change made on one is pushed to sockets held by another, and Redis
+//! faults (restart, a killed subscription) cost a moment, never a push.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::redis_server::{RedisCluster, RedisServer};
+
+/// An instance on `url` with key prefix `prefix`.
+async fn instance(url: &str, prefix: &str) -> TestApp {
+    let (url, prefix) = (url.to_owned(), prefix.to_owned());
+    spawn_app_with(move |s| {
+        s.redis_url = Some(url);
+        s.redis_prefix = prefix;
+    })
+    .await
+}
+
+async fn instances(url: &str, n: usize) -> Vec<TestApp> {
+    let prefix = format!("it{}", rand::random::<u32>());
+    let mut apps = Vec::new();
+    for _ in 0..n {
+        apps.push(instance(url, &prefix).await);
+    }
+    apps
+}
+
+async fn readyz(app: &TestApp) -> u16 {
+    app.client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Wait (up to `secs`) until `/readyz` answers `want`.
+async fn wait_ready(app: &TestApp, want: u16, secs: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while readyz(app).await != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never became {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Nothing arrives on the socket for `ms`: it stays open and quiet.
+async fn stays_open(ws: &mut Socket, ms: u64) {
+    let quiet = tokio::time::timeout(Duration::from_millis(ms), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(m)) if m.is_ping() || m.is_pong() => continue,
+                other => return other,
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "the socket should stay open, got {quiet:?}");
+}
+
+#[tokio::test]
+async fn created_on_a_watched_on_b_confirmed_on_c_is_pushed() {
+    let Some(redis) = RedisServer::start("created_on_a_watched_on_b_confirmed_on_c") else {
+        return;
+    };
+    let apps = instances(&redis.url(), 3).await;
+    let (a, b, c) = (&apps[0], &apps[1], &apps[2]);
+    let t = a.create_ticket().await;
+    let mut ws = b.ws(&t).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    let r = c
+        .trusted(
+            "scan",
+            &t.id,
+            json!({ "sub": "u1", "user": { "nickname": "Ann" } }),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let scanned = next_frame(&mut ws).await;
+    assert_eq!(
+        (
+            scanned["status"].as_str(),
+            scanned["user"]["nickname"].as_str()
+        ),
+        (Some("scanned"), Some("Ann"))
+    );
+    assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
+    let confirmed = next_frame(&mut ws).await;
+    assert_eq!(confirmed["status"], "confirmed");
+    assert_eq!(confirmed["token"].as_str().unwrap().split('.').count(), 3);
+    assert_eq!(close_code(&mut ws).await, Some(1000));
+}
+
+#[tokio::test]
+async fn what_redis_holds_is_prefixed_and_never_the_secret() {
+    let Some(redis) = RedisServer::start("what_redis_holds") else {
+        return;
+    };
+    let app = instance(&redis.url(), "deploy1").await;
+    let t = app.create_ticket().await;
+    let key = format!("deploy1:t:{{{}}}", t.id);
+    let raw = redis.cli(&["GET", &key]);
+    assert!(
+        raw.contains(&t.id),
+        "the ticket is stored under {key}: {raw}"
+    );
+    assert!(!raw.contains(&t.secret), "the secret is stored hashed");
+    let ttl: i64 = redis.cli(&["PTTL", &key]).trim().parse().unwrap();
+    assert!(
+        (100_000..=120_000).contains(&ttl),
+        "TTL ends at expires_at: {ttl}"
+    );
+    let keys = redis.cli(&["--scan"]);
+    assert!(
+        keys.lines().all(|k| k.starts_with("deploy1:")),
+        "every key is under the prefix: {keys}"
+    );
+}
+
+#[tokio::test]
+async fn deployments_with_other_prefixes_do_not_see_each_other() {
+    let Some(redis) = RedisServer::start("deployments_with_other_prefixes") else {
+        return;
+    };
+    let one = instance(&redis.url(), "one").await;
+    let two = instance(&redis.url(), "two").await;
+    let t = one.create_ticket().await;
+    let r = two.confirm(&t.id, "u1").await;
+    assert_eq!(error_of(r).await, (404, "ticket_not_found".into()));
+    let refused = two
+        .ws_with(&t.id, &format!("qrlogin.v1, secret.{}", t.secret))
+        .await;
+    assert!(refused.is_err(), "no socket on another deployment's ticket");
+    assert_eq!(one.confirm(&t.id, "u1").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_confirms_across_instances_have_one_winner() {
+    let Some(redis) = RedisServer::start("concurrent_confirms_across_instances") else {
+        return;
+    };
+    let apps = instances(&redis.url(), 3).await;
+    for _ in 0..5 {
+        let t = apps[0].create_ticket().await;
+        let mut calls = Vec::new();
+        for i in 0..18 {
+            let app = &apps[i % 3];
+            let action = if i % 2 == 0 { "confirm" } else { "deny" };
+            calls.push(app.trusted(action, &t.id, json!({ "sub": format!("u{i}") })));
+        }
+        let results = futures_util::future::join_all(calls).await;
+        let ok = results.iter().filter(|r| r.status() == 200).count();
+        let conflicts = results.iter().filter(|r| r.status() == 409).count();
+        assert_eq!((ok, conflicts), (1, 17));
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restart_mid_wait_recovers_and_delivers() {
+    let Some(mut redis) = RedisServer::start("a_redis_restart_mid_wait") else {
+        return;
+    };
+    let apps = instances(&redis.url(), 3).await;
+    let (a, b, c) = (&apps[0], &apps[1], &apps[2]);
+    let t = a.create_ticket().await;
+    let mut ws = b.ws(&t).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    // Persist, then crash: the restart loads the ticket back.
+    assert_eq!(redis.cli(&["SAVE"]).trim(), "OK");
+    redis.kill();
+
+    wait_ready(a, 503, 5).await;
+    let r = a
+        .client
+        .post(a.url("/api/v1/tickets"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (503, "unavailable".into()));
+    let r = c.confirm(&t.id, "u1").await;
+    assert_eq!(error_of(r).await, (503, "unavailable".into()));
+    // The browser keeps its socket through the outage.
+    stays_open(&mut ws, 1500).await;
+
+    redis.restart();
+    wait_ready(c, 200, 10).await;
+    assert_eq!(c.confirm(&t.id, "u1").await.status(), 200);
+    assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+    // New tickets work again without any restart of ours.
+    a.create_ticket().await;
+    let metrics = b.metrics().await;
+    assert!(metrics.contains("qrlogin_redis_errors_total"), "{metrics}");
+    assert!(
+        metrics.contains("qrlogin_redis_reconnects_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_subscription_during_a_confirm_still_delivers() {
+    let Some(redis) = RedisServer::start("a_killed_subscription") else {
+        return;
+    };
+    let apps = instances(&redis.url(), 2).await;
+    let (a, b) = (&apps[0], &apps[1]);
+    let channel = format!("{}:changes", prefix_of(a));
+    for _ in 0..3 {
+        // Both instances subscribed (again) before each round.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while redis
+            .cli(&["PUBSUB", "NUMSUB", &channel])
+            .lines()
+            .nth(1)
+            .map(str::trim)
+            != Some("2")
+        {
+            assert!(tokio::time::Instant::now() < deadline, "both subscribed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let t = a.create_ticket().await;
+        let mut ws = b.ws(&t).await;
+        assert_eq!(next_frame(&mut ws).await["status"], "pending");
+        let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        assert_eq!(killed.trim(), "2", "both subscriptions killed");
+        // Published while B's subscription is down: only B's re-read after
+        // it resubscribes can deliver this.
+        assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
+        assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+    }
+}
+
+fn prefix_of(app: &TestApp) -> String {
+    app.state.settings.redis_prefix.clone()
+}
+
+#[tokio::test]
+async fn the_service_starts_before_redis_and_becomes_ready_with_it() {
+    let Some(mut redis) = RedisServer::start("the_service_starts_before_redis") else {
+        return;
+    };
+    redis.kill();
+    let app = instance(&redis.url(), "late").await;
+    assert_eq!(readyz(&app).await, 503);
+    redis.restart();
+    wait_ready(&app, 200, 10).await;
+    let t = app.create_ticket().await;
+    let mut ws = app.ws(&t).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    assert_eq!(app.confirm(&t.id, "u1").await.status(), 200);
+    assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+}
+
+#[tokio::test]
+async fn the_cross_instance_flow_works_on_a_three_master_cluster() {
+    let Some(cluster) = RedisCluster::start("the_cross_instance_flow_on_a_cluster") else {
+        return;
+    };
+    let apps = instances(&cluster.url(), 3).await;
+    let (a, b, c) = (&apps[0], &apps[1], &apps[2]);
+    wait_ready(a, 200, 10).await;
+    // Enough tickets that they land on every master.
+    let mut masters = std::collections::HashSet::new();
+    for _ in 0..8 {
+        let t = a.create_ticket().await;
+        let key = format!("{}:t:{{{}}}", prefix_of(a), t.id);
+        let holder = cluster
+            .nodes
+            .iter()
+            .position(|n| n.cli(&["EXISTS", &key]).trim() == "1");
+        masters.insert(holder.expect("the ticket is on one master"));
+        let mut ws = b.ws(&t).await;
+        assert_eq!(next_frame(&mut ws).await["status"], "pending");
+        assert_eq!(c.confirm(&t.id, "u1").await.status(), 200);
+        assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+    }
+    assert!(masters.len() >= 2, "tickets spread over the masters");
+}
+
+/// Cross-instance push latency: sockets on B, confirms on A; from sending
+/// the confirm to the `confirmed` frame. Bounded (200 logins) on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_instance_confirm_to_frame_latency() {
+    let Some(redis) = RedisServer::start("cross_instance_confirm_to_frame_latency") else {
+        return;
+    };
+    let prefix = format!("lat{}", rand::random::<u32>());
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let (url, prefix) = (redis.url(), prefix.clone());
+        apps.push(
+            spawn_app_with(move |s| {
+                s.redis_url = Some(url);
+                s.redis_prefix = prefix;
+                s.rate_tickets = 0;
+                s.rate_sockets = 0;
+            })
+            .await,
+        );
+    }
+    let (a, b) = (&apps[0], &apps[1]);
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let t = a.create_ticket().await;
+        let mut ws = b.ws(&t).await;
+        assert_eq!(next_frame(&mut ws).await["status"], "pending");
+        let started = std::time::Instant::now();
+        assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
+        assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    let (p50, p99) = (
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+    );
+    eprintln!("cross-instance confirm -> frame over 200 logins: p50 {p50:?}, p99 {p99:?}");
+    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+}
