@@ -420,7 +420,7 @@ pub async fn deny_ticket(
 
 /// The token goes to the browser that holds the secret, never to whoever
 /// confirmed.
-fn without_token(mut view: StateView) -> StateView {
+pub fn without_token(mut view: StateView) -> StateView {
     view.token = None;
     view.token_type = None;
     view.expires_in = None;

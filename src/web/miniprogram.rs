@@ -7,10 +7,13 @@ use axum::extract::State;
 use axum::routing::post;
 use serde::Deserialize;
 
+use super::api::without_token;
 use super::view::StateView;
 use super::{AppState, Json, TicketPath};
+use crate::error::ErrorBody;
 use crate::error::Result;
 use crate::providers::wechat::miniprogram::{self, Scanned};
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -28,50 +31,66 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ScanBody {
+pub struct MiniprogramScan {
+    /// The code from `wx.login`.
     code: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenBody {
+pub struct ScanToken {
+    /// The `scan_token` the scan answered.
     scan_token: String,
 }
 
-async fn scan_with_miniprogram(
+#[utoipa::path(post, path = "/api/v1/miniprogram/tickets/{ticket}/scan", tag = "miniprogram",
+    params(("ticket" = String, Path)), request_body = MiniprogramScan,
+    responses((status = 200, description = "scanned; show the requester, then confirm or deny", body = Scanned),
+        (status = 400, description = "bad or used wx.login code (errcode named)", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
+        (status = 409, description = "already scanned or finished", body = ErrorBody),
+        (status = 429, description = "WeChat quota", body = ErrorBody),
+        (status = 502, description = "WeChat failed", body = ErrorBody)))]
+pub async fn scan_with_miniprogram(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
-    Json(body): Json<ScanBody>,
+    Json(body): Json<MiniprogramScan>,
 ) -> Result<Json<Scanned>> {
     Ok(Json(miniprogram::scan(&app, &id, &body.code).await?))
 }
 
-/// The Mini Program learns the outcome, never the token (that goes to the
-/// browser holding the secret).
-fn status_only(ticket: &crate::ticket::Ticket) -> StateView {
-    let mut view = StateView::of(Some(ticket));
-    view.token = None;
-    view.token_type = None;
-    view.expires_in = None;
-    view
-}
-
-async fn confirm_with_miniprogram(
+#[utoipa::path(post, path = "/api/v1/miniprogram/tickets/{ticket}/confirm", tag = "miniprogram",
+    params(("ticket" = String, Path)), request_body = ScanToken,
+    responses((status = 200, description = "confirmed", body = StateView),
+        (status = 401, description = "forged scan_token", body = ErrorBody),
+        (status = 403, description = "another ticket's scan_token", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
+        (status = 409, description = "already finished", body = ErrorBody)))]
+pub async fn confirm_with_miniprogram(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
-    Json(body): Json<TokenBody>,
+    Json(body): Json<ScanToken>,
 ) -> Result<Json<StateView>> {
     let ticket = miniprogram::confirm(&app, &id, &body.scan_token).await?;
-    Ok(Json(status_only(&ticket)))
+    // The Mini Program learns the outcome, never the token.
+    Ok(Json(without_token(StateView::of(Some(&ticket)))))
 }
 
-async fn deny_with_miniprogram(
+#[utoipa::path(post, path = "/api/v1/miniprogram/tickets/{ticket}/deny", tag = "miniprogram",
+    params(("ticket" = String, Path)), request_body = ScanToken,
+    responses((status = 200, description = "denyed", body = StateView),
+        (status = 401, description = "forged scan_token", body = ErrorBody),
+        (status = 403, description = "another ticket's scan_token", body = ErrorBody),
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
+        (status = 409, description = "already finished", body = ErrorBody)))]
+pub async fn deny_with_miniprogram(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
-    Json(body): Json<TokenBody>,
+    Json(body): Json<ScanToken>,
 ) -> Result<Json<StateView>> {
     let ticket = miniprogram::deny(&app, &id, &body.scan_token).await?;
-    Ok(Json(status_only(&ticket)))
+    // The Mini Program learns the outcome, never the token.
+    Ok(Json(without_token(StateView::of(Some(&ticket)))))
 }

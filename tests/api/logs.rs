@@ -22,7 +22,12 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
-    pub fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+    /// Capture on this thread. Two scoped subscribers are registered: with a
+    /// single one, tracing lets other test threads (which have none) decide
+    /// a callsite's interest alone and disable it for everyone, so a test
+    /// could pass without capturing anything.
+    pub fn start() -> (Self, [tracing::subscriber::DefaultGuard; 2]) {
+        let idle = tracing::subscriber::set_default(tracing_subscriber::registry());
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -31,7 +36,7 @@ impl Captured {
             .with_ansi(false)
             .finish();
         let guard = tracing::subscriber::set_default(subscriber);
-        (captured, guard)
+        (captured, [guard, idle])
     }
 
     pub fn text(&self) -> String {

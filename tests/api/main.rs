@@ -10,6 +10,7 @@ mod core;
 mod fake_wechat;
 mod logs;
 mod miniprogram;
+mod openapi;
 mod redis;
 mod redis_server;
 mod redis_store;

@@ -344,6 +344,15 @@ async fn a_bad_used_or_expired_code_asks_to_scan_again_and_leaves_the_ticket() {
     let (status, _) = open(&phone, &callback).await;
     assert_eq!(status, 200);
     assert_eq!(status_of(&app, &t).await, "scanned");
+
+    // Operators see WeChat's calls by endpoint and errcode.
+    let metrics = app.metrics().await;
+    for errcode in ["40029", "40163", "42003", "0"] {
+        let series = format!(
+            "qrlogin_wechat_requests_total{{endpoint=\"{TOKEN_PATH}\",errcode=\"{errcode}\"}}"
+        );
+        assert!(metrics.contains(&series), "{series} in /metrics");
+    }
 }
 
 #[tokio::test]
@@ -667,10 +676,6 @@ async fn several_providers_at_once() {
 
 #[tokio::test]
 async fn wechat_logins_log_no_code_secret_or_access_token() {
-    // With a single scoped subscriber registered, tracing lets other test
-    // threads decide callsite interest alone (and, having no subscriber,
-    // they disable it for everyone). A second, idle one prevents that.
-    let _idle = tracing::subscriber::set_default(tracing_subscriber::registry());
     let (logs, _guard) = crate::logs::Captured::start();
     let (app, fake) = spawn("wechat-oauth,wechat-web", |s| s.wechat_timeout_ms = 300).await;
     // A phone login, confirmed.

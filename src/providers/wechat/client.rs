@@ -230,6 +230,16 @@ impl WechatClient {
         };
         metrics::histogram!("qrlogin_wechat_request_seconds", "endpoint" => path.to_owned(), "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
+        // By WeChat's errcode: "0" for a good answer, the kind when WeChat
+        // gave no errcode (timeout, transport, empty, malformed).
+        let errcode = match &result {
+            Ok(_) => "0".to_owned(),
+            Err(e) => e
+                .errcode()
+                .map_or_else(|| e.kind().to_owned(), |c| c.to_string()),
+        };
+        metrics::counter!("qrlogin_wechat_requests_total", "endpoint" => path.to_owned(), "errcode" => errcode)
+            .increment(1);
         result
     }
 

@@ -112,7 +112,7 @@ fn code_refusal(e: &WechatError) -> Option<Error> {
 }
 
 /// The requester as the Mini Program shows it before a confirm.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RequesterView {
     pub ip: String,
     pub user_agent: String,
@@ -134,7 +134,7 @@ impl RequesterView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Scanned {
     pub scan_token: String,
     pub requester: RequesterView,
