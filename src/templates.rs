@@ -262,6 +262,19 @@ static ZH_CN: Texts = Texts {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn any_accept_language_chooses_without_panicking(
+            header in "([a-zA-Z-]{0,8}(;q=[0-9.eEnNaAiIfF+-]{0,8})?, ?){0,6}|\\PC{0,60}",
+            query in proptest::option::of("\\PC{0,10}"),
+        ) {
+            let chosen = Lang::choose(query.as_deref(), Some(&header));
+            if query.as_deref().is_some_and(|q| q.trim().to_ascii_lowercase().starts_with("zh")) {
+                proptest::prop_assert_eq!(chosen, Lang::ZhCn);
+            }
+        }
+    }
+
     #[test]
     fn query_wins_over_accept_language() {
         assert_eq!(Lang::choose(Some("en"), Some("zh-CN,zh;q=0.9")), Lang::En);

@@ -467,6 +467,22 @@ mod tests {
         }
 
         #[test]
+        fn valid_ids_round_trip_through_text_and_json(s in "[A-Za-z0-9]{1,32}") {
+            let id: TicketId = s.parse().unwrap();
+            proptest::prop_assert_eq!(id.as_str(), s.as_str());
+            proptest::prop_assert!(s.starts_with(id.short()));
+            let json = serde_json::to_string(&id).unwrap();
+            proptest::prop_assert_eq!(serde_json::from_str::<TicketId>(&json).unwrap(), id);
+        }
+
+        #[test]
+        fn json_never_smuggles_an_invalid_id(s in "\\PC{0,40}") {
+            let valid = !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric());
+            let json = serde_json::to_string(&s).unwrap();
+            proptest::prop_assert_eq!(serde_json::from_str::<TicketId>(&json).is_ok(), valid);
+        }
+
+        #[test]
         fn status_parsing_round_trips(i in 0usize..5) {
             let all = [Status::Pending, Status::Scanned, Status::Confirmed, Status::Denied, Status::Expired];
             proptest::prop_assert_eq!(all[i].as_str().parse::<Status>(), Ok(all[i]));

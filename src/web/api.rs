@@ -6,6 +6,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
@@ -276,6 +277,69 @@ pub struct ConfirmBody {
     user: Option<UserInfo>,
 }
 
+/// A trusted API body as its handler takes it: JSON that must be of the
+/// type, then the handler's checks. The handlers get the JSON through the
+/// `Json` extractor (same `serde_json` parse, errors worded the same); this
+/// is the whole of what they do with the bytes, public so the fuzz targets
+/// and property tests exercise exactly that.
+pub fn parse_trusted<T: DeserializeOwned + CheckedBody>(bytes: &[u8]) -> Result<T> {
+    let body: T = serde_json::from_slice(bytes)
+        .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?;
+    body.check()?;
+    Ok(body)
+}
+
+/// A body with limits beyond its JSON shape.
+pub trait CheckedBody {
+    /// `BadRequest` naming the first limit broken.
+    fn check(&self) -> Result<()>;
+}
+
+impl CheckedBody for ScanBody {
+    fn check(&self) -> Result<()> {
+        if let Some(sub) = &self.sub {
+            check_sub(sub)?;
+        }
+        check_user(&self.user)
+    }
+}
+
+impl CheckedBody for ConfirmBody {
+    fn check(&self) -> Result<()> {
+        check_sub(&self.sub)?;
+        check_user(&self.user)?;
+        if self
+            .claims
+            .as_ref()
+            .is_some_and(|c| serde_json::to_vec(c).map_or(true, |v| v.len() > MAX_CLAIMS))
+        {
+            return Err(Error::BadRequest(
+                "claims must be at most 8 KiB of JSON".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Extra token claims a trusted backend may send at confirm, as JSON bytes.
+pub const MAX_CLAIMS: usize = 8 * 1024;
+
+impl ConfirmBody {
+    /// Who the token will name: the backend's own user id.
+    pub fn subject(&self) -> Identity {
+        Identity {
+            sub: self.sub.clone(),
+            idp: "app".into(),
+            ..Identity::default()
+        }
+    }
+
+    /// The extra claims the backend asked for.
+    pub fn claims(&self) -> Option<&Map<String, Value>> {
+        self.claims.as_ref()
+    }
+}
+
 fn check_sub(sub: &str) -> Result<()> {
     if sub.is_empty() || sub.len() > 256 {
         return Err(Error::BadRequest("sub must be 1 to 256 characters".into()));
@@ -309,10 +373,7 @@ pub async fn scan_ticket(
     TicketPath(id): TicketPath,
     Json(body): Json<ScanBody>,
 ) -> Result<Json<StateView>> {
-    if let Some(sub) = &body.sub {
-        check_sub(sub)?;
-    }
-    check_user(&body.user)?;
+    body.check()?;
     let ticket = app
         .engine
         .scan(&id, body.sub.map(|s| format!("app:{s}")), body.user, None)
@@ -333,22 +394,8 @@ pub async fn confirm_ticket(
     TicketPath(id): TicketPath,
     Json(body): Json<ConfirmBody>,
 ) -> Result<Json<StateView>> {
-    check_sub(&body.sub)?;
-    check_user(&body.user)?;
-    if body
-        .claims
-        .as_ref()
-        .is_some_and(|c| serde_json::to_vec(c).map_or(true, |v| v.len() > 8 * 1024))
-    {
-        return Err(Error::BadRequest(
-            "claims must be at most 8 KiB of JSON".into(),
-        ));
-    }
-    let subject = Identity {
-        sub: body.sub,
-        idp: "app".into(),
-        ..Identity::default()
-    };
+    body.check()?;
+    let subject = body.subject();
     let ticket = app
         .engine
         .confirm(&id, None, &subject, body.user, body.claims.as_ref())
@@ -434,4 +481,84 @@ pub async fn get_jwks(State(app): State<AppState>) -> Result<Response> {
         axum::Json(jwks.clone()),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "\\PC{0,20}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map("\\PC{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_a_body_or_a_bad_request(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            for result in [
+                parse_trusted::<ScanBody>(&bytes).map(|_| ()),
+                parse_trusted::<ConfirmBody>(&bytes).map(|_| ()),
+            ] {
+                prop_assert!(matches!(result, Ok(()) | Err(Error::BadRequest(_))));
+            }
+        }
+
+        #[test]
+        fn confirm_bodies_round_trip(
+            sub in "\\PC{1,64}",
+            claims in proptest::option::of(proptest::collection::btree_map("\\PC{0,8}", json_value(), 0..6)),
+            nickname in proptest::option::of("\\PC{0,40}"),
+        ) {
+            let claims: Option<Map<String, Value>> = claims.map(|c| c.into_iter().collect());
+            let json = serde_json::json!({
+                "sub": sub, "claims": claims, "user": {"nickname": nickname},
+            });
+            let body = parse_trusted::<ConfirmBody>(json.to_string().as_bytes()).unwrap();
+            prop_assert_eq!(body.subject().sub, sub);
+            prop_assert_eq!(body.subject().idp, "app");
+            prop_assert_eq!(body.claims(), claims.as_ref());
+            prop_assert_eq!(body.user.and_then(|u| u.nickname), nickname);
+        }
+
+        #[test]
+        fn limits_are_bad_requests(extra in 0usize..64) {
+            let long_sub = serde_json::json!({"sub": "x".repeat(257 + extra)}).to_string();
+            prop_assert!(matches!(parse_trusted::<ConfirmBody>(long_sub.as_bytes()), Err(Error::BadRequest(_))));
+            prop_assert!(matches!(parse_trusted::<ScanBody>(long_sub.as_bytes()), Err(Error::BadRequest(_))));
+            let big = serde_json::json!({"sub": "u", "claims": {"k": "v".repeat(MAX_CLAIMS + extra)}}).to_string();
+            prop_assert!(matches!(parse_trusted::<ConfirmBody>(big.as_bytes()), Err(Error::BadRequest(_))));
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_an_empty_sub_are_refused() {
+        for body in [
+            r#"{"sub":"u","extra":1}"#,
+            r#"{"sub":""}"#,
+            r#"{"claims":{}}"#,
+            "",
+        ] {
+            assert!(
+                matches!(
+                    parse_trusted::<ConfirmBody>(body.as_bytes()),
+                    Err(Error::BadRequest(_))
+                ),
+                "{body}"
+            );
+        }
+        assert!(parse_trusted::<ScanBody>(b"{}").is_ok());
+        assert!(parse_trusted::<ScanBody>(br#"{"sub":""}"#).is_err());
+    }
 }

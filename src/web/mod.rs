@@ -258,6 +258,38 @@ pub fn user_agent(headers: &HeaderMap) -> String {
 mod tests {
     use super::*;
 
+    fn any_ip() -> impl proptest::strategy::Strategy<Value = IpAddr> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<[u8; 4]>().prop_map(IpAddr::from),
+            any::<[u8; 16]>().prop_map(IpAddr::from),
+            (0u8..4).prop_map(|last| IpAddr::from([10, 0, 0, last])),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn client_ip_is_the_peer_or_a_listed_hop(
+            peer in any_ip(),
+            hops in proptest::collection::vec(any_ip(), 0..6),
+            junk in "\\PC{0,30}",
+        ) {
+            proptest::prop_assume!(junk.split(',').all(|s| s.trim().parse::<IpAddr>().is_err()));
+            let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+            let mut value: Vec<String> = hops.iter().map(IpAddr::to_string).collect();
+            value.push(junk);
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = value.join(", ").parse() {
+                headers.insert("x-forwarded-for", v);
+            }
+            let client = client_ip(peer, &headers, &trusted);
+            proptest::prop_assert!(client == peer || hops.contains(&client));
+            if !trusted[0].contains(&peer) {
+                proptest::prop_assert_eq!(client, peer);
+            }
+        }
+    }
+
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];

@@ -20,7 +20,7 @@ pub const DEFAULT_WAIT: u64 = 25;
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct PollQuery {
     /// Seconds to wait for a change (default 25, at most QRLOGIN_POLL_MAX_WAIT).
-    wait: Option<String>,
+    pub wait: Option<String>,
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -28,6 +28,37 @@ pub struct PollBody {
     /// The last status seen.
     #[serde(default)]
     status: Option<String>,
+}
+
+/// What a poll asks, from its query and body: how long to wait and the
+/// status the browser last saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollRequest {
+    /// Seconds, already capped at `max_wait`.
+    pub wait: u64,
+    pub seen: Option<Status>,
+}
+
+impl PollRequest {
+    /// `?wait=` (whole seconds, capped at `max_wait`) and the optional body
+    /// `{"status": …}`; anything else is a `BadRequest`.
+    pub fn parse(query: &PollQuery, body: &RawBody, max_wait: u64) -> Result<Self> {
+        let wait = match query.wait.as_deref() {
+            None => DEFAULT_WAIT,
+            Some(w) => w
+                .parse::<u64>()
+                .map_err(|_| Error::BadRequest("wait must be whole seconds".into()))?,
+        }
+        .min(max_wait);
+        let seen = match body.json_or_default::<PollBody>()?.status {
+            None => None,
+            Some(s) => Some(
+                s.parse::<Status>()
+                    .map_err(|_| Error::BadRequest(format!("unknown status {s:?}")))?,
+            ),
+        };
+        Ok(Self { wait, seen })
+    }
 }
 
 /// Counts waiting long-polls for as long as it lives.
@@ -62,20 +93,7 @@ pub async fn poll_ticket(
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<Json<StateView>> {
-    let wait = match query.wait.as_deref() {
-        None => DEFAULT_WAIT,
-        Some(w) => w
-            .parse::<u64>()
-            .map_err(|_| Error::BadRequest("wait must be whole seconds".into()))?,
-    }
-    .min(app.settings.poll_max_wait);
-    let seen = match body.json_or_default::<PollBody>()?.status {
-        None => None,
-        Some(s) => Some(
-            s.parse::<Status>()
-                .map_err(|_| Error::BadRequest(format!("unknown status {s:?}")))?,
-        ),
-    };
+    let PollRequest { wait, seen } = PollRequest::parse(&query, &body, app.settings.poll_max_wait)?;
     let secret = bearer(&headers).ok_or(Error::Unauthorized(
         "missing Authorization: Bearer <secret>",
     ))?;
@@ -107,5 +125,73 @@ pub async fn poll_ticket(
             _ = sleep_until(deadline) => {}
         }
         current = app.engine.get(&id).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL: [Status; 5] = [
+        Status::Pending,
+        Status::Scanned,
+        Status::Confirmed,
+        Status::Denied,
+        Status::Expired,
+    ];
+
+    fn parse(wait: Option<&str>, body: &[u8], max_wait: u64) -> Result<PollRequest> {
+        let query = PollQuery {
+            wait: wait.map(str::to_owned),
+        };
+        PollRequest::parse(&query, &RawBody(body.to_vec().into()), max_wait)
+    }
+
+    proptest! {
+        #[test]
+        fn any_query_and_body_is_a_request_or_a_bad_request(
+            wait in proptest::option::of("\\PC{0,24}"),
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            max_wait in 0u64..1000,
+        ) {
+            match parse(wait.as_deref(), &body, max_wait) {
+                Ok(request) => prop_assert!(request.wait <= max_wait),
+                Err(e) => prop_assert!(matches!(e, Error::BadRequest(_))),
+            }
+        }
+
+        #[test]
+        fn wait_and_status_round_trip(
+            wait in proptest::option::of(any::<u64>()),
+            seen in proptest::option::of(0usize..5),
+            max_wait in 0u64..1000,
+            blank in "[ \t\r\n]{0,4}",
+        ) {
+            let body = match seen {
+                Some(i) => format!("{blank}{{\"status\":\"{}\"}}{blank}", ALL[i].as_str()),
+                None => blank,
+            };
+            let request = parse(wait.map(|w| w.to_string()).as_deref(), body.as_bytes(), max_wait).unwrap();
+            prop_assert_eq!(request.wait, wait.unwrap_or(DEFAULT_WAIT).min(max_wait));
+            prop_assert_eq!(request.seen, seen.map(|i| ALL[i]));
+        }
+    }
+
+    #[test]
+    fn odd_waits_and_statuses_are_bad_requests() {
+        for (wait, body) in [
+            (Some("-1"), ""),
+            (Some("1.5"), ""),
+            (Some(""), ""),
+            (Some("18446744073709551616"), ""),
+            (None, r#"{"status":"PENDING"}"#),
+            (None, r#"{"status":1}"#),
+        ] {
+            assert!(
+                matches!(parse(wait, body.as_bytes(), 60), Err(Error::BadRequest(_))),
+                "{wait:?} {body}"
+            );
+        }
     }
 }

@@ -81,6 +81,22 @@ pub async fn trace_requests(mut request: Request, next: Next) -> Response {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn logged_paths_keep_their_segments_and_cut_long_ids(
+            path in "(/([A-Za-z0-9%]{0,40}|\\PC{0,80}))*",
+        ) {
+            let logged = loggable_path(&path);
+            proptest::prop_assert_eq!(logged.split('/').count(), path.split('/').count());
+            for seg in logged.split('/') {
+                proptest::prop_assert!(
+                    !(seg.len() > 12 && seg.bytes().all(|b| b.is_ascii_alphanumeric())),
+                    "{:?} logged whole", seg
+                );
+            }
+        }
+    }
+
     #[test]
     fn ticket_ids_are_shortened_in_logged_paths() {
         assert_eq!(
