@@ -342,7 +342,7 @@ async fn the_token_carries_the_contract_claims() {
         .to_owned();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.set_audience(&["qrlogin"]);
-    let key = jsonwebtoken::DecodingKey::from_secret(b"test-jwt-secret-test-jwt-secret-0123");
+    let key = jsonwebtoken::DecodingKey::from_secret(JWT_SECRET.as_bytes());
     let claims = jsonwebtoken::decode::<Value>(&token, &key, &validation)
         .unwrap()
         .claims;

@@ -13,6 +13,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 pub const API_KEY: &str = "test-api-key-0123456789";
+/// The HS256 key every test app signs with.
+pub const JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-0123";
 
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -22,7 +24,7 @@ pub fn test_settings() -> Settings {
     let mut s = Settings::from_env().expect("settings");
     s.bind = "127.0.0.1:0".parse().unwrap();
     s.api_key = Some(API_KEY.into());
-    s.jwt_secret = Some("test-jwt-secret-test-jwt-secret-0123".into());
+    s.jwt_secret = Some(JWT_SECRET.into());
     // Tests make many requests from one address; the limits' own tests turn them on.
     (s.rate_tickets, s.rate_sockets, s.rate_polls) = (0, 0, 0);
     s
@@ -222,4 +224,27 @@ pub fn csrf_of(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field");
     let rest = &html[at + "name=\"csrf\" value=\"".len()..];
     rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// The claims of a token the test app signed (HS256, audience `qrlogin`).
+pub fn claims_of(token: &str) -> Value {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["qrlogin"]);
+    let key = jsonwebtoken::DecodingKey::from_secret(JWT_SECRET.as_bytes());
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap()
+        .claims
+}
+
+/// A ticket's status through the trusted API.
+pub async fn status_of(app: &TestApp, id: &str) -> String {
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/tickets/{id}")))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    body["status"].as_str().unwrap().to_owned()
 }

@@ -108,7 +108,7 @@ async fn a_dev_login_logs_no_secret_token_or_cookie() {
         ("token", &token),
         ("phone cookie", &cookie_value),
         ("CSRF token", &csrf),
-        ("JWT signing key", "test-jwt-secret-test-jwt-secret-0123"),
+        ("JWT signing key", JWT_SECRET),
     ]);
 }
 

@@ -34,27 +34,6 @@ async fn call(app: &TestApp, ticket: &str, action: &str, body: Value) -> (u16, V
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn status_of(app: &TestApp, id: &str) -> String {
-    let r = app
-        .client
-        .get(app.url(&format!("/api/v1/tickets/{id}")))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
-    let body: Value = r.json().await.unwrap();
-    body["status"].as_str().unwrap().to_owned()
-}
-
-fn claims_of(token: &str) -> Value {
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    validation.set_audience(&["qrlogin"]);
-    let key = jsonwebtoken::DecodingKey::from_secret(b"test-jwt-secret-test-jwt-secret-0123");
-    jsonwebtoken::decode::<Value>(token, &key, &validation)
-        .unwrap()
-        .claims
-}
-
 const DESKTOP_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
 
 #[tokio::test]

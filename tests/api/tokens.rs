@@ -17,7 +17,7 @@ use qrlogin::token::SigningKey;
 use qrlogin::token::jwks_verifier::{JwksSource, JwksVerifier};
 use serde_json::{Value, json};
 
-use crate::helpers::{API_KEY, TestApp, next_frame, spawn_app_with};
+use crate::helpers::{API_KEY, JWT_SECRET, TestApp, next_frame, spawn_app_with};
 
 const ISSUER: &str = "https://login.test";
 const AUDIENCE: &str = "qrlogin";
@@ -323,7 +323,7 @@ async fn hs256_tokens_introspect_but_no_key_is_published() {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_issuer(&[ISSUER]);
     validation.set_audience(&[AUDIENCE]);
-    let key = DecodingKey::from_secret(b"test-jwt-secret-test-jwt-secret-0123");
+    let key = DecodingKey::from_secret(JWT_SECRET.as_bytes());
     let claims = jsonwebtoken::decode::<Value>(&token, &key, &validation)
         .unwrap()
         .claims;

@@ -57,18 +57,6 @@ async fn deliver(app: &TestApp, push: &Push) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-async fn status_of(app: &TestApp, id: &str) -> String {
-    let r = app
-        .client
-        .get(app.url(&format!("/api/v1/tickets/{id}")))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
-    let body: Value = r.json().await.unwrap();
-    body["status"].as_str().unwrap().to_owned()
-}
-
 /// The one-time link in a passive text reply, after checking the reply is
 /// addressed to the person from our account.
 fn link_in(reply: &str, openid: &str) -> String {
@@ -81,15 +69,6 @@ fn link_in(reply: &str, openid: &str) -> String {
     let content = field(reply, "Content").expect("a Content");
     let at = content.find("http").expect("a link in the reply");
     content[at..].split_whitespace().next().unwrap().to_owned()
-}
-
-fn claims_of(token: &str) -> Value {
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    validation.set_audience(&["qrlogin"]);
-    let key = jsonwebtoken::DecodingKey::from_secret(b"test-jwt-secret-test-jwt-secret-0123");
-    jsonwebtoken::decode::<Value>(token, &key, &validation)
-        .unwrap()
-        .claims
 }
 
 // ---------- the QR ----------
