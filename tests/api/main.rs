@@ -6,6 +6,7 @@ mod helpers;
 
 mod browser;
 mod browser_cdp;
+mod cli;
 mod core;
 mod fake_wechat;
 mod logs;
