@@ -239,15 +239,8 @@ async fn the_first_frame_is_the_current_state() {
 async fn the_server_selects_the_qrlogin_subprotocol() {
     let app = spawn_app().await;
     let t = app.create_ticket().await;
-    let url = format!("ws://127.0.0.1:{}/api/v1/tickets/{}/ws", app.port, t.id);
-    let mut req =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-            .unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("qrlogin.v1, secret.{}", t.secret).parse().unwrap(),
-    );
-    let (_ws, response) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let protocols = format!("qrlogin.v1, secret.{}", t.secret);
+    let (_ws, response) = app.ws_handshake(&t.id, &protocols, None).await.unwrap();
     assert_eq!(response.headers()["sec-websocket-protocol"], "qrlogin.v1");
 }
 
@@ -275,17 +268,9 @@ async fn unknown_ticket_socket_is_404() {
 async fn a_foreign_origin_is_refused_with_403() {
     let app = spawn_app().await;
     let t = app.create_ticket().await;
-    let url = format!("ws://127.0.0.1:{}/api/v1/tickets/{}/ws", app.port, t.id);
-    let mut req =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-            .unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("qrlogin.v1, secret.{}", t.secret).parse().unwrap(),
-    );
-    req.headers_mut()
-        .insert("origin", "https://evil.example".parse().unwrap());
-    let err = tokio_tungstenite::connect_async(req)
+    let protocols = format!("qrlogin.v1, secret.{}", t.secret);
+    let err = app
+        .ws_handshake(&t.id, &protocols, Some("https://evil.example"))
         .await
         .expect_err("refused");
     assert_http_status(err, 403);
@@ -1052,17 +1037,11 @@ async fn cors_answers_only_allowed_origins() {
 async fn an_allowed_foreign_origin_may_open_sockets() {
     let app = spawn_app_with(|s| s.allowed_origins = vec!["https://shop.example".into()]).await;
     let t = app.create_ticket().await;
-    let url = format!("ws://127.0.0.1:{}/api/v1/tickets/{}/ws", app.port, t.id);
-    let mut req =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-            .unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("qrlogin.v1, secret.{}", t.secret).parse().unwrap(),
-    );
-    req.headers_mut()
-        .insert("origin", "https://shop.example".parse().unwrap());
-    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
+    let protocols = format!("qrlogin.v1, secret.{}", t.secret);
+    let opened = app
+        .ws_handshake(&t.id, &protocols, Some("https://shop.example"))
+        .await;
+    assert!(opened.is_ok());
 }
 
 // ---------- abuse limits ----------

@@ -126,6 +126,19 @@ impl TestApp {
         ticket: &str,
         protocols: &str,
     ) -> Result<Socket, tungstenite::Error> {
+        self.ws_handshake(ticket, protocols, None)
+            .await
+            .map(|(s, _)| s)
+    }
+
+    /// Open the ticket's WebSocket offering `protocols`, as a page on
+    /// `origin` when given; answers the socket and the handshake response.
+    pub async fn ws_handshake(
+        &self,
+        ticket: &str,
+        protocols: &str,
+        origin: Option<&str>,
+    ) -> Result<(Socket, tungstenite::handshake::client::Response), tungstenite::Error> {
         let url = format!("ws://127.0.0.1:{}/api/v1/tickets/{ticket}/ws", self.port);
         let mut request = url.into_client_request().unwrap();
         if !protocols.is_empty() {
@@ -134,9 +147,12 @@ impl TestApp {
                 HeaderValue::from_str(protocols).unwrap(),
             );
         }
-        tokio_tungstenite::connect_async(request)
-            .await
-            .map(|(s, _)| s)
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", HeaderValue::from_str(origin).unwrap());
+        }
+        tokio_tungstenite::connect_async(request).await
     }
 
     /// Open the WebSocket as the browser that holds the secret.
@@ -144,6 +160,21 @@ impl TestApp {
         self.ws_with(&t.id, &format!("qrlogin.v1, secret.{}", t.secret))
             .await
             .expect("ws connects")
+    }
+
+    /// The phone taps Confirm on the confirm `page` it was shown for `ticket`.
+    pub async fn tap_confirm(
+        &self,
+        phone: &reqwest::Client,
+        ticket: &str,
+        page: &str,
+    ) -> reqwest::Response {
+        phone
+            .post(self.url(&format!("/m/{ticket}/confirm")))
+            .form(&[("csrf", csrf_of(page))])
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn metrics(&self) -> String {

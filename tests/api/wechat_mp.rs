@@ -212,12 +212,7 @@ async fn a_scan_event_scans_and_the_one_time_link_confirms() {
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
     assert!(page.contains("127.0.0.1"), "names the computer that asked");
-    let r = phone
-        .post(app.url(&format!("/m/{}/confirm", t.id)))
-        .form(&[("csrf", csrf_of(&page))])
-        .send()
-        .await
-        .unwrap();
+    let r = app.tap_confirm(&phone, &t.id, &page).await;
     assert_eq!(r.status(), 200);
     let confirmed = next_frame(&mut ws).await;
     assert_eq!(confirmed["status"], "confirmed");
@@ -513,12 +508,7 @@ async fn a_used_link_from_another_phone_asks_to_scan_again() {
     let r = first.get(&link).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
-    let r = first
-        .post(app.url(&format!("/m/{}/confirm", t.id)))
-        .form(&[("csrf", csrf_of(&page))])
-        .send()
-        .await
-        .unwrap();
+    let r = app.tap_confirm(&first, &t.id, &page).await;
     assert_eq!(r.status(), 200);
     assert_eq!(status_of(&app, &t.id).await, "confirmed");
     // After the end the link shows the outcome, not a confirm page.
@@ -605,12 +595,7 @@ async fn over_redis_instances_share_one_token_and_one_reply_per_push() {
     assert!(link.starts_with(&b.address), "{link}");
     let phone = phone(WECHAT_UA);
     let page = phone.get(&link).send().await.unwrap().text().await.unwrap();
-    let r = phone
-        .post(b.url(&format!("/m/{}/confirm", t.id)))
-        .form(&[("csrf", csrf_of(&page))])
-        .send()
-        .await
-        .unwrap();
+    let r = b.tap_confirm(&phone, &t.id, &page).await;
     assert_eq!(r.status(), 200);
     assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
 }

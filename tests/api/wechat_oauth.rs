@@ -158,12 +158,7 @@ async fn a_wechat_login_scans_confirms_and_pushes_a_wechat_token() {
     assert_eq!(scanned["user"]["nickname"], user.nickname.as_str());
     assert_eq!(scanned["user"]["avatar"], user.headimgurl.as_str());
 
-    let r = phone
-        .post(app.url(&format!("/m/{}/confirm", t.id)))
-        .form(&[("csrf", csrf_of(&page))])
-        .send()
-        .await
-        .unwrap();
+    let r = app.tap_confirm(&phone, &t.id, &page).await;
     assert_eq!(r.status(), 200);
     let confirmed = next_frame(&mut ws).await;
     assert_eq!(confirmed["status"], "confirmed");
@@ -188,12 +183,7 @@ async fn without_a_unionid_or_when_asked_sub_is_the_openid() {
     let (_, page) = open(&phone, &callback).await;
     let mut ws = app.ws(&t).await;
     next_frame(&mut ws).await;
-    phone
-        .post(app.url(&format!("/m/{}/confirm", t.id)))
-        .form(&[("csrf", csrf_of(&page))])
-        .send()
-        .await
-        .unwrap();
+    app.tap_confirm(&phone, &t.id, &page).await;
     let claims = claims_of(next_frame(&mut ws).await["token"].as_str().unwrap());
     let user = User::default();
     assert_eq!(claims["sub"], user.openid(OA_APP_ID));
@@ -213,12 +203,7 @@ async fn without_a_unionid_or_when_asked_sub_is_the_openid() {
     let (_, page) = open(&phone, &callback).await;
     let mut ws = app.ws(&t).await;
     next_frame(&mut ws).await;
-    phone
-        .post(app.url(&format!("/m/{}/confirm", t.id)))
-        .form(&[("csrf", csrf_of(&page))])
-        .send()
-        .await
-        .unwrap();
+    app.tap_confirm(&phone, &t.id, &page).await;
     let claims = claims_of(next_frame(&mut ws).await["token"].as_str().unwrap());
     assert_eq!(claims["sub"].as_str().unwrap().len(), 28);
     assert!(claims["sub"].as_str().unwrap().starts_with('o'));
@@ -241,12 +226,7 @@ async fn snsapi_base_logs_in_without_asking_the_profile() {
     let scanned = next_frame(&mut ws).await;
     assert_eq!(scanned["status"], "scanned");
     assert!(scanned.get("user").is_none_or(Value::is_null));
-    phone
-        .post(app.url(&format!("/m/{}/confirm", t.id)))
-        .form(&[("csrf", csrf_of(&page))])
-        .send()
-        .await
-        .unwrap();
+    app.tap_confirm(&phone, &t.id, &page).await;
     let claims = claims_of(next_frame(&mut ws).await["token"].as_str().unwrap());
     assert_eq!(claims["sub"], User::default().openid(OA_APP_ID));
 }
@@ -441,12 +421,7 @@ async fn a_replayed_callback_never_scans_or_confirms_twice() {
     let thief = crate::helpers::phone(WECHAT_UA);
     let (status, page2) = open(&thief, &callback).await;
     assert_eq!(status, 409, "{page2}");
-    let r = thief
-        .post(app.url(&format!("/m/{}/confirm", t.id)))
-        .form(&[("csrf", csrf_of(&page))])
-        .send()
-        .await
-        .unwrap();
+    let r = app.tap_confirm(&thief, &t.id, &page).await;
     assert_eq!(r.status(), 403, "another phone's csrf is useless");
 
     // The same phone reloading sees its confirm page again, from the
@@ -462,12 +437,7 @@ async fn a_replayed_callback_never_scans_or_confirms_twice() {
 
     let mut ws = app.ws(&t).await;
     next_frame(&mut ws).await;
-    phone
-        .post(app.url(&format!("/m/{}/confirm", t.id)))
-        .form(&[("csrf", csrf_of(&page))])
-        .send()
-        .await
-        .unwrap();
+    app.tap_confirm(&phone, &t.id, &page).await;
     let token = next_frame(&mut ws).await["token"]
         .as_str()
         .unwrap()
@@ -662,12 +632,7 @@ async fn wechat_logins_log_no_code_secret_or_access_token() {
     let phone = phone(WECHAT_UA);
     let callback = authorize_in_wechat(&phone, &t).await;
     let (_, page) = open(&phone, &callback).await;
-    phone
-        .post(app.url(&format!("/m/{}/confirm", t.id)))
-        .form(&[("csrf", csrf_of(&page))])
-        .send()
-        .await
-        .unwrap();
+    app.tap_confirm(&phone, &t.id, &page).await;
     // A website login.
     let w = app
         .create_ticket_with(json!({ "provider": "wechat-web" }))
