@@ -10,6 +10,13 @@ use crate::fake_wechat::oauth::User;
 use crate::helpers::*;
 
 async fn spawn() -> (TestApp, FakeWechat) {
+    spawn_with(|_| {}).await
+}
+
+/// [`spawn`] with `tweak`ed settings.
+pub(crate) async fn spawn_with(
+    tweak: impl FnOnce(&mut qrlogin::Settings),
+) -> (TestApp, FakeWechat) {
     let fake = FakeWechat::start().await;
     let app = spawn_app_with(|s| {
         fake.configure_mp(s);
@@ -17,13 +24,14 @@ async fn spawn() -> (TestApp, FakeWechat) {
             qrlogin::ticket::Provider::Miniprogram,
             qrlogin::ticket::Provider::Dev,
         ];
+        tweak(s);
     })
     .await;
     (app, fake)
 }
 
 /// A Mini Program call: status and JSON body.
-async fn call(app: &TestApp, ticket: &str, action: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn call(app: &TestApp, ticket: &str, action: &str, body: Value) -> (u16, Value) {
     let r = app
         .client
         .post(app.url(&format!("/api/v1/miniprogram/tickets/{ticket}/{action}")))

@@ -15,9 +15,14 @@ use crate::fake_wechat::oauth::User;
 use crate::fake_wechat::{FakeWechat, OA_APP_ID};
 use crate::helpers::*;
 
-const WECHAT_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN";
-
 async fn spawn() -> (TestApp, FakeWechat) {
+    spawn_with(|_| {}).await
+}
+
+/// [`spawn`] with `tweak`ed settings.
+pub(crate) async fn spawn_with(
+    tweak: impl FnOnce(&mut qrlogin::Settings),
+) -> (TestApp, FakeWechat) {
     let fake = FakeWechat::start().await;
     let app = spawn_app_with(|s| {
         fake.configure_mp(s);
@@ -25,19 +30,20 @@ async fn spawn() -> (TestApp, FakeWechat) {
             qrlogin::ticket::Provider::WechatMp,
             qrlogin::ticket::Provider::Dev,
         ];
+        tweak(s);
     })
     .await;
     (app, fake)
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
 }
 
-fn openid() -> String {
+pub(crate) fn openid() -> String {
     User::default().openid(OA_APP_ID)
 }
 
@@ -52,14 +58,14 @@ async fn send(app: &TestApp, push: &Push) -> reqwest::Response {
 }
 
 /// Send a push; its status and body.
-async fn deliver(app: &TestApp, push: &Push) -> (u16, String) {
+pub(crate) async fn deliver(app: &TestApp, push: &Push) -> (u16, String) {
     let r = send(app, push).await;
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
 /// The one-time link in a passive text reply, after checking the reply is
 /// addressed to the person from our account.
-fn link_in(reply: &str, openid: &str) -> String {
+pub(crate) fn link_in(reply: &str, openid: &str) -> String {
     assert_eq!(field(reply, "ToUserName").as_deref(), Some(openid));
     assert_eq!(
         field(reply, "FromUserName").as_deref(),

@@ -10,7 +10,6 @@ use crate::fake_wechat::oauth::User;
 use crate::fake_wechat::{FakeWechat, OA_APP_ID, OA_SECRET, WEB_APP_ID, WEB_SECRET};
 use crate::helpers::*;
 
-const WECHAT_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN";
 const TOKEN_PATH: &str = "/sns/oauth2/access_token";
 const USERINFO_PATH: &str = "/sns/userinfo";
 

@@ -78,6 +78,8 @@ pub struct MpState {
     tokens: HashMap<String, AppToken>,
     qrs: Vec<CreatedQr>,
     js_codes: HashMap<String, JsCode>,
+    /// Every `session_key` handed out.
+    session_keys: Vec<String>,
     /// Pages of the published Mini Program (others: 41030).
     pub pages: Vec<String>,
 }
@@ -89,6 +91,7 @@ impl Default for MpState {
             tokens: HashMap::new(),
             qrs: Vec::new(),
             js_codes: HashMap::new(),
+            session_keys: Vec::new(),
             pages: vec!["pages/login/login".into()],
         }
     }
@@ -129,6 +132,16 @@ impl FakeWechat {
         for t in self.lock().mp.tokens.values_mut() {
             t.expires = Instant::now();
         }
+    }
+
+    /// Every app access token handed out, live or not.
+    pub fn app_tokens(&self) -> Vec<String> {
+        self.lock().mp.tokens.keys().cloned().collect()
+    }
+
+    /// Every `session_key` `jscode2session` handed out.
+    pub fn session_keys(&self) -> Vec<String> {
+        self.lock().mp.session_keys.clone()
     }
 
     /// The parametric codes made so far.
@@ -286,13 +299,15 @@ async fn jscode2session(State(state): State<Shared>, Query(q): Params) -> Respon
         return errcode(40029, "invalid code");
     }
     code.used = true;
+    let session_key = STANDARD.encode(random_id(16));
     let mut answer = json!({
         "openid": code.user.openid(MINI_APP_ID),
-        "session_key": STANDARD.encode(random_id(16)),
+        "session_key": session_key,
     });
     if let Some(unionid) = code.user.unionid() {
         answer["unionid"] = json!(unionid);
     }
+    s.mp.session_keys.push(session_key);
     text_json(answer)
 }
 
