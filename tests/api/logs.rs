@@ -1,11 +1,21 @@
 //! Secrets, tokens and codes never reach the logs: a full login at TRACE
-//! level is captured and searched.
+//! level is captured and searched, for every provider (`wechat-oauth` and
+//! `wechat-web` in their own suite, next to their helpers).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::json;
 
+use crate::fake_wechat::OA_SECRET;
+use crate::fake_wechat::mp::{
+    AES_KEY, JSCODE2SESSION, MINI_APP_ID, MINI_SECRET, PUSH_TOKEN, Pusher, QRCODE_CREATE,
+    scan_event, sha1_sorted, subscribe_event,
+};
+use crate::fake_wechat::oauth::User;
 use crate::helpers::*;
+use crate::miniprogram::call;
+use crate::wechat_mp::{deliver, link_in, now};
 
 /// Everything logged while the guard lives, on this (current-thread) runtime.
 #[derive(Clone, Default)]
@@ -53,6 +63,53 @@ impl Captured {
     }
 }
 
+/// The value of the cookie a response sets.
+fn cookie_set_by(r: &reqwest::Response) -> String {
+    let header = r.headers()["set-cookie"].to_str().unwrap();
+    let pair = header.split(';').next().unwrap();
+    pair.split_once('=').unwrap().1.to_owned()
+}
+
+/// A JWT's signature: enough on its own to be worth hiding.
+fn signature_of(token: &str) -> &str {
+    token.rsplit('.').next().unwrap()
+}
+
+/// The token, polled by the browser holding the secret of a confirmed ticket.
+async fn poll_token(app: &TestApp, t: &Ticket) -> String {
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/tickets/{}/poll", t.id)))
+        .bearer_auth(&t.secret)
+        .json(&json!({ "status": "scanned" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "confirmed", "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// What creating a ticket answers when WeChat fails us.
+async fn failed_creation(app: &TestApp) -> (u16, String) {
+    let r = app
+        .client
+        .post(app.url("/api/v1/tickets"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    error_of(r).await
+}
+
+/// Fails unless every line the test needs to have been captured was.
+fn assert_logged(text: &str, expected: &[(&str, &str)]) {
+    for (what, line) in expected {
+        assert!(text.contains(line), "{what} is logged ({line:?})");
+    }
+}
+
 #[tokio::test]
 async fn a_dev_login_logs_no_secret_token_or_cookie() {
     let (logs, _guard) = Captured::start();
@@ -66,15 +123,7 @@ async fn a_dev_login_logs_no_secret_token_or_cookie() {
         .send()
         .await
         .unwrap();
-    let cookie = page.headers()["set-cookie"].to_str().unwrap().to_owned();
-    let cookie_value = cookie
-        .split(';')
-        .next()
-        .unwrap()
-        .split('=')
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let cookie_value = cookie_set_by(&page);
     let html = page.text().await.unwrap();
     let csrf = csrf_of(&html);
     phone
@@ -131,4 +180,222 @@ async fn a_trusted_api_login_logs_no_key_or_token() {
         ("browser secret", &t.secret),
         ("ticket id in full", &t.id),
     ]);
+}
+
+/// `wechat-mp`: the server check, a plain SCAN and a safe-mode subscribe
+/// each followed through the one-time link, a stale access token, a refused
+/// and a timed-out QR. The openid is personal data: no log names a person.
+#[tokio::test]
+async fn an_official_account_login_logs_no_key_link_token_or_openid() {
+    let (logs, _guard) = Captured::start();
+    let (app, fake) = crate::wechat_mp::spawn_with(|s| s.wechat_timeout_ms = 300).await;
+    let openid = crate::wechat_mp::openid();
+    let pusher = Pusher::default();
+    // WeChat checks the server URL.
+    let (ts, nonce) = (now().to_string(), "1514711492");
+    let signature = sha1_sorted(&[PUSH_TOKEN, &ts, nonce]);
+    let r = app
+        .client
+        .get(app.url(&format!(
+            "/wechat/events?signature={signature}&timestamp={ts}&nonce={nonce}&echostr=4375120948345356249"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Plain mode: a SCAN, the link opened, Confirm; the socket gets the token.
+    let t = app.create_ticket().await;
+    let mut ws = app.ws(&t).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    let scan = pusher.plain(&scan_event(&openid, &t.id, now()), &openid);
+    let (status, reply) = deliver(&app, &scan).await;
+    assert_eq!(status, 200, "{reply}");
+    let link = link_in(&reply, &openid);
+    let phone1 = phone(WECHAT_UA);
+    let r = phone1.get(&link).send().await.unwrap();
+    let cookie = cookie_set_by(&r);
+    let page = r.text().await.unwrap();
+    assert_eq!(app.tap_confirm(&phone1, &t.id, &page).await.status(), 200);
+    assert_eq!(next_frame(&mut ws).await["status"], "scanned");
+    let token = next_frame(&mut ws).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Safe mode, after another system made the access token stale: a
+    // subscribe, the link, Confirm; the browser polls.
+    fake.revoke_access_tokens();
+    let t2 = app.create_ticket().await;
+    let subscribe = pusher.safe(&subscribe_event(&openid, &t2.id, now()), &openid);
+    let (status, sealed) = deliver(&app, &subscribe).await;
+    assert_eq!(status, 200, "{sealed}");
+    let link2 = link_in(&pusher.open_reply(&sealed), &openid);
+    let phone2 = phone(WECHAT_UA);
+    let r = phone2.get(&link2).send().await.unwrap();
+    let cookie2 = cookie_set_by(&r);
+    let page2 = r.text().await.unwrap();
+    assert_eq!(app.tap_confirm(&phone2, &t2.id, &page2).await.status(), 200);
+    assert_eq!(status_of(&app, &t2.id).await, "confirmed");
+    let token2 = poll_token(&app, &t2).await;
+
+    // Failures: WeChat refuses a QR, then does not answer in time.
+    fake.fail_once(QRCODE_CREATE, 48001);
+    assert_eq!(failed_creation(&app).await, (502, "upstream_error".into()));
+    fake.delay(QRCODE_CREATE, Duration::from_secs(1));
+    assert_eq!(failed_creation(&app).await, (502, "upstream_error".into()));
+
+    let text = logs.text();
+    assert_logged(
+        &text,
+        &[
+            ("the push", "/wechat/events"),
+            ("the link's route", &format!("/m/{}…", &t.id[..6])),
+            (
+                "the confirmation",
+                "status=\"confirmed\" provider=\"wechat-mp\"",
+            ),
+            ("the token refresh", "WeChat access token refreshed"),
+            ("the stale token", "refreshing once errcode=40001"),
+            ("the refused QR", "errcode=48001"),
+            ("the timeout", "kind=\"timeout\""),
+        ],
+    );
+    let key_of = |link: &str| link.split("?k=").nth(1).unwrap().to_owned();
+    let (key, key2) = (key_of(&link), key_of(&link2));
+    let (csrf, csrf2) = (csrf_of(&page), csrf_of(&page2));
+    let access_tokens = fake.app_tokens();
+    assert!(
+        access_tokens.len() >= 2,
+        "the stale token and the fresh one"
+    );
+    let mut secrets = vec![
+        ("ticket id in full", t.id.as_str()),
+        ("ticket id in full", &t2.id),
+        ("browser secret", &t.secret),
+        ("browser secret", &t2.secret),
+        ("token", &token),
+        ("token's signature", signature_of(&token)),
+        ("token", &token2),
+        ("token's signature", signature_of(&token2)),
+        ("link key", &key),
+        ("link key", &key2),
+        ("phone cookie", &cookie),
+        ("phone cookie", &cookie2),
+        ("CSRF token", &csrf),
+        ("CSRF token", &csrf2),
+        ("openid", &openid),
+        ("API key", API_KEY),
+        ("JWT signing key", JWT_SECRET),
+        ("Official Account secret", OA_SECRET),
+        ("push Token", PUSH_TOKEN),
+        ("EncodingAESKey", AES_KEY),
+    ];
+    secrets.extend(access_tokens.iter().map(|t| ("access token", t.as_str())));
+    logs.assert_free_of(&secrets);
+}
+
+/// `miniprogram`: the Mini Program code (once with a stale access token),
+/// a scan confirmed and a scan denied by their scan_tokens, a spent code and
+/// a timed-out `jscode2session`, whose URL carries the code and the secret.
+#[tokio::test]
+async fn a_mini_program_login_logs_no_code_session_key_scan_token_or_openid() {
+    let (logs, _guard) = Captured::start();
+    let (app, fake) = crate::miniprogram::spawn_with(|s| s.wechat_timeout_ms = 300).await;
+    let user = User::default();
+    let wxacode = |id: &str| {
+        app.client
+            .get(app.url(&format!("/api/v1/tickets/{id}/qr.png?kind=wxacode")))
+            .send()
+    };
+    // The browser shows the Mini Program code; the Mini Program scans and
+    // confirms; the socket gets the token.
+    let t = app.create_ticket().await;
+    let mut ws = app.ws(&t).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    assert_eq!(wxacode(&t.id).await.unwrap().status(), 200);
+    let code = fake.wx_login(&user);
+    let (status, scanned) = call(&app, &t.id, "scan", json!({ "code": code })).await;
+    assert_eq!(status, 200, "{scanned}");
+    let scan_token = scanned["scan_token"].as_str().unwrap().to_owned();
+    assert_eq!(next_frame(&mut ws).await["status"], "scanned");
+    let (status, done) = call(&app, &t.id, "confirm", json!({ "scan_token": scan_token })).await;
+    assert_eq!(status, 200, "{done}");
+    let token = next_frame(&mut ws).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Another login, its code made with an access token another system
+    // made stale, denied.
+    fake.revoke_access_tokens();
+    let t2 = app.create_ticket().await;
+    assert_eq!(wxacode(&t2.id).await.unwrap().status(), 200);
+    let code2 = fake.wx_login(&user);
+    let (status, scanned) = call(&app, &t2.id, "scan", json!({ "code": code2 })).await;
+    assert_eq!(status, 200, "{scanned}");
+    let scan_token2 = scanned["scan_token"].as_str().unwrap().to_owned();
+    let (status, _) = call(&app, &t2.id, "deny", json!({ "scan_token": scan_token2 })).await;
+    assert_eq!(status, 200);
+    assert_eq!(status_of(&app, &t2.id).await, "denied");
+
+    // Failures: a spent code, then WeChat not answering in time.
+    let t3 = app.create_ticket().await;
+    let (status, _) = call(&app, &t3.id, "scan", json!({ "code": code })).await;
+    assert_eq!(status, 400);
+    fake.delay(JSCODE2SESSION, Duration::from_secs(1));
+    let code3 = fake.wx_login(&user);
+    let (status, _) = call(&app, &t3.id, "scan", json!({ "code": code3 })).await;
+    assert_eq!(status, 502);
+
+    let text = logs.text();
+    assert_logged(
+        &text,
+        &[
+            (
+                "the confirm route",
+                &format!("/api/v1/miniprogram/tickets/{}…/confirm", &t.id[..6]),
+            ),
+            (
+                "the confirmation",
+                "status=\"confirmed\" provider=\"miniprogram\"",
+            ),
+            ("the denial", "status=\"denied\" provider=\"miniprogram\""),
+            ("the token refresh", "WeChat access token refreshed"),
+            ("the stale token", "refreshing once errcode=40001"),
+            ("the spent code", "errcode=40163"),
+            ("the timeout", "kind=\"timeout\""),
+        ],
+    );
+    let session_keys = fake.session_keys();
+    assert_eq!(session_keys.len(), 2, "one per exchanged code");
+    let access_tokens = fake.app_tokens();
+    assert!(
+        access_tokens.len() >= 2,
+        "the stale token and the fresh one"
+    );
+    let openid = user.openid(MINI_APP_ID);
+    let unionid = user.unionid().unwrap();
+    let mut secrets = vec![
+        ("ticket id in full", t.id.as_str()),
+        ("ticket id in full", &t2.id),
+        ("browser secret", &t.secret),
+        ("browser secret", &t2.secret),
+        ("token", &token),
+        ("token's signature", signature_of(&token)),
+        ("wx.login code", &code),
+        ("wx.login code", &code2),
+        ("wx.login code", &code3),
+        ("scan_token", &scan_token),
+        ("scan_token", &scan_token2),
+        ("openid", &openid),
+        ("unionid", &unionid),
+        ("API key", API_KEY),
+        ("JWT signing key", JWT_SECRET),
+        ("Mini Program secret", MINI_SECRET),
+        ("Official Account secret", OA_SECRET),
+    ];
+    secrets.extend(session_keys.iter().map(|k| ("session_key", k.as_str())));
+    secrets.extend(access_tokens.iter().map(|t| ("access token", t.as_str())));
+    logs.assert_free_of(&secrets);
 }
