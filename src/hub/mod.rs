@@ -9,10 +9,11 @@
 pub mod redis;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::ticket::TicketId;
 
@@ -29,48 +30,67 @@ pub trait Hub: Send + Sync + 'static {
     fn waiters_of(&self, id: &TicketId) -> usize;
 }
 
-/// This process's waiters, keyed by ticket. One `watch` channel per watched
-/// ticket: a wake-up is a version bump every receiver sees once.
+/// This process's waiters, keyed by ticket: one signal per watched ticket
+/// and how many waiters hold it.
 #[derive(Default)]
 pub struct Waiters {
-    map: Mutex<HashMap<TicketId, watch::Sender<u64>>>,
+    map: Mutex<HashMap<TicketId, (Arc<Signal>, usize)>>,
+}
+
+/// A watched ticket's wake-ups: a version every waiter compares with the
+/// last one it saw, and the tasks parked until it moves. (tokio's `watch`
+/// channel does the same with nine `Notify`s: 340 bytes per waiting
+/// browser instead of 64.)
+#[derive(Default)]
+struct Signal {
+    version: AtomicU64,
+    notify: Notify,
+}
+
+impl Signal {
+    fn wake(&self) {
+        self.version.fetch_add(1, Ordering::Release);
+        self.notify.notify_waiters();
+    }
 }
 
 impl Waiters {
-    fn lock(&self) -> MutexGuard<'_, HashMap<TicketId, watch::Sender<u64>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<TicketId, (Arc<Signal>, usize)>> {
         // A poisoned map is still a valid map: every critical section is a
         // single insert, lookup or remove.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn watch(self: &Arc<Self>, id: &TicketId) -> Waiter {
-        let rx = self
-            .lock()
-            .entry(id.clone())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe();
+        let signal = {
+            let mut map = self.lock();
+            let (signal, count) = map.entry(id.clone()).or_default();
+            *count += 1;
+            signal.clone()
+        };
         Waiter {
-            rx,
+            seen: signal.version.load(Ordering::Acquire),
+            signal,
             id: id.clone(),
             waiters: self.clone(),
         }
     }
 
     pub fn wake(&self, id: &TicketId) {
-        if let Some(tx) = self.lock().get(id) {
-            tx.send_modify(|v| *v = v.wrapping_add(1));
+        if let Some((signal, _)) = self.lock().get(id) {
+            signal.wake();
         }
     }
 
     /// Wake everyone: after a pub/sub reconnect, anything may have changed.
     pub fn wake_all(&self) {
-        for tx in self.lock().values() {
-            tx.send_modify(|v| *v = v.wrapping_add(1));
+        for (signal, _) in self.lock().values() {
+            signal.wake();
         }
     }
 
     pub fn count(&self, id: &TicketId) -> usize {
-        self.lock().get(id).map_or(0, |tx| tx.receiver_count())
+        self.lock().get(id).map_or(0, |(_, count)| *count)
     }
 
     /// Tickets with at least one local waiter.
@@ -80,20 +100,29 @@ impl Waiters {
 }
 
 /// One waiter's registration; dropping it unregisters (the last one out
-/// removes the ticket's channel, so the map never outgrows live waiters).
+/// removes the ticket's signal, so the map never outgrows live waiters).
 pub struct Waiter {
-    rx: watch::Receiver<u64>,
+    signal: Arc<Signal>,
+    seen: u64,
     id: TicketId,
     waiters: Arc<Waiters>,
 }
 
 impl Waiter {
-    /// Resolves at the next wake-up after the last one seen.
+    /// Resolves at the next wake-up after the last one seen. Cancel-safe:
+    /// a wake-up missed while not waiting is seen by the next call.
     pub async fn changed(&mut self) {
-        if self.rx.changed().await.is_err() {
-            // The sender is only dropped with the map entry, which we keep
-            // alive; never resolve rather than spin.
-            std::future::pending::<()>().await;
+        loop {
+            let notified = self.signal.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Listen before looking, so a wake between the two is not lost.
+            notified.as_mut().enable();
+            let version = self.signal.version.load(Ordering::Acquire);
+            if version != self.seen {
+                self.seen = version;
+                return;
+            }
+            notified.await;
         }
     }
 }
@@ -101,8 +130,11 @@ impl Waiter {
 impl Drop for Waiter {
     fn drop(&mut self) {
         let mut map = self.waiters.lock();
-        if map.get(&self.id).is_some_and(|tx| tx.receiver_count() <= 1) {
-            map.remove(&self.id);
+        if let Some((_, count)) = map.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.id);
+            }
         }
     }
 }
