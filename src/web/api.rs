@@ -493,6 +493,7 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
             "\\PC{0,20}".prop_map(Value::from),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {
@@ -540,6 +541,18 @@ mod tests {
             let big = serde_json::json!({"sub": "u", "claims": {"k": "v".repeat(MAX_CLAIMS + extra)}}).to_string();
             prop_assert!(matches!(parse_trusted::<ConfirmBody>(big.as_bytes()), Err(Error::BadRequest(_))));
         }
+    }
+
+    #[test]
+    fn numeric_claims_reach_the_token_exactly() {
+        // Found by the trusted_json fuzzer: a 117-digit number came back
+        // from the token's JSON one ulp off (serde_json's default parser).
+        let body = format!(r#"{{"sub":"u","claims":{{"n":1{}}}}}"#, "3".repeat(116));
+        let parsed = parse_trusted::<ConfirmBody>(body.as_bytes()).unwrap();
+        let claims = parsed.claims().unwrap();
+        let again: Map<String, Value> =
+            serde_json::from_slice(&serde_json::to_vec(claims).unwrap()).unwrap();
+        assert_eq!(&again, claims);
     }
 
     #[test]
