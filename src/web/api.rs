@@ -283,8 +283,7 @@ pub struct ConfirmBody {
 /// is the whole of what they do with the bytes, public so the fuzz targets
 /// and property tests exercise exactly that.
 pub fn parse_trusted<T: DeserializeOwned + CheckedBody>(bytes: &[u8]) -> Result<T> {
-    let body: T = serde_json::from_slice(bytes)
-        .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?;
+    let body: T = super::json_body(bytes)?;
     body.check()?;
     Ok(body)
 }

@@ -194,4 +194,13 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_a_bad_request_even_in_an_ignored_field() {
+        // Found by the poll_body fuzzer: serde_json skips an ignored
+        // field's string without looking at its bytes.
+        let body = b"{\"note\":\"scann\xfeed\",\"status\":\"scanned\"}";
+        assert!(matches!(parse(None, body, 60), Err(Error::BadRequest(_))));
+        assert!(parse(None, br#"{"note":"ok","status":"scanned"}"#, 60).is_ok());
+    }
 }
