@@ -658,6 +658,9 @@ async fn wechat_logins_log_no_code_secret_or_access_token() {
     let tokens = fake.issued_tokens();
     assert!(tokens.len() >= 3);
     let mut secrets = vec![("OA secret", OA_SECRET), ("web secret", WEB_SECRET)];
+    // Personal data, as in the other providers' log tests.
+    let openids = [OA_APP_ID, WEB_APP_ID].map(|app| User::default().openid(app));
+    secrets.extend(openids.iter().map(|o| ("openid", o.as_str())));
     secrets.extend(codes.iter().map(|c| ("code", c.as_str())));
     secrets.extend(tokens.iter().map(|t| ("access token", t.as_str())));
     logs.assert_free_of(&secrets);
