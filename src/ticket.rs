@@ -348,6 +348,13 @@ impl Ticket {
 
     /// The ticket after `change`, or why not. Pure: stores call it inside
     /// their compare-and-set.
+    ///
+    /// A final state reached in the ticket's last moments stays readable
+    /// for `FINAL_STATE_GRACE_MS` after it was reached: the sockets waiting
+    /// for it (on other instances: after a pub/sub wake-up that a Redis
+    /// reconnect can delay by seconds) re-read the store, and a ticket gone
+    /// by then would be reported to them as `expired` although the backend
+    /// was told `confirmed`.
     pub fn apply(&self, change: Change, now_ms: u64) -> Result<Ticket, TransitionError> {
         let current = self.status_at(now_ms);
         let target = change.target();
@@ -370,6 +377,9 @@ impl Ticket {
         let mut next = self.clone();
         next.status = target;
         next.updated_at = now_ms;
+        if target.is_terminal() {
+            next.expires_at = next.expires_at.max(now_ms + FINAL_STATE_GRACE_MS);
+        }
         match change {
             Change::Scan { by, user, identity } => {
                 next.scanned_by = by;
@@ -388,6 +398,10 @@ impl Ticket {
         Ok(next)
     }
 }
+
+/// How long a confirmed or denied ticket stays readable at least, after its
+/// final transition (see `Ticket::apply`).
+pub const FINAL_STATE_GRACE_MS: u64 = 30_000;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -598,5 +612,36 @@ mod tests {
             ticket(Status::Confirmed).status_at(99_999),
             Status::Confirmed
         );
+    }
+
+    #[test]
+    fn a_final_state_reached_late_stays_readable_for_the_grace() {
+        let mut t = ticket(Status::Pending);
+        t.expires_at = 100_000;
+        // Denied 1 ms before the end: readable for the grace after it.
+        let late = t
+            .apply(Change::Deny { by: None }, t.expires_at - 1)
+            .unwrap();
+        assert_eq!(late.expires_at, t.expires_at - 1 + FINAL_STATE_GRACE_MS);
+        // Denied early: the ticket's own end stands when it is later.
+        let early = t
+            .apply(
+                Change::Deny { by: None },
+                t.expires_at - FINAL_STATE_GRACE_MS - 5,
+            )
+            .unwrap();
+        assert_eq!(early.expires_at, t.expires_at);
+        // A scan is not final: the end does not move.
+        let scanned = t
+            .apply(
+                Change::Scan {
+                    by: None,
+                    user: None,
+                    identity: None,
+                },
+                t.expires_at - 1,
+            )
+            .unwrap();
+        assert_eq!(scanned.expires_at, t.expires_at);
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::{StoreError, TicketStore};
 use crate::ticket::{
-    Change, IssuedToken, Provider, Requester, Secret, Status, Ticket, TicketId, TransitionError,
-    UserInfo, now_ms,
+    Change, FINAL_STATE_GRACE_MS, IssuedToken, Provider, Requester, Secret, Status, Ticket,
+    TicketId, TransitionError, UserInfo, now_ms,
 };
 
 /// A fresh pending ticket living `ttl_ms`.
@@ -116,16 +116,26 @@ pub async fn transitions_follow_the_state_machine(store: &dyn TicketStore) {
     );
 }
 
-pub async fn a_confirmed_ticket_keeps_its_expiry(store: &dyn TicketStore) {
+pub async fn a_final_state_keeps_its_expiry_or_the_grace(store: &dyn TicketStore) {
+    // Confirmed with more than the grace left: the ticket's own end stands.
+    let long = ticket(FINAL_STATE_GRACE_MS + 60_000);
+    store.insert(&long).await.unwrap();
+    let done = store.transition(&long.id, confirm()).await.unwrap();
+    assert_eq!(done.expires_at, long.expires_at);
+    assert_eq!(
+        store.get(&long.id).await.unwrap().map(|t| t.expires_at),
+        Some(long.expires_at)
+    );
+    // Confirmed in its last moments: still readable past its own end, so a
+    // late re-read finds `confirmed`, not a vanished ticket.
     let t = ticket(500);
     store.insert(&t).await.unwrap();
     store.transition(&t.id, confirm()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         store.get(&t.id).await.unwrap().map(|t| t.status),
         Some(Status::Confirmed)
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(store.get(&t.id).await.unwrap(), None);
 }
 
 pub async fn racing_changes_have_exactly_one_winner(store: Arc<dyn TicketStore>) {
@@ -204,7 +214,7 @@ macro_rules! store_conformance_suite {
     ($make:expr) => {
         $crate::store_conformance_suite!(@each $make;
             inserted_ticket_reads_back_whole, unknown_ticket_is_none, ticket_is_gone_after_its_expiry,
-            transitions_follow_the_state_machine, a_confirmed_ticket_keeps_its_expiry,
+            transitions_follow_the_state_machine, a_final_state_keeps_its_expiry_or_the_grace,
             put_new_sets_once_until_its_ttl, put_replaces_and_remove_deletes,
             live_count_counts_inserted_tickets);
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

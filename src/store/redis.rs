@@ -12,9 +12,9 @@
 //!   shared access token) with their own TTL.
 //!
 //! A transition reads the ticket, runs the pure `Ticket::apply` in Rust, then
-//! writes with a Lua compare-and-set on the exact old value (keeping the
-//! TTL); on a mismatch someone else won the race and we start over from a
-//! fresh read. So racing instances have exactly one winner, and the state
+//! writes with a Lua compare-and-set on the exact old value (with the TTL of
+//! the new value's `expires_at`); on a mismatch someone else won the race
+//! and we start over from a fresh read. So racing instances have exactly one winner, and the state
 //! machine lives in one place for every engine.
 //!
 //! `Redis` is the connection both the store and the hub use: one server
@@ -50,10 +50,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// contention, since a ticket has at most three transitions.
 const MAX_CAS_ATTEMPTS: usize = 64;
 
-/// Write `ARGV[2]` only if the key still holds `ARGV[1]`, keeping its TTL.
+/// Write `ARGV[2]` with a TTL of `ARGV[3]` ms only if the key still holds
+/// `ARGV[1]`. The TTL follows the new value's `expires_at`, which a final
+/// state may extend (`Ticket::apply`).
 const CAS_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
@@ -399,8 +401,9 @@ impl TicketStore for RedisStore {
             };
             let next = current.apply(change.clone(), now_ms())?;
             let json = serde_json::to_string(&next).map_err(|e| failed("encode", e))?;
+            let ttl = Duration::from_millis(next.expires_at.saturating_sub(now_ms()));
             let mut cas = self.cas.key(&key);
-            cas.arg(raw).arg(json);
+            cas.arg(raw).arg(json).arg(px(ttl));
             if self.redis.invoke::<i64>("transition", &cas).await? == 1 {
                 return Ok(next);
             }

@@ -10,7 +10,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Message, http::header::SEC_WEBSOCKET_PROTOCOL};
+use tokio_tungstenite::tungstenite::{
+    Error as WsError, Message, http::header::SEC_WEBSOCKET_PROTOCOL,
+};
 
 use crate::http::Conn;
 use crate::net::Sources;
@@ -21,6 +23,8 @@ pub type Ws = WebSocketStream<TcpStream>;
 pub struct Created {
     pub ticket: String,
     pub secret: String,
+    /// The ticket's lifetime in seconds.
+    pub expires_in: u64,
 }
 
 /// `POST /api/v1/tickets` on a keep-alive connection.
@@ -45,15 +49,48 @@ pub async fn open(
     sources: &Sources,
     created: &Created,
 ) -> Result<(Ws, String), String> {
-    let stream = sources
-        .connect(server)
+    let mut ws = connect(server, sources, &created.ticket, &created.secret)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut request = format!("ws://{server}/api/v1/tickets/{}/ws", created.ticket)
+        .map_err(|e| e.to_string())?;
+    let first = next_text(&mut ws).await?;
+    Ok((ws, first))
+}
+
+/// Why a WebSocket could not be opened: callers that retry (the soak)
+/// need the HTTP status of a refused upgrade, not only its text.
+#[derive(Debug)]
+pub enum OpenError {
+    /// No TCP connection (refused: the instance is down).
+    Connect(std::io::Error),
+    /// The server answered the upgrade with this status.
+    Status(u16),
+    Other(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Connect(e) => write!(f, "connect: {e}"),
+            OpenError::Status(s) => write!(f, "ws handshake: HTTP {s}"),
+            OpenError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Open a ticket's WebSocket (offering `qrlogin.v1, secret.{secret}`),
+/// without reading any frame.
+pub async fn connect(
+    server: SocketAddr,
+    sources: &Sources,
+    ticket: &str,
+    secret: &str,
+) -> Result<Ws, OpenError> {
+    let stream = sources.connect(server).await.map_err(OpenError::Connect)?;
+    let mut request = format!("ws://{server}/api/v1/tickets/{ticket}/ws")
         .into_client_request()
-        .map_err(|e| format!("ws request: {e}"))?;
-    let protocols = HeaderValue::from_str(&format!("qrlogin.v1, secret.{}", created.secret))
-        .map_err(|e| format!("ws request: {e}"))?;
+        .map_err(|e| OpenError::Other(format!("ws request: {e}")))?;
+    let protocols = HeaderValue::from_str(&format!("qrlogin.v1, secret.{secret}"))
+        .map_err(|e| OpenError::Other(format!("ws request: {e}")))?;
     request
         .headers_mut()
         .insert(SEC_WEBSOCKET_PROTOCOL, protocols);
@@ -61,11 +98,11 @@ pub async fn open(
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-        .await
-        .map_err(|e| format!("ws handshake: {e}"))?;
-    let first = next_text(&mut ws).await?;
-    Ok((ws, first))
+    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(WsError::Http(response)) => Err(OpenError::Status(response.status().as_u16())),
+        Err(e) => Err(OpenError::Other(format!("ws handshake: {e}"))),
+    }
 }
 
 /// The next text frame (pings are answered by tungstenite on the way).

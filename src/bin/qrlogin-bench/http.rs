@@ -4,6 +4,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -92,5 +94,75 @@ impl Conn {
         let mut body = vec![0; length.unwrap_or(0)];
         self.stream.read_exact(&mut body).await?;
         Ok(Response { status, body })
+    }
+}
+
+/// Keep-alive connections per server, shared by many tasks: a request takes
+/// one (or opens one) and gives it back when it went well, so the pool
+/// grows to the number of requests in flight and no further.
+pub struct Pool {
+    idle: Mutex<Vec<Vec<(Instant, Conn)>>>,
+}
+
+/// A connection idle longer than this may have been closed by the server
+/// (its header-read timeout also runs between requests): open a new one.
+const MAX_IDLE: Duration = Duration::from_secs(4);
+
+impl Pool {
+    pub fn new(servers: usize) -> Self {
+        Self {
+            idle: Mutex::new((0..servers).map(|_| Vec::new()).collect()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Vec<(Instant, Conn)>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection to server `which` (`servers[which]`): an idle one, or a
+    /// new one.
+    pub async fn take(
+        &self,
+        which: usize,
+        servers: &[SocketAddr],
+        sources: &Sources,
+    ) -> io::Result<Conn> {
+        let pooled = {
+            let mut idle = self.lock();
+            let list = idle.get_mut(which);
+            let mut found = None;
+            if let Some(list) = list {
+                while let Some((since, conn)) = list.pop() {
+                    if since.elapsed() < MAX_IDLE {
+                        found = Some(conn);
+                        break;
+                    }
+                }
+            }
+            found
+        };
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => {
+                let server = servers
+                    .get(which)
+                    .copied()
+                    .ok_or_else(|| io::Error::other("no such server"))?;
+                Conn::open(server, sources).await
+            }
+        }
+    }
+
+    pub fn give(&self, which: usize, conn: Conn) {
+        if let Some(list) = self.lock().get_mut(which) {
+            list.push((Instant::now(), conn));
+        }
+    }
+
+    /// Close every idle connection.
+    pub fn clear(&self) {
+        for list in self.lock().iter_mut() {
+            list.clear();
+        }
     }
 }

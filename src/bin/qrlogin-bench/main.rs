@@ -1,8 +1,9 @@
 //! `qrlogin-bench`: the load generator behind the performance budgets.
 //!
 //! It plays many waiting browsers (`hold`), a product backend confirming
-//! logins while they wait (`push`), and whole logins back to back
-//! (`churn`), against one or more running instances on loopback only. Every
+//! logins while they wait (`push`), whole logins back to back (`churn`),
+//! and long runs of browsers whose tickets meet random fates (`soak`),
+//! against one or more running instances on loopback only. Every
 //! run is bounded in count and time and stops by itself; several generator
 //! processes can run side by side (`--src-net` keeps their source
 //! addresses apart). Each run ends with one `RESULT …` line for scripts.
@@ -14,8 +15,10 @@ mod http;
 mod net;
 mod push;
 mod report;
+mod soak;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +37,10 @@ struct Cli {
     /// Second octet of the client source addresses 127.N.x.y.
     #[arg(long, global = true, default_value_t = 1)]
     src_net: u8,
-    /// Hard stop for the whole run, in seconds.
-    #[arg(long, global = true, default_value_t = 600)]
-    max_seconds: u64,
+    /// Hard stop for the whole run, in seconds (default 600; for `soak`,
+    /// its duration plus 300).
+    #[arg(long, global = true)]
+    max_seconds: Option<u64>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -100,6 +104,39 @@ enum Cmd {
         #[arg(long = "server-pid")]
         server_pids: Vec<u32>,
     },
+    /// N browsers for a while, tickets with random fates (confirm, deny,
+    /// expire, reconnect, abrupt drop); checks every terminal state.
+    Soak {
+        /// Browsers (each holds one socket most of the time).
+        #[arg(short = 'n', long, default_value_t = 2_000)]
+        sockets: usize,
+        /// Seconds during which browsers start new tickets (then a drain).
+        #[arg(short = 'd', long, default_value_t = 60)]
+        duration: u64,
+        /// Browsers started per second at the beginning.
+        #[arg(long, default_value_t = 1_000.0)]
+        ramp: f64,
+        /// Seed of every random choice (default: from the clock; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, env = "QRLOGIN_API_KEY")]
+        api_key: String,
+        /// Server process id(s) whose RSS and open files to read from /proc.
+        #[arg(long = "server-pid")]
+        server_pids: Vec<u32>,
+        /// A file holding a server's pid, re-read at every reading (for an
+        /// instance restarted during the run).
+        #[arg(long = "server-pid-file")]
+        server_pid_files: Vec<PathBuf>,
+        /// Seconds a terminal frame may take after an accepted confirm/deny
+        /// (and after the ticket's expiry).
+        #[arg(long, default_value_t = 10)]
+        push_timeout: u64,
+        /// Seconds to wait after the last socket closed before reading the
+        /// servers' memory and open files.
+        #[arg(long, default_value_t = 5)]
+        settle: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,7 +162,10 @@ fn main() -> ExitCode {
     };
     let sources = Arc::new(net::Sources::new(cli.src_net));
     let servers = cli.servers.clone();
-    let limit = Duration::from_secs(cli.max_seconds);
+    let limit = Duration::from_secs(cli.max_seconds.unwrap_or(match &cli.command {
+        Cmd::Soak { duration, .. } => duration + 300,
+        _ => 600,
+    }));
     let ok = runtime.block_on(async move {
         let run = async {
             match cli.command {
@@ -193,6 +233,39 @@ fn main() -> ExitCode {
                             max_logins,
                             api_key,
                             server_pids,
+                        },
+                    )
+                    .await
+                }
+                Cmd::Soak {
+                    sockets,
+                    duration,
+                    ramp,
+                    seed,
+                    api_key,
+                    server_pids,
+                    server_pid_files,
+                    push_timeout,
+                    settle,
+                } => {
+                    let seed = seed.unwrap_or_else(|| {
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(1, |d| d.as_nanos() as u64)
+                    });
+                    soak::run(
+                        &servers,
+                        &sources,
+                        soak::SoakArgs {
+                            sockets,
+                            duration: Duration::from_secs(duration),
+                            ramp,
+                            seed,
+                            api_key,
+                            server_pids,
+                            server_pid_files,
+                            push_timeout: Duration::from_secs(push_timeout),
+                            settle: Duration::from_secs(settle),
                         },
                     )
                     .await

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::hold::{Board, Plan, establish};
-use crate::http::Conn;
+use crate::http::Pool;
 use crate::net::Sources;
 use crate::report::{CpuPer, Latencies, cpu_time};
 
@@ -183,8 +183,7 @@ async fn confirm_all(
 ) -> Outcome {
     let targets: Arc<Vec<(usize, String)>> = Arc::new(targets.to_vec());
     let next = Arc::new(AtomicU64::new(0));
-    let pool: Arc<Mutex<Vec<Vec<Conn>>>> =
-        Arc::new(Mutex::new(servers.iter().map(|_| Vec::new()).collect()));
+    let pool = Arc::new(Pool::new(servers.len()));
     let shared = Arc::new(Mutex::new(Outcome {
         sent_ok: 0,
         errors: 0,
@@ -259,7 +258,7 @@ struct Job {
     servers: Vec<SocketAddr>,
     sources: Arc<Sources>,
     board: Arc<Board>,
-    pool: Arc<Mutex<Vec<Vec<Conn>>>>,
+    pool: Arc<Pool>,
     shared: Arc<Mutex<Outcome>>,
     key: String,
 }
@@ -267,15 +266,7 @@ struct Job {
 impl Job {
     async fn confirm(&self, (idx, ticket): (usize, String)) {
         let which = (idx + 1) % self.servers.len();
-        let pooled = self
-            .pool
-            .lock()
-            .ok()
-            .and_then(|mut p| p.get_mut(which).and_then(Vec::pop));
-        let conn = match pooled {
-            Some(c) => Ok(c),
-            None => Conn::open(self.servers[which], &self.sources).await,
-        };
+        let conn = self.pool.take(which, &self.servers, &self.sources).await;
         let path = format!("/api/v1/tickets/{ticket}/confirm");
         let body = format!(r#"{{"sub":"bench-{idx}"}}"#);
         let result = match conn {
@@ -289,9 +280,7 @@ impl Job {
                 {
                     Ok(r) if r.status == 200 => {
                         let took = t.elapsed();
-                        if let Ok(mut p) = self.pool.lock() {
-                            p[which].push(conn);
-                        }
+                        self.pool.give(which, conn);
                         Ok(took)
                     }
                     Ok(r) => Err(format!(

@@ -1,5 +1,5 @@
-//! Latency percentiles (HdrHistogram, microseconds) and the server's memory
-//! read from /proc.
+//! Latency percentiles (HdrHistogram, microseconds) and the server's memory,
+//! open files and CPU time read from /proc.
 
 use std::time::Duration;
 
@@ -70,6 +70,19 @@ pub fn rss_kib(pids: &[u32]) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         total += line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// Open file descriptors of the given processes together (the entries of
+/// /proc/<pid>/fd): every socket the server still holds is one.
+pub fn open_fds(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut total = 0;
+    for pid in pids {
+        total += std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
     }
     Some(total)
 }
