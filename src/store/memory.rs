@@ -1,11 +1,13 @@
 //! The embedded engine: tickets in a moka cache with per-entry expiry.
 //!
-//! moka evicts lazily, so `get` also checks `expires_at` itself (the stored
-//! time is the truth, not the cache's clock). A ticket's `expires_at` never
-//! changes, so the cache entry never changes either: it holds a cell whose
-//! lock makes each transition an exact compare-and-set. (moka's own
-//! `and_compute_with` is exact too, but its per-key lock and waiter tables
-//! cost 15 µs of a confirm's ~110 µs.)
+//! moka evicts lazily, so reads also check `expires_at` themselves (the
+//! stored time is the truth, not the cache's clock). A cache entry never
+//! changes after its insert: it holds a cell whose lock makes each
+//! transition an exact compare-and-set. (moka's own `and_compute_with` is
+//! exact too, but its per-key lock and waiter tables cost 15 µs of a
+//! confirm's ~110 µs.) A final transition may push `expires_at` out by the
+//! grace of `Ticket::apply`, so entries are kept that much longer than the
+//! ticket's first expiry; reads go by the cell's current one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,12 +20,12 @@ use moka::ops::compute::Op;
 use moka::sync::Cache;
 
 use super::{StoreError, TicketStore};
-use crate::ticket::{Change, Status, Ticket, TicketId, now_ms};
+use crate::ticket::{Change, FINAL_STATE_GRACE_MS, Status, Ticket, TicketId, now_ms};
 
-/// One ticket's place in the cache: its fixed expiry and its current
-/// version, swapped under the lock by transitions.
+/// One ticket's place in the cache: its current version, swapped under the
+/// lock by transitions, and that version's `expires_at` for lock-free reads.
 struct Cell {
-    expires_at: u64,
+    expires_at: AtomicU64,
     ticket: Mutex<Arc<Ticket>>,
 }
 
@@ -40,7 +42,9 @@ struct UntilExpiry;
 
 impl Expiry<TicketId, Arc<Cell>> for UntilExpiry {
     fn expire_after_create(&self, _: &TicketId, c: &Arc<Cell>, _: Instant) -> Option<Duration> {
-        Some(Duration::from_millis(c.expires_at.saturating_sub(now_ms())))
+        // The latest a final transition can move the expiry to.
+        let last = c.expires_at.load(Ordering::Relaxed) + FINAL_STATE_GRACE_MS;
+        Some(Duration::from_millis(last.saturating_sub(now_ms())))
     }
 }
 
@@ -113,7 +117,9 @@ impl MemoryStore {
 
     /// The ticket's cell while it lives.
     fn cell(&self, id: &TicketId) -> Option<Arc<Cell>> {
-        self.tickets.get(id).filter(|c| now_ms() < c.expires_at)
+        self.tickets
+            .get(id)
+            .filter(|c| now_ms() < c.expires_at.load(Ordering::Acquire))
     }
 }
 
@@ -122,7 +128,7 @@ impl TicketStore for MemoryStore {
     async fn insert(&self, ticket: &Ticket) -> Result<(), StoreError> {
         self.live.fetch_add(1, Ordering::Relaxed);
         let cell = Cell {
-            expires_at: ticket.expires_at,
+            expires_at: AtomicU64::new(ticket.expires_at),
             ticket: Mutex::new(Arc::new(ticket.clone())),
         };
         self.tickets.insert(ticket.id.clone(), Arc::new(cell));
@@ -137,6 +143,7 @@ impl TicketStore for MemoryStore {
         let cell = self.cell(id).ok_or(StoreError::NotFound)?;
         let mut current = cell.lock();
         let next = current.apply(change, now_ms())?;
+        cell.expires_at.store(next.expires_at, Ordering::Release);
         *current = Arc::new(next.clone());
         Ok(next)
     }
