@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# What one confirm costs the server, in figures that do not depend on how
+# busy or how fast the (virtual) machine is today:
+#   - user-space instructions per confirm and push (valgrind callgrind,
+#     counted only while the confirms run, not while sockets are set up);
+#   - system calls per confirm and push (strace -c, same window).
+# Wall-clock rates on a shared virtual machine move by 2x between days;
+# instruction and system-call counts do not, so this is how a change to the
+# confirm path is judged. Loopback only; stops by itself.
+#
+#   scripts/profile-confirm.sh            # 2,000 confirms, 16 in flight
+#   CONFIRMS=5000 scripts/profile-confirm.sh
+#
+# Needs valgrind and strace (Debian packages of the same names).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${CONFIRMS:-2000}
+OUT=${PROFILE_OUT:-$(mktemp -d)}
+API_KEY=profile-api-key-0123456789abcdef
+PORT=18095
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+for tool in valgrind callgrind_control strace; do
+    command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
+done
+cargo build --release --quiet --bin qrlogin --bin qrlogin-bench
+
+# run_server WRAPPER…: the service on $PORT under a wrapper; sets SERVER_PID.
+run_server() {
+    env QRLOGIN_BIND="127.0.0.1:$PORT" QRLOGIN_API_KEY="$API_KEY" \
+        QRLOGIN_JWT_SECRET=profile-jwt-secret-profile-jwt-secret-0123 \
+        QRLOGIN_TICKET_TTL=600 QRLOGIN_RATE_TICKETS=0 QRLOGIN_RATE_SOCKETS=0 RUST_LOG=warn \
+        "$@" target/release/qrlogin >"$OUT/server.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    for _ in $(seq 300); do
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log" >&2; exit 1; }
+        curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && return 0
+        sleep 0.2
+    done
+    echo "the server did not start" >&2
+    exit 1
+}
+
+# generate LEAD: hold N sockets, then confirm them all, starting LEAD seconds
+# from now; sets GEN_PID and AT (the Unix time the confirms start).
+generate() {
+    AT=$(($(date +%s) + $1))
+    QRLOGIN_API_KEY="$API_KEY" target/release/qrlogin-bench --server "127.0.0.1:$PORT" \
+        push -n "$N" -m "$N" -c 16 --confirm-at "$AT" --timeout 120 >"$OUT/gen.txt" 2>&1 &
+    GEN_PID=$!
+    PIDS+=("$GEN_PID")
+}
+
+wait_until() { while [[ $(date +%s) -lt $1 ]]; do sleep 0.05; done; }
+
+confirmed() {
+    local got
+    got=$(grep -o 'received=[0-9]*' "$OUT/gen.txt" | cut -d= -f2)
+    [[ "$got" == "$N" ]] || { echo "only ${got:-0} of $N pushes arrived:" >&2; cat "$OUT/gen.txt" >&2; exit 1; }
+}
+
+# 1. Instructions (setting up N sockets under valgrind takes a while).
+run_server valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out"
+generate $((15 + N / 50))
+wait_until $((AT - 1))
+callgrind_control -i on "$SERVER_PID" >/dev/null
+wait "$GEN_PID" || true
+callgrind_control -i off "$SERVER_PID" >/dev/null
+confirmed
+kill "$SERVER_PID"
+wait "$SERVER_PID" 2>/dev/null || true
+callgrind_annotate --inclusive=yes "$OUT/callgrind.out" >"$OUT/callgrind.txt" 2>/dev/null
+total=$(awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }' "$OUT/callgrind.txt")
+share() {
+    awk -v f="$1" -v t="$total" -v n="$N" '
+        index($0, f) { gsub(",", "", $1); printf "%.0f (%.0f %%)", $1 / n, 100 * $1 / t; exit }
+    ' "$OUT/callgrind.txt"
+}
+
+# 2. System calls.
+run_server
+generate 8
+wait_until "$AT"
+timeout 20 strace -c -f -p "$SERVER_PID" -o "$OUT/strace.txt" &
+STRACE_PID=$!
+wait "$GEN_PID" || true
+kill -INT "$STRACE_PID" 2>/dev/null || true
+wait "$STRACE_PID" 2>/dev/null || true
+confirmed
+
+echo "one confirm and its push, server side ($N confirms, 16 in flight, $(date -u +%F)):"
+echo "  user-space instructions: $((total / N)) per confirm"
+echo "    signing the token:     $(share 'qrlogin::token::Tokens::issue')"
+echo "    the socket's task:     $(share 'qrlogin::web::ws::session::{{closure}}')"
+echo "    the engine (all):      $(share 'qrlogin::engine::Engine::confirm::{{closure}}')"
+echo "  system calls per confirm (the window also saw some socket setup and teardown):"
+awk -v n="$N" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {
+    printf "    %-12s %.2f\n", $NF, $4 / n }' "$OUT/strace.txt"
+echo "raw output: $OUT"
