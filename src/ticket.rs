@@ -473,7 +473,7 @@ mod tests {
     fn generated_characters_are_all_equally_likely() {
         // 62 characters: bytes from 248 up are thrown away, else the first
         // eight would come up 5/4 as often. 124,000 draws, ~2,000 each;
-        // a biased character would be ~2,500, far outside ±300.
+        // a biased one would be ~2,420, far outside ±300.
         let mut counts = std::collections::HashMap::new();
         for _ in 0..124_000 / TICKET_LEN + 1 {
             for c in random_string(BASE62, TICKET_LEN).chars() {

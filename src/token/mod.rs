@@ -35,7 +35,8 @@ pub use keys::{KeyError, SigningKey};
 pub use verify::{Verifier, VerifyError};
 
 /// A token's payload, written straight to JSON: building a `Map` of owned
-/// strings first cost a tenth of a confirm's user-space instructions.
+/// strings first cost 3,600 instructions a token (callgrind), a thirtieth
+/// of a confirm.
 #[derive(serde::Serialize)]
 struct Claims<'a> {
     iss: &'a str,
