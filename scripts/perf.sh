@@ -17,13 +17,8 @@ API_KEY=perf-api-key-0123456789abcdef
 JWT_SECRET=perf-jwt-secret-perf-jwt-secret-0123456789
 SERVER=target/release/qrlogin
 GEN=target/release/qrlogin-bench
-PIDS=()
-
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+source scripts/lib.sh
+trap cleanup_jobs EXIT
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "building (release)…"
@@ -38,7 +33,6 @@ AWAKE=""
 if [[ -n "${KEEP_AWAKE:-}" ]]; then
     for cpu in 0 1; do
         taskset -c "$cpu" chrt -i 0 sh -c 'while :; do :; done' &
-        PIDS+=("$!")
     done
     AWAKE=", both cores kept awake by idle-priority spinners"
 fi
@@ -52,16 +46,7 @@ start_server() {
         QRLOGIN_MAX_LIVE_TICKETS=10000000 QRLOGIN_RATE_TICKETS=0 QRLOGIN_RATE_SOCKETS=0 "$@" \
         taskset -c "$cpus" "$SERVER" >"$OUT/server-$port.log" 2>&1 &
     SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for _ in $(seq 100); do
-        # Ours, not some other process on that port.
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0
-        sleep 0.1
-    done
-    echo "server on port $port did not start:" >&2
-    cat "$OUT/server-$port.log" >&2
-    exit 1
+    wait_ready "$SERVER_PID" "$port" "$OUT/server-$port.log"
 }
 
 stop_server() {
@@ -130,7 +115,6 @@ elif command -v redis-server >/dev/null && [[ -f src/store/redis.rs ]]; then
     REDIS_PORT=16390
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
         --maxclients 10000 >"$OUT/redis.log" 2>&1 &
-    PIDS+=("$!")
     sleep 0.5
     SERVERS=()
     for i in 1 2 3 4 5 6; do

@@ -19,12 +19,8 @@ N=${CONFIRMS:-2000}
 OUT=${PROFILE_OUT:-$(mktemp -d)}
 API_KEY=profile-api-key-0123456789abcdef
 PORT=18095
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+source scripts/lib.sh
+trap cleanup_jobs EXIT
 
 for tool in valgrind callgrind_control strace; do
     command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
@@ -38,14 +34,8 @@ run_server() {
         QRLOGIN_TICKET_TTL=600 QRLOGIN_RATE_TICKETS=0 QRLOGIN_RATE_SOCKETS=0 RUST_LOG=warn \
         "$@" target/release/qrlogin >"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for _ in $(seq 300); do
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log" >&2; exit 1; }
-        curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && return 0
-        sleep 0.2
-    done
-    echo "the server did not start" >&2
-    exit 1
+    # Under valgrind the service takes a while to start.
+    wait_ready "$SERVER_PID" "$PORT" "$OUT/server.log" 60
 }
 
 # generate LEAD: hold N sockets, then confirm them all, starting LEAD seconds
@@ -55,7 +45,6 @@ generate() {
     QRLOGIN_API_KEY="$API_KEY" target/release/qrlogin-bench --server "127.0.0.1:$PORT" \
         push -n "$N" -m "$N" -c 16 --confirm-at "$AT" --timeout 120 >"$OUT/gen.txt" 2>&1 &
     GEN_PID=$!
-    PIDS+=("$GEN_PID")
 }
 
 wait_until() { while [[ $(date +%s) -lt $1 ]]; do sleep 0.05; done; }
@@ -100,7 +89,7 @@ echo "  user-space instructions: $((total / N)) per confirm"
 echo "    signing the token:     $(share 'qrlogin::token::Tokens::issue')"
 echo "    the socket's task:     $(share 'qrlogin::web::ws::session::{{closure}}')"
 echo "    the engine (all):      $(share 'qrlogin::engine::Engine::confirm::{{closure}}')"
-echo "  system calls per confirm (the window also saw some socket setup and teardown):"
+echo "  system calls per confirm (strace attaches as the confirms start and misses the first few):"
 awk -v n="$N" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {
     printf "    %-12s %.2f\n", $NF, $4 / n }' "$OUT/strace.txt"
 echo "raw output: $OUT"

@@ -37,15 +37,8 @@ JWT_SECRET=soak-jwt-secret-soak-jwt-secret-0123456789
 SERVER=target/release/qrlogin
 GEN=target/release/qrlogin-bench
 
-# Only this shell's jobs that are still running: a remembered pid of a
-# process already gone may belong to someone else by now.
-cleanup() {
-    local jobs
-    jobs=$(jobs -p)
-    [[ -z "$jobs" ]] || kill $jobs 2>/dev/null || true
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
+source scripts/lib.sh
+trap cleanup_jobs EXIT
 
 echo "building (release)…"
 nice cargo build --release --quiet --bin qrlogin --bin qrlogin-bench
@@ -78,14 +71,7 @@ start_server() {
         "$SERVER" >>"$OUT/$name.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$OUT/$name.pid"
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0
-        sleep 0.1
-    done
-    echo "$name on port $port did not start:" >&2
-    cat "$OUT/$name.log" >&2
-    exit 1
+    wait_ready "$pid" "$port" "$OUT/$name.log"
 }
 
 stop_pid() {
