@@ -13,6 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::ticket::Provider;
 
+/// Where an `app` QR's URL takes the ticket id.
+const APP_QR_PLACEHOLDER: &str = "{ticket}";
+
 /// `qrlogin`: with no subcommand it serves.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "qrlogin", version, about = "QR-code login service", long_about = None)]
@@ -144,6 +147,10 @@ pub struct Settings {
     /// Key of trusted backends (trusted API off when unset).
     #[arg(long = "api-key", env = "QRLOGIN_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// The `app` provider's QR content, with `{ticket}` (a universal link or
+    /// an app scheme the product's own app opens).
+    #[arg(long = "app-qr-url", env = "QRLOGIN_APP_QR_URL")]
+    pub app_qr_url: Option<String>,
     /// Comma list of Origins allowed for WebSocket and CORS (empty: same origin only).
     #[arg(
         long = "allowed-origins",
@@ -411,6 +418,15 @@ impl Settings {
         }
     }
 
+    /// What an `app` ticket's QR holds: `QRLOGIN_APP_QR_URL` with its
+    /// `{ticket}` replaced (checked at start to be there).
+    pub fn app_qr_content(&self, id: &crate::ticket::TicketId) -> String {
+        self.app_qr_url
+            .as_deref()
+            .unwrap_or(APP_QR_PLACEHOLDER)
+            .replace(APP_QR_PLACEHOLDER, id.as_str())
+    }
+
     pub fn is_production(&self) -> bool {
         self.env == Environment::Production
     }
@@ -445,6 +461,26 @@ impl Settings {
                 "QRLOGIN_PROVIDERS",
                 "the dev provider logs anyone in and is refused when QRLOGIN_ENV=production".into(),
             );
+        }
+        if self.providers.contains(&Provider::App) {
+            match &self.app_qr_url {
+                None => bad(
+                    "QRLOGIN_APP_QR_URL",
+                    "is required when the app provider is enabled".into(),
+                ),
+                Some(url) if !url.contains(APP_QR_PLACEHOLDER) => bad(
+                    "QRLOGIN_APP_QR_URL",
+                    format!("{url:?} must contain {APP_QR_PLACEHOLDER}"),
+                ),
+                Some(_) => {}
+            }
+            if self.api_key.is_none() {
+                bad(
+                    "QRLOGIN_API_KEY",
+                    "is required when the app provider is enabled (its backend drives the trusted API)"
+                        .into(),
+                );
+            }
         }
         if let Some(key) = &self.api_key {
             if key.len() < 16 {

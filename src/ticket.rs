@@ -220,6 +220,9 @@ pub enum Provider {
     WechatMp,
     /// The product's Mini Program scans the code.
     Miniprogram,
+    /// The product's own app scans the code and its backend drives the
+    /// trusted API; the QR holds `QRLOGIN_APP_QR_URL`.
+    App,
 }
 
 impl Provider {
@@ -230,6 +233,7 @@ impl Provider {
             Provider::WechatWeb => "wechat-web",
             Provider::WechatMp => "wechat-mp",
             Provider::Miniprogram => "miniprogram",
+            Provider::App => "app",
         }
     }
 
@@ -239,6 +243,7 @@ impl Provider {
             Provider::Dev => "dev",
             Provider::WechatOauth | Provider::WechatWeb | Provider::WechatMp => "wechat",
             Provider::Miniprogram => "miniprogram",
+            Provider::App => "app",
         }
     }
 }

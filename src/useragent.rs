@@ -20,9 +20,33 @@ pub fn describe(user_agent: &str) -> (String, String) {
     (browser, os)
 }
 
+/// One readable line for an app to show before a confirm, e.g. "Chrome on
+/// Windows 10": names without versions, which say little to a person.
+pub fn device(user_agent: &str) -> String {
+    let known = |name: &str, fallback: &str| match name {
+        "UNKNOWN" | "" => fallback.to_owned(),
+        name => name.to_owned(),
+    };
+    match woothee::parser::Parser::new().parse(user_agent) {
+        Some(ua) => format!(
+            "{} on {}",
+            known(ua.name, "Unknown browser"),
+            known(ua.os, "unknown system")
+        ),
+        None => "Unknown browser on unknown system".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::describe;
+    use super::{describe, device};
+
+    #[test]
+    fn a_device_is_a_browser_on_a_system() {
+        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+        assert_eq!(device(chrome), "Chrome on Windows 10");
+        assert_eq!(device(""), "Unknown browser on unknown system");
+    }
 
     #[test]
     fn names_common_desktop_browsers() {

@@ -31,6 +31,10 @@ pub async fn prepare(app: &AppState, provider: Provider, id: &TicketId) -> Resul
             qr_content: wechat::mp::create_qr(app, id).await?,
             authorize_url: None,
         }),
+        Provider::App => Ok(Prepared {
+            qr_content: app.settings.app_qr_content(id),
+            authorize_url: None,
+        }),
         Provider::Dev | Provider::WechatOauth | Provider::Miniprogram => Ok(Prepared {
             qr_content: phone_page,
             authorize_url: None,

@@ -17,6 +17,7 @@ use crate::error::ErrorBody;
 use super::view::{StateView, rfc3339};
 use super::{AppState, ClientIp, Json, RawBody, TicketPath, bearer, poll, user_agent, ws};
 use crate::error::{Error, Result};
+use crate::providers::wechat::miniprogram::RequesterView;
 use crate::qr;
 use crate::ticket::{Identity, Provider, Requester, TicketId, UserInfo};
 
@@ -363,7 +364,7 @@ fn check_user(user: &Option<UserInfo>) -> Result<()> {
 
 #[utoipa::path(post, path = "/api/v1/tickets/{ticket}/scan", tag = "trusted",
     params(("ticket" = String, Path)), security(("api_key" = [])), request_body = ScanBody,
-    responses((status = 200, description = "scanned", body = StateView),
+    responses((status = 200, description = "scanned, with the computer that asked", body = ScanAnswer),
         (status = 400, description = "bad input", body = ErrorBody),
         (status = 401, description = "missing or wrong secret / API key", body = ErrorBody),
         (status = 404, description = "unknown or expired ticket", body = ErrorBody),
@@ -373,13 +374,25 @@ pub async fn scan_ticket(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
     Json(body): Json<ScanBody>,
-) -> Result<Json<StateView>> {
+) -> Result<Json<ScanAnswer>> {
     body.check()?;
     let ticket = app
         .engine
         .scan(&id, body.sub.map(|s| format!("app:{s}")), body.user, None)
         .await?;
-    Ok(Json(without_token(StateView::of(Some(&ticket)))))
+    Ok(Json(ScanAnswer {
+        state: without_token(StateView::of(Some(&ticket))),
+        requester: RequesterView::of(&ticket),
+    }))
+}
+
+/// The trusted `scan` answer: the state, and which computer asked, so the
+/// app can show it before the person confirms (QRLJacking).
+#[derive(Serialize, ToSchema)]
+pub struct ScanAnswer {
+    #[serde(flatten)]
+    state: StateView,
+    requester: RequesterView,
 }
 
 #[utoipa::path(post, path = "/api/v1/tickets/{ticket}/confirm", tag = "trusted",

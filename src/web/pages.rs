@@ -158,6 +158,7 @@ pub enum Message {
     Forbidden,
     OpenInWechat,
     OpenInMiniprogram,
+    OpenInApp,
     Retry,
     Rescan,
 }
@@ -205,6 +206,7 @@ pub fn message_page(
             t.miniprogram_body,
             StatusCode::OK,
         ),
+        Message::OpenInApp => ("app", t.app_heading, t.app_body, StatusCode::OK),
         Message::Retry => (
             "retry",
             t.retry_heading,
@@ -390,6 +392,9 @@ async fn show_phone_page(
     match ticket.provider {
         Provider::Dev => show_dev_page(app, lang, ticket, &headers).await,
         Provider::Miniprogram => message_page(&app, lang, Message::OpenInMiniprogram, None),
+        // The app's QR never points here; whoever types the path learns
+        // only where to scan, and nothing on this page confirms.
+        Provider::App => message_page(&app, lang, Message::OpenInApp, None),
         Provider::WechatOauth => show_oauth_page(app, lang, ticket, &headers),
         Provider::WechatMp => show_mp_link(app, lang, ticket, q.k.as_deref(), &headers).await,
         Provider::WechatWeb => {

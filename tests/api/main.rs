@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod app_provider;
 mod browser;
 mod browser_cdp;
 mod cli;

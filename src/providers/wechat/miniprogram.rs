@@ -111,7 +111,8 @@ fn code_refusal(e: &WechatError) -> Option<Error> {
     )))
 }
 
-/// The requester as the Mini Program shows it before a confirm.
+/// The requester as a phone app (the Mini Program, a product's own app via
+/// the trusted `scan`) shows it before a confirm.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RequesterView {
     pub ip: String,
@@ -119,6 +120,8 @@ pub struct RequesterView {
     pub created_at: String,
     pub browser: String,
     pub os: String,
+    /// One readable line, e.g. "Chrome on Windows 10".
+    pub device: String,
 }
 
 impl RequesterView {
@@ -128,6 +131,7 @@ impl RequesterView {
             ip: ticket.requester.ip.clone(),
             user_agent: ticket.requester.user_agent.clone(),
             created_at: rfc3339(ticket.created_at),
+            device: useragent::device(&ticket.requester.user_agent),
             browser,
             os,
         }
