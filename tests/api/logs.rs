@@ -411,3 +411,23 @@ async fn a_mini_program_login_logs_no_code_session_key_scan_token_or_openid() {
     secrets.extend(access_tokens.iter().map(|t| ("access token", t.as_str())));
     logs.assert_free_of(&secrets);
 }
+
+/// In production, `wechat-mp` without an EncodingAESKey (plain mode, whose
+/// signature does not cover the body) is named at start; with one, not.
+#[tokio::test]
+async fn in_production_wechat_mp_in_plain_mode_warns_at_start() {
+    let (logs, _guard) = Captured::start();
+    let production = |s: &mut qrlogin::Settings| {
+        s.env = qrlogin::config::Environment::Production;
+        s.providers = vec![qrlogin::ticket::Provider::WechatMp];
+    };
+    let warning = "wechat-mp runs in plain mode";
+    let (_safe, _fake) = crate::wechat_mp::spawn_with(production).await;
+    assert!(!logs.text().contains(warning), "{}", logs.text());
+    let (_plain, _plain_fake) = crate::wechat_mp::spawn_with(|s| {
+        production(s);
+        s.wechat_encoding_aes_key = None;
+    })
+    .await;
+    assert!(logs.text().contains(warning), "{}", logs.text());
+}
