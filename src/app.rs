@@ -128,6 +128,16 @@ impl Application {
                 "the dev provider is enabled: anyone who opens a QR link can log in; development only"
             );
         }
+        if settings.is_production()
+            && settings
+                .providers
+                .contains(&crate::ticket::Provider::WechatMp)
+            && settings.wechat_encoding_aes_key.is_none()
+        {
+            tracing::warn!(
+                "wechat-mp runs in plain mode: its pushes are signed but not encrypted, and the signature does not cover the body; set QRLOGIN_WECHAT_ENCODING_AES_KEY (safe mode)"
+            );
+        }
         let listener =
             TcpListener::bind(settings.bind)
                 .await

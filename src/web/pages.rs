@@ -2,10 +2,14 @@
 //! pages of the `dev` provider (and the pages every provider shares:
 //! expired, done, cancelled).
 //!
-//! A phone is recognised by a random `qrl_phone` cookie. The ticket is bound
-//! to the phone that opened it first (`scanned_by`), and every form carries
-//! a CSRF token derived from the ticket and that cookie, so neither a bare
-//! POST nor another phone can confirm.
+//! A phone is recognised by a random `qrl_phone` cookie (`__Host-qrl_phone`
+//! when the public URL is https, so no sibling host can plant one). Its
+//! value is always one the service drew itself: nothing taken from a URL (a
+//! one-time link's key, a `state`) ever becomes a cookie, so nobody who
+//! handed a phone a link knows its cookie. The ticket is bound to the phone
+//! that opened it first (`scanned_by`), and every form carries a CSRF token
+//! derived from the ticket and that cookie, so neither a bare POST nor
+//! another phone can confirm.
 
 use axum::Router;
 use axum::extract::{Form, Query, State};
@@ -24,6 +28,22 @@ use crate::ticket::{Identity, Provider, Status, Ticket, TicketId, UserInfo};
 use crate::useragent;
 
 const PHONE_COOKIE: &str = "qrl_phone";
+/// The cookie's name over https: `__Host-` makes browsers take it only with
+/// `Secure`, `Path=/` and no `Domain`, from this very host.
+const HOST_PHONE_COOKIE: &str = "__Host-qrl_phone";
+
+fn https(settings: &Settings) -> bool {
+    settings.public_url().starts_with("https://")
+}
+
+/// The phone cookie's name for this deployment.
+pub fn phone_cookie_name(settings: &Settings) -> &'static str {
+    if https(settings) {
+        HOST_PHONE_COOKIE
+    } else {
+        PHONE_COOKIE
+    }
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -242,15 +262,18 @@ pub fn final_page(app: &AppState, lang: Lang, ticket: Option<&Ticket>) -> Respon
     message_page(app, lang, message, None)
 }
 
-/// The phone cookie from the request, if any.
-pub fn phone_cookie(headers: &HeaderMap) -> Option<String> {
+/// The phone cookie from the request, if any (under this deployment's name
+/// only: over https a plain `qrl_phone`, which any sibling host could set,
+/// is ignored).
+pub fn phone_cookie(settings: &Settings, headers: &HeaderMap) -> Option<String> {
+    let name = phone_cookie_name(settings);
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, v)| *k == PHONE_COOKIE && !v.is_empty() && v.len() <= 64)
+        .find(|(k, v)| *k == name && !v.is_empty() && v.len() <= 64)
         .map(|(_, v)| v.to_owned())
 }
 
@@ -261,16 +284,12 @@ pub fn new_phone_cookie(settings: &Settings) -> (String, HeaderValue) {
     (id, cookie)
 }
 
-/// A `Set-Cookie` making `id` the phone's cookie (a `wechat-mp` link's key
-/// becomes the cookie of the phone that opened it).
+/// A `Set-Cookie` making `id` the phone's cookie. `id` is always a value
+/// the service drew (`Secret::generate`), never one from a request.
 pub fn phone_cookie_header(settings: &Settings, id: &str) -> HeaderValue {
-    let secure = if settings.public_url().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let value =
-        format!("{PHONE_COOKIE}={id}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax{secure}");
+    let secure = if https(settings) { "; Secure" } else { "" };
+    let name = phone_cookie_name(settings);
+    let value = format!("{name}={id}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax{secure}");
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -395,7 +414,7 @@ async fn show_phone_page(
         // The app's QR never points here; whoever types the path learns
         // only where to scan, and nothing on this page confirms.
         Provider::App => message_page(&app, lang, Message::OpenInApp, None),
-        Provider::WechatOauth => show_oauth_page(app, lang, ticket, &headers),
+        Provider::WechatOauth => show_oauth_page(app, lang, ticket, &headers).await,
         Provider::WechatMp => show_mp_link(app, lang, ticket, q.k.as_deref(), &headers).await,
         Provider::WechatWeb => {
             let svg = format!("/api/v1/tickets/{}/qr.svg", ticket.id);
@@ -407,7 +426,12 @@ async fn show_phone_page(
 /// `wechat-oauth`: inside WeChat's browser a pending ticket goes to WeChat's
 /// authorization (which comes back to `/wechat/oauth/callback`); elsewhere
 /// the page says to scan with WeChat and shows the code again.
-fn show_oauth_page(app: AppState, lang: Lang, ticket: Ticket, headers: &HeaderMap) -> Response {
+async fn show_oauth_page(
+    app: AppState,
+    lang: Lang,
+    ticket: Ticket,
+    headers: &HeaderMap,
+) -> Response {
     let in_wechat = super::user_agent(headers)
         .to_ascii_lowercase()
         .contains("micromessenger");
@@ -415,14 +439,34 @@ fn show_oauth_page(app: AppState, lang: Lang, ticket: Ticket, headers: &HeaderMa
         let svg = format!("/api/v1/tickets/{}/qr.svg", ticket.id);
         return message_page(&app, lang, Message::OpenInWechat, Some(&svg));
     }
-    let binding = phone_cookie(headers).map(|phone| (phone_binding(&phone), phone));
+    let cookie = phone_cookie(&app.settings, headers);
+    let binding = cookie.clone().map(|phone| (phone_binding(&phone), phone));
     match ticket.status_at(crate::ticket::now_ms()) {
         Status::Pending => {
+            // The phone is known (its cookie set, and bound as the ticket's
+            // opener) before it leaves for WeChat, so that a refusal coming
+            // back can be told from a bare GET.
+            let (phone, set_cookie) = match cookie {
+                Some(phone) => (phone, None),
+                None => {
+                    let (phone, header) = new_phone_cookie(&app.settings);
+                    (phone, Some(header))
+                }
+            };
+            if crate::providers::wechat::oauth::bind_opener(&app, &ticket, &phone_binding(&phone))
+                .await
+                .is_err()
+            {
+                return message_page(&app, lang, Message::Retry, None);
+            }
             let url = crate::providers::wechat::oauth::authorize_url(&app, &ticket.id);
             let mut response = page_response(StatusCode::FOUND, String::new());
             match HeaderValue::from_str(&url) {
                 Ok(location) => {
                     response.headers_mut().insert(header::LOCATION, location);
+                    if let Some(cookie) = set_cookie {
+                        response.headers_mut().append(header::SET_COOKIE, cookie);
+                    }
                     response
                 }
                 Err(_) => message_page(&app, lang, Message::Retry, None),
@@ -449,11 +493,11 @@ async fn show_mp_link(
     headers: &HeaderMap,
 ) -> Response {
     use crate::providers::wechat::mp::{LinkOutcome, open_link};
-    let cookie = phone_cookie(headers);
+    let cookie = phone_cookie(&app.settings, headers);
     match open_link(&app, &ticket, key, cookie.as_deref()).await {
-        LinkOutcome::Confirm { phone, set_cookie } => {
+        LinkOutcome::Confirm { phone, new_cookie } => {
             let mut response = confirm_page(&app, lang, &ticket, &phone, false);
-            if set_cookie {
+            if new_cookie {
                 response.headers_mut().append(
                     header::SET_COOKIE,
                     phone_cookie_header(&app.settings, &phone),
@@ -473,7 +517,7 @@ async fn show_mp_link(
 /// The dev provider: opening the page is the scan; the phone is bound by
 /// its cookie.
 async fn show_dev_page(app: AppState, lang: Lang, ticket: Ticket, headers: &HeaderMap) -> Response {
-    let (phone, set_cookie) = match phone_cookie(headers) {
+    let (phone, set_cookie) = match phone_cookie(&app.settings, headers) {
         Some(phone) => (phone, None),
         None => {
             let (phone, cookie) = new_phone_cookie(&app.settings);
@@ -534,11 +578,17 @@ async fn phone_answer(
         Ok(None) => return Err(message_page(app, lang, Message::Expired, None)),
         Err(_) => return Err(message_page(app, lang, Message::Retry, None)),
     };
-    let Some(phone) = phone_cookie(headers) else {
+    let Some(phone) = phone_cookie(&app.settings, headers) else {
         return Err(message_page(app, lang, Message::Forbidden, None));
     };
     if !csrf_ok(app, &id, &phone, &form.csrf) {
         return Err(message_page(app, lang, Message::Forbidden, None));
+    }
+    if ticket.provider == Provider::WechatMp {
+        return match crate::providers::wechat::mp::answer_binding(app, &ticket, &phone).await {
+            Ok(binding) => Ok((ticket, binding)),
+            Err(_) => Err(message_page(app, lang, Message::Retry, None)),
+        };
     }
     Ok((ticket, phone_binding(&phone)))
 }

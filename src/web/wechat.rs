@@ -41,7 +41,7 @@ async fn oauth_callback(
 ) -> Response {
     let lang = page_lang(page.lang(), &headers);
     let callback = callback_of(query);
-    let (phone, set_cookie) = match phone_cookie(&headers) {
+    let (phone, set_cookie) = match phone_cookie(&app.settings, &headers) {
         Some(phone) => (phone, None),
         None => {
             let (phone, cookie) = new_phone_cookie(&app.settings);

@@ -189,6 +189,12 @@ async fn a_trusted_api_login_logs_no_key_or_token() {
 async fn an_official_account_login_logs_no_key_link_token_or_openid() {
     let (logs, _guard) = Captured::start();
     let (app, fake) = crate::wechat_mp::spawn_with(|s| s.wechat_timeout_ms = 300).await;
+    // Plain mode is another deployment: no EncodingAESKey.
+    let (plain_app, plain_fake) = crate::wechat_mp::spawn_with(|s| {
+        s.wechat_timeout_ms = 300;
+        s.wechat_encoding_aes_key = None;
+    })
+    .await;
     let openid = crate::wechat_mp::openid();
     let pusher = Pusher::default();
     // WeChat checks the server URL.
@@ -205,18 +211,21 @@ async fn an_official_account_login_logs_no_key_link_token_or_openid() {
     assert_eq!(r.status(), 200);
 
     // Plain mode: a SCAN, the link opened, Confirm; the socket gets the token.
-    let t = app.create_ticket().await;
-    let mut ws = app.ws(&t).await;
+    let t = plain_app.create_ticket().await;
+    let mut ws = plain_app.ws(&t).await;
     assert_eq!(next_frame(&mut ws).await["status"], "pending");
     let scan = pusher.plain(&scan_event(&openid, &t.id, now()), &openid);
-    let (status, reply) = deliver(&app, &scan).await;
+    let (status, reply) = deliver(&plain_app, &scan).await;
     assert_eq!(status, 200, "{reply}");
     let link = link_in(&reply, &openid);
     let phone1 = phone(WECHAT_UA);
     let r = phone1.get(&link).send().await.unwrap();
     let cookie = cookie_set_by(&r);
     let page = r.text().await.unwrap();
-    assert_eq!(app.tap_confirm(&phone1, &t.id, &page).await.status(), 200);
+    assert_eq!(
+        plain_app.tap_confirm(&phone1, &t.id, &page).await.status(),
+        200
+    );
     assert_eq!(next_frame(&mut ws).await["status"], "scanned");
     let token = next_frame(&mut ws).await["token"]
         .as_str()
@@ -224,7 +233,9 @@ async fn an_official_account_login_logs_no_key_link_token_or_openid() {
         .to_owned();
 
     // Safe mode, after another system made the access token stale: a
-    // subscribe, the link, Confirm; the browser polls.
+    // subscribe, the link, Confirm; the browser polls. (First the safe
+    // deployment's own access token, made stale next.)
+    app.create_ticket().await;
     fake.revoke_access_tokens();
     let t2 = app.create_ticket().await;
     let subscribe = pusher.safe(&subscribe_event(&openid, &t2.id, now()), &openid);
@@ -264,7 +275,8 @@ async fn an_official_account_login_logs_no_key_link_token_or_openid() {
     let key_of = |link: &str| link.split("?k=").nth(1).unwrap().to_owned();
     let (key, key2) = (key_of(&link), key_of(&link2));
     let (csrf, csrf2) = (csrf_of(&page), csrf_of(&page2));
-    let access_tokens = fake.app_tokens();
+    let mut access_tokens = fake.app_tokens();
+    access_tokens.extend(plain_fake.app_tokens());
     assert!(
         access_tokens.len() >= 2,
         "the stale token and the fresh one"
@@ -398,4 +410,24 @@ async fn a_mini_program_login_logs_no_code_session_key_scan_token_or_openid() {
     secrets.extend(session_keys.iter().map(|k| ("session_key", k.as_str())));
     secrets.extend(access_tokens.iter().map(|t| ("access token", t.as_str())));
     logs.assert_free_of(&secrets);
+}
+
+/// In production, `wechat-mp` without an EncodingAESKey (plain mode, whose
+/// signature does not cover the body) is named at start; with one, not.
+#[tokio::test]
+async fn in_production_wechat_mp_in_plain_mode_warns_at_start() {
+    let (logs, _guard) = Captured::start();
+    let production = |s: &mut qrlogin::Settings| {
+        s.env = qrlogin::config::Environment::Production;
+        s.providers = vec![qrlogin::ticket::Provider::WechatMp];
+    };
+    let warning = "wechat-mp runs in plain mode";
+    let (_safe, _fake) = crate::wechat_mp::spawn_with(production).await;
+    assert!(!logs.text().contains(warning), "{}", logs.text());
+    let (_plain, _plain_fake) = crate::wechat_mp::spawn_with(|s| {
+        production(s);
+        s.wechat_encoding_aes_key = None;
+    })
+    .await;
+    assert!(logs.text().contains(warning), "{}", logs.text());
 }

@@ -13,6 +13,7 @@ mod fake_wechat;
 mod logs;
 mod miniprogram;
 mod openapi;
+mod phone_binding;
 mod redis;
 mod redis_server;
 mod redis_store;

@@ -15,8 +15,16 @@ use crate::fake_wechat::oauth::User;
 use crate::fake_wechat::{FakeWechat, OA_APP_ID};
 use crate::helpers::*;
 
+/// The service in safe mode (an EncodingAESKey set), as the fake WeChat's
+/// account is.
 async fn spawn() -> (TestApp, FakeWechat) {
     spawn_with(|_| {}).await
+}
+
+/// The service in plain mode (no EncodingAESKey): pushes signed, not
+/// encrypted.
+pub(crate) async fn spawn_plain() -> (TestApp, FakeWechat) {
+    spawn_with(|s| s.wechat_encoding_aes_key = None).await
 }
 
 /// [`spawn`] with `tweak`ed settings.
@@ -193,7 +201,7 @@ async fn the_server_check_echoes_only_for_a_valid_signature() {
 
 #[tokio::test]
 async fn a_scan_event_scans_and_the_one_time_link_confirms() {
-    let (app, _fake) = spawn().await;
+    let (app, _fake) = spawn_plain().await;
     let t = app.create_ticket().await;
     let mut ws = app.ws(&t).await;
     assert_eq!(next_frame(&mut ws).await["status"], "pending");
@@ -230,7 +238,7 @@ async fn a_scan_event_scans_and_the_one_time_link_confirms() {
 
 #[tokio::test]
 async fn a_scan_alone_never_logs_in() {
-    let (app, _fake) = spawn().await;
+    let (app, _fake) = spawn_plain().await;
     let t = app.create_ticket().await;
     let openid = openid();
     let (status, _) = deliver(
@@ -317,7 +325,7 @@ async fn safe_mode_envelopes_for_another_app_or_key_are_refused() {
 
 #[tokio::test]
 async fn retries_are_deduplicated_and_get_the_same_reply() {
-    let (app, _fake) = spawn().await;
+    let (app, _fake) = spawn_plain().await;
     let t = app.create_ticket().await;
     let openid = openid();
     let pusher = Pusher::default();
@@ -332,6 +340,7 @@ async fn retries_are_deduplicated_and_get_the_same_reply() {
     assert!(a.1.contains("?k="), "{}", a.1);
     assert_eq!(status_of(&app, &t.id).await, "scanned");
     // In safe mode too: the very same envelope comes back.
+    let (app, _fake) = spawn().await;
     let t2 = app.create_ticket().await;
     let xml = subscribe_event(&openid, &t2.id, now() + 1);
     let first = deliver(&app, &pusher.safe(&xml, &openid)).await;
@@ -343,18 +352,13 @@ async fn retries_are_deduplicated_and_get_the_same_reply() {
 #[tokio::test]
 async fn forged_pushes_are_refused_and_change_nothing() {
     let (app, _fake) = spawn().await;
+    let (plain_app, _plain_fake) = spawn_plain().await;
     let t = app.create_ticket().await;
+    let plain_t = plain_app.create_ticket().await;
     let openid = openid();
     let xml = scan_event(&openid, &t.id, now());
     let forger = Pusher::new("guessed-token", crate::fake_wechat::mp::AES_KEY, OA_APP_ID);
     let good = Pusher::default();
-    let mut no_signature = good.plain(&xml, &openid);
-    no_signature.query = no_signature
-        .query
-        .split('&')
-        .filter(|kv| !kv.starts_with("signature="))
-        .collect::<Vec<_>>()
-        .join("&");
     // A good signature on a safe-mode query whose msg_signature is forged.
     let mut forged_msg = good.safe(&xml, &openid);
     let real = format!(
@@ -365,27 +369,46 @@ async fn forged_pushes_are_refused_and_change_nothing() {
         .query
         .replace(&real, &format!("msg_signature={}", "0".repeat(40)));
     let old = (now() - 3600).to_string();
+    let plain_xml = scan_event(&openid, &plain_t.id, now());
+    let mut no_signature = good.plain(&plain_xml, &openid);
+    no_signature.query = no_signature
+        .query
+        .split('&')
+        .filter(|kv| !kv.starts_with("signature="))
+        .collect::<Vec<_>>()
+        .join("&");
     let cases = [
-        ("wrong token", forger.plain(&xml, &openid)),
-        ("wrong token, safe", forger.safe(&xml, &openid)),
-        ("no signature", no_signature),
-        ("forged msg_signature", forged_msg),
-        ("an hour old", good.plain_at(&xml, &openid, &old, "1")),
+        ("wrong token", &plain_app, forger.plain(&plain_xml, &openid)),
+        ("wrong token, safe", &app, forger.safe(&xml, &openid)),
+        ("no signature", &plain_app, no_signature),
+        ("forged msg_signature", &app, forged_msg),
+        (
+            "an hour old",
+            &plain_app,
+            good.plain_at(&plain_xml, &openid, &old, "1"),
+        ),
+        (
+            "an hour old, safe",
+            &app,
+            good.safe_at(&xml, &openid, &old, "1"),
+        ),
     ];
-    for (what, push) in cases {
-        let r = send(&app, &push).await;
+    for (what, app, push) in cases {
+        let r = send(app, &push).await;
         let status = r.status().as_u16();
         assert!(status == 401 || status == 403, "{what}: {status}");
         let body: Value = r.json().await.unwrap();
         assert!(body["error"].is_string(), "{what}: {body}");
     }
     assert_eq!(status_of(&app, &t.id).await, "pending");
+    assert_eq!(status_of(&plain_app, &plain_t.id).await, "pending");
 }
 
 #[tokio::test]
 async fn hostile_xml_is_refused_and_changes_nothing() {
-    let (app, _fake) = spawn().await;
-    let t = app.create_ticket().await;
+    let (safe_app, _fake) = spawn().await;
+    let (plain_app, _plain_fake) = spawn_plain().await;
+    let t = safe_app.create_ticket().await;
     let openid = openid();
     let pusher = Pusher::default();
     let event = scan_event(&openid, &t.id, now());
@@ -413,8 +436,11 @@ async fn hostile_xml_is_refused_and_changes_nothing() {
         ("mismatched", mismatched, 400),
         ("not xml", "{\"ToUserName\":1}".to_owned(), 400),
     ] {
-        for push in [pusher.plain(&body, &openid), pusher.safe(&body, &openid)] {
-            let r = send(&app, &push).await;
+        for (app, push) in [
+            (&plain_app, pusher.plain(&body, &openid)),
+            (&safe_app, pusher.safe(&body, &openid)),
+        ] {
+            let r = send(app, &push).await;
             let status = r.status().as_u16();
             if push.query.contains("encrypt_type") {
                 // Inside a well-formed envelope: refused once decrypted
@@ -427,12 +453,19 @@ async fn hostile_xml_is_refused_and_changes_nothing() {
             assert!(body["error"].is_string(), "{what}: {body}");
         }
     }
-    assert_eq!(status_of(&app, &t.id).await, "pending");
+    assert_eq!(status_of(&safe_app, &t.id).await, "pending");
 }
 
 #[tokio::test]
 async fn unknown_finished_and_other_pushes_get_success() {
-    let (app, _fake) = spawn().await;
+    let (safe_app, _fake) = spawn().await;
+    let (plain_app, _plain_fake) = spawn_plain().await;
+    for (app, safe) in [(&plain_app, false), (&safe_app, true)] {
+        unknown_finished_and_other_pushes_get_success_on(app, safe).await;
+    }
+}
+
+async fn unknown_finished_and_other_pushes_get_success_on(app: &TestApp, safe: bool) {
     let openid = openid();
     let pusher = Pusher::default();
     let done = app.create_ticket().await;
@@ -462,20 +495,23 @@ async fn unknown_finished_and_other_pushes_get_success() {
         ("unsubscribe", unsubscribe),
         ("plain follow", plain_follow),
     ] {
-        for push in [pusher.plain(&xml, &openid), pusher.safe(&xml, &openid)] {
-            assert_eq!(
-                deliver(&app, &push).await,
-                (200, "success".to_owned()),
-                "{what}"
-            );
-        }
+        let push = if safe {
+            pusher.safe(&xml, &openid)
+        } else {
+            pusher.plain(&xml, &openid)
+        };
+        assert_eq!(
+            deliver(app, &push).await,
+            (200, "success".to_owned()),
+            "{what}"
+        );
     }
-    assert_eq!(status_of(&app, &dev.id).await, "pending");
+    assert_eq!(status_of(app, &dev.id).await, "pending");
 }
 
 #[tokio::test]
 async fn a_used_link_from_another_phone_asks_to_scan_again() {
-    let (app, _fake) = spawn().await;
+    let (app, _fake) = spawn_plain().await;
     let t = app.create_ticket().await;
     let openid = openid();
     let (_, reply) = deliver(
@@ -524,7 +560,7 @@ async fn a_used_link_from_another_phone_asks_to_scan_again() {
 
 #[tokio::test]
 async fn a_second_scan_of_a_scanned_ticket_gets_success_and_keeps_the_first() {
-    let (app, _fake) = spawn().await;
+    let (app, _fake) = spawn_plain().await;
     let t = app.create_ticket().await;
     let alice = openid();
     let bob = User {
@@ -565,6 +601,7 @@ async fn over_redis_instances_share_one_token_and_one_reply_per_push() {
         apps.push(
             spawn_app_with(|s| {
                 fake.configure_mp(s);
+                s.wechat_encoding_aes_key = None;
                 s.providers = vec![qrlogin::ticket::Provider::WechatMp];
                 s.redis_url = Some(url);
                 s.redis_prefix = prefix;
@@ -604,4 +641,102 @@ async fn over_redis_instances_share_one_token_and_one_reply_per_push() {
     let r = b.tap_confirm(&phone, &t.id, &page).await;
     assert_eq!(r.status(), 200);
     assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+}
+
+// ---------- safe mode and replayed signatures ----------
+
+#[tokio::test]
+async fn in_safe_mode_a_plain_push_is_refused_and_changes_nothing() {
+    let (app, _fake) = spawn().await;
+    let t = app.create_ticket().await;
+    let openid = openid();
+    let pusher = Pusher::default();
+    let xml = scan_event(&openid, &t.id, now());
+    // What a captured safe-mode query allows: the plain `signature` is
+    // valid, the body is anyone's.
+    let plain = pusher.plain(&xml, &openid);
+    let mut raw = pusher.plain(&xml, &openid);
+    raw.query.push_str("&encrypt_type=raw");
+    let mut stripped = pusher.safe(&xml, &openid);
+    stripped.query = stripped
+        .query
+        .split('&')
+        .filter(|kv| !kv.starts_with("encrypt_type=") && !kv.starts_with("msg_signature="))
+        .collect::<Vec<_>>()
+        .join("&");
+    stripped.body = xml.clone();
+    for (what, push) in [
+        ("plain", plain),
+        ("encrypt_type=raw", raw),
+        ("a safe query stripped", stripped),
+    ] {
+        let r = send(&app, &push).await;
+        assert_eq!(r.status(), 403, "{what}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "forbidden", "{what}: {body}");
+        assert!(!body.to_string().contains("?k="), "{what}: no link");
+    }
+    assert_eq!(status_of(&app, &t.id).await, "pending");
+    // The encrypted push of the same event still scans.
+    let (status, _) = deliver(&app, &pusher.safe(&xml, &openid)).await;
+    assert_eq!(status, 200);
+    assert_eq!(status_of(&app, &t.id).await, "scanned");
+}
+
+#[tokio::test]
+async fn a_replayed_timestamp_and_nonce_with_another_body_is_refused() {
+    let (app, _fake) = spawn_plain().await;
+    let (t1, t2) = (app.create_ticket().await, app.create_ticket().await);
+    let openid = openid();
+    let pusher = Pusher::default();
+    let (ts, nonce) = (now().to_string(), rand::random::<u32>().to_string());
+    let first = pusher.plain_at(&scan_event(&openid, &t1.id, now()), &openid, &ts, &nonce);
+    let (status, reply) = deliver(&app, &first).await;
+    assert_eq!(status, 200);
+    assert!(reply.contains("?k="), "{reply}");
+    // The same signed query, another body.
+    let replay = pusher.plain_at(&scan_event(&openid, &t2.id, now()), &openid, &ts, &nonce);
+    let r = send(&app, &replay).await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "forbidden", "{body}");
+    assert_eq!(status_of(&app, &t2.id).await, "pending");
+    // The very same delivery again is WeChat retrying: the same reply.
+    assert_eq!(deliver(&app, &first).await, (status, reply));
+}
+
+#[tokio::test]
+async fn a_replayed_timestamp_and_nonce_is_refused_on_another_instance() {
+    let Some(redis) = crate::redis_server::RedisServer::start(
+        "a_replayed_timestamp_and_nonce_is_refused_on_another_instance",
+    ) else {
+        return;
+    };
+    let fake = FakeWechat::start().await;
+    let prefix = format!("mp{}", rand::random::<u32>());
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let (url, prefix) = (redis.url(), prefix.clone());
+        apps.push(
+            spawn_app_with(|s| {
+                fake.configure_mp(s);
+                s.wechat_encoding_aes_key = None;
+                s.providers = vec![qrlogin::ticket::Provider::WechatMp];
+                s.redis_url = Some(url);
+                s.redis_prefix = prefix;
+            })
+            .await,
+        );
+    }
+    let (a, b) = (&apps[0], &apps[1]);
+    let (t1, t2) = (a.create_ticket().await, a.create_ticket().await);
+    let openid = openid();
+    let pusher = Pusher::default();
+    let (ts, nonce) = (now().to_string(), rand::random::<u32>().to_string());
+    let first = pusher.plain_at(&scan_event(&openid, &t1.id, now()), &openid, &ts, &nonce);
+    assert_eq!(deliver(a, &first).await.0, 200);
+    let replay = pusher.plain_at(&scan_event(&openid, &t2.id, now()), &openid, &ts, &nonce);
+    assert_eq!(deliver(b, &replay).await.0, 403);
+    assert_eq!(status_of(a, &t2.id).await, "pending");
+    assert_eq!(status_of(b, &t1.id).await, "scanned");
 }

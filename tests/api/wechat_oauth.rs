@@ -27,7 +27,7 @@ async fn spawn(
     (app, fake)
 }
 
-fn location(r: &reqwest::Response) -> String {
+pub(crate) fn location(r: &reqwest::Response) -> String {
     assert_eq!(r.status(), 302, "a redirect");
     r.headers()["location"].to_str().unwrap().to_owned()
 }
@@ -54,7 +54,7 @@ fn param(url: &str, name: &str) -> Option<String> {
 
 /// The phone opens the ticket's QR inside WeChat: our 302 to WeChat's
 /// authorization, WeChat's 302 back to us. Answers the callback's URL.
-async fn authorize_in_wechat(phone: &reqwest::Client, t: &Ticket) -> String {
+pub(crate) async fn authorize_in_wechat(phone: &reqwest::Client, t: &Ticket) -> String {
     let r = phone
         .get(t.body["qr_content"].as_str().unwrap())
         .send()
@@ -70,7 +70,7 @@ async fn authorize_in_wechat(phone: &reqwest::Client, t: &Ticket) -> String {
 }
 
 /// Open a callback URL; answers status and page.
-async fn open(client: &reqwest::Client, url: &str) -> (u16, String) {
+pub(crate) async fn open(client: &reqwest::Client, url: &str) -> (u16, String) {
     let r = client.get(url).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }

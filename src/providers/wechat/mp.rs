@@ -9,9 +9,13 @@
 //! the link and taps Confirm.
 //!
 //! The link carries a fresh random key `K`; the ticket is bound to
-//! `phone_binding(K)`, so only whoever holds the message can confirm. The
-//! first opening claims `K` (a `put_new`) and sets the phone cookie to `K`;
-//! the same link opened anywhere else afterwards shows "scan again".
+//! `link_binding(K)`, so only whoever holds the message can confirm. The
+//! first opening redeems `K` once (a `put_new`) into a fresh random phone
+//! cookie the service sets, recording which phone redeemed it; the same link
+//! opened anywhere else afterwards shows "scan again". `K` itself never
+//! becomes a cookie: whoever made someone open a link they hold must not
+//! know that phone's cookie (it would let them confirm the next ticket that
+//! phone scans with another provider).
 
 use std::time::Duration;
 
@@ -25,6 +29,23 @@ use crate::error::{Error, Result};
 use crate::ticket::{Provider, Secret, Status, Ticket, TicketId, now_ms};
 use crate::web::AppState;
 use crate::web::pages::{Message, phone_binding};
+
+/// What a ticket scanned through a push is bound to until its link is
+/// redeemed: the link key's hash, in a namespace no phone cookie's binding
+/// (`phone:…`) can ever equal, so presenting `K` as a cookie confirms
+/// nothing.
+pub fn link_binding(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!(
+        "link:{}",
+        hex::encode(&Sha256::digest(key.as_bytes())[..16])
+    )
+}
+
+/// The store key naming the phone (its binding) that redeemed `id`'s link.
+fn redeemed_key(id: &TicketId) -> String {
+    format!("wechat-mp:redeemed:{id}")
+}
 
 pub const QRCODE_CREATE: &str = "/cgi-bin/qrcode/create";
 
@@ -156,16 +177,33 @@ impl Reply {
 }
 
 /// `POST /wechat/events`: verify, decrypt, parse, de-duplicate, act.
+///
+/// The mode comes from configuration, never from the request: with an
+/// EncodingAESKey set only an encrypted push (`encrypt_type=aes` and a valid
+/// `msg_signature`, which covers the body) is accepted. A plain signature
+/// covers only `timestamp` and `nonce`, and WeChat sends it in safe mode too,
+/// so honouring a plain push there would let one captured query carry any
+/// body.
 pub async fn handle_push(app: &AppState, q: &PushQuery, body: &[u8]) -> Result<Reply> {
     let token = push_token(app)?;
     let (Some(timestamp), Some(nonce)) = (q.timestamp.as_deref(), q.nonce.as_deref()) else {
         return Err(Error::Unauthorized("timestamp and nonce are required"));
     };
-    let safe = match q.encrypt_type.as_deref() {
-        None | Some("" | "raw") => false,
-        Some("aes") => true,
-        Some(_) => return Err(Error::BadRequest("unknown encrypt_type".into())),
-    };
+    let safe = app.settings.wechat_encoding_aes_key.is_some();
+    match (safe, q.encrypt_type.as_deref()) {
+        (true, Some("aes")) | (false, None | Some("" | "raw")) => {}
+        (true, None | Some("" | "raw")) => {
+            metrics::counter!("qrlogin_wechat_push_refused_total", "why" => "plain_in_safe_mode")
+                .increment(1);
+            return Err(Error::Forbidden(
+                "safe mode: only encrypted pushes are accepted",
+            ));
+        }
+        (false, Some("aes")) => {
+            return Err(Error::BadRequest("safe mode is not configured".into()));
+        }
+        (_, Some(_)) => return Err(Error::BadRequest("unknown encrypt_type".into())),
+    }
     match q.signature.as_deref() {
         Some(sig) if !crypto::check_signature(token, timestamp, nonce, sig) => {
             return Err(Error::Unauthorized("bad signature"));
@@ -188,12 +226,14 @@ pub async fn handle_push(app: &AppState, q: &PushQuery, body: &[u8]) -> Result<R
         if !crypto::check_msg_signature(token, timestamp, nonce, encrypt, presented) {
             return Err(Error::Unauthorized("bad msg_signature"));
         }
+        claim_stamp(app, timestamp, nonce, body).await?;
         let xml = crypt
             .decrypt(encrypt)
             .map_err(|e| Error::BadRequest(e.to_string()))?;
         let inner = events::parse(xml.as_bytes()).map_err(|e| Error::BadRequest(e.to_string()))?;
         (inner, Some(crypt))
     } else {
+        claim_stamp(app, timestamp, nonce, body).await?;
         (outer, None)
     };
     let seal = |reply: String| match &crypt {
@@ -221,6 +261,37 @@ pub async fn handle_push(app: &AppState, q: &PushQuery, body: &[u8]) -> Result<R
             Err(e)
         }
     }
+}
+
+/// How long a push's `(timestamp, nonce)` stays claimed: a timestamp is
+/// accepted while it is within [`MAX_SKEW_SECS`] of our clock, so at most
+/// twice that from its first arrival; a minute more for clock drift between
+/// instances.
+const STAMP_TTL: Duration = Duration::from_secs(2 * MAX_SKEW_SECS + 60);
+
+/// Accept a verified push's `(timestamp, nonce)` once, in the store (so on
+/// every instance). The claim holds a hash of the body: the very same
+/// delivery again (WeChat retrying without a new stamp) goes on to the
+/// de-duplication, which answers it as before and changes nothing; another
+/// body under a used stamp is a replayed signature and is refused (403:
+/// WeChat never sends two bodies under one stamp, so only a forger sees it).
+async fn claim_stamp(app: &AppState, timestamp: &str, nonce: &str, body: &[u8]) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let stamp = hex::encode(&Sha256::digest(format!("{timestamp}\n{nonce}").as_bytes())[..16]);
+    let key = format!("wechat-mp:stamp:{stamp}");
+    let digest = hex::encode(&Sha256::digest(body)[..16]);
+    let store = &app.engine.store;
+    if store.put_new(&key, &digest, STAMP_TTL).await? {
+        return Ok(());
+    }
+    if store.get_value(&key).await?.as_deref() == Some(digest.as_str()) {
+        return Ok(());
+    }
+    metrics::counter!("qrlogin_wechat_push_refused_total", "why" => "replayed_stamp").increment(1);
+    tracing::warn!("a WeChat push reused a timestamp and nonce with another body; refused");
+    Err(Error::Forbidden(
+        "this timestamp and nonce were used already",
+    ))
 }
 
 fn check_fresh(timestamp: &str) -> Result<()> {
@@ -296,7 +367,7 @@ async fn answer(app: &AppState, push: &Push) -> Result<String> {
     let identity = super::identity(&app.settings, openid, None);
     match app
         .engine
-        .scan(&id, Some(phone_binding(key.expose())), None, Some(identity))
+        .scan(&id, Some(link_binding(key.expose())), None, Some(identity))
         .await
     {
         Ok(_) => {}
@@ -326,9 +397,10 @@ pub fn confirm_link(app: &AppState, id: &TicketId, key: &str) -> String {
 /// What opening `/m/{ticket}` of a `wechat-mp` ticket shows.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LinkOutcome {
-    /// The confirm page for the phone whose cookie is `phone`; `set_cookie`
-    /// when this opening claimed the link and the cookie must be set.
-    Confirm { phone: String, set_cookie: bool },
+    /// The confirm page for the phone whose cookie is `phone`; `new_cookie`
+    /// when this opening redeemed the link and `phone` is a fresh value the
+    /// page must set as the cookie.
+    Confirm { phone: String, new_cookie: bool },
     /// A message page.
     Message(Message),
     /// The page of a finished or gone ticket.
@@ -350,32 +422,56 @@ pub async fn open_link(
     if status != Status::Scanned {
         return LinkOutcome::Final;
     }
-    let scanner = ticket.scanned_by.as_deref();
-    let binds = |k: &str| scanner == Some(phone_binding(k).as_str());
-    match (key, cookie) {
-        // The phone that opened the link before, reopening it.
-        (Some(k), Some(c)) if k == c && binds(k) => LinkOutcome::Confirm {
-            phone: c.to_owned(),
-            set_cookie: false,
-        },
-        (Some(k), _) if binds(k) => {
-            let claim = format!("wechat-mp:link-used:{}", phone_binding(k));
-            let ttl = Duration::from_millis(ticket.expires_at.saturating_sub(now_ms()))
-                + Duration::from_secs(60);
-            match app.engine.store.put_new(&claim, "1", ttl).await {
-                Ok(true) => LinkOutcome::Confirm {
-                    phone: k.to_owned(),
-                    set_cookie: true,
-                },
-                Ok(false) => LinkOutcome::Message(Message::Rescan),
-                Err(_) => LinkOutcome::Message(Message::Retry),
-            }
+    let store = &app.engine.store;
+    let redeemed = match store.get_value(&redeemed_key(&ticket.id)).await {
+        Ok(r) => r,
+        Err(_) => return LinkOutcome::Message(Message::Retry),
+    };
+    // The phone that redeemed the link, coming back (with the link or not).
+    if let (Some(c), Some(r)) = (cookie, redeemed.as_deref()) {
+        if phone_binding(c) == r {
+            return LinkOutcome::Confirm {
+                phone: c.to_owned(),
+                new_cookie: false,
+            };
         }
-        (Some(_), _) => LinkOutcome::Message(Message::Rescan),
-        (None, Some(c)) if binds(c) => LinkOutcome::Confirm {
-            phone: c.to_owned(),
-            set_cookie: false,
+    }
+    let Some(k) = key else {
+        return LinkOutcome::Message(Message::Taken);
+    };
+    if redeemed.is_some() || ticket.scanned_by.as_deref() != Some(link_binding(k).as_str()) {
+        return LinkOutcome::Message(Message::Rescan);
+    }
+    // Redeem `K` once: a fresh cookie, and its binding recorded as the
+    // ticket's phone. Racing openings: one `put_new` wins.
+    let phone = Secret::generate().expose().to_owned();
+    let ttl =
+        Duration::from_millis(ticket.expires_at.saturating_sub(now_ms())) + Duration::from_secs(60);
+    match store
+        .put_new(&redeemed_key(&ticket.id), &phone_binding(&phone), ttl)
+        .await
+    {
+        Ok(true) => LinkOutcome::Confirm {
+            phone,
+            new_cookie: true,
         },
-        (None, _) => LinkOutcome::Message(Message::Taken),
+        Ok(false) => LinkOutcome::Message(Message::Rescan),
+        Err(_) => LinkOutcome::Message(Message::Retry),
+    }
+}
+
+/// The binding a confirm or deny from `phone` presents for `ticket`: the
+/// ticket's own (its link's) when this phone redeemed the link, else the
+/// phone's, which the ticket refuses.
+pub async fn answer_binding(app: &AppState, ticket: &Ticket, phone: &str) -> Result<String> {
+    let mine = phone_binding(phone);
+    let redeemed = app
+        .engine
+        .store
+        .get_value(&redeemed_key(&ticket.id))
+        .await?;
+    match (redeemed, &ticket.scanned_by) {
+        (Some(r), Some(scanner)) if r == mine => Ok(scanner.clone()),
+        _ => Ok(mine),
     }
 }

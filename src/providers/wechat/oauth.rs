@@ -191,6 +191,29 @@ impl Callback {
     }
 }
 
+/// The store key naming the phone (its binding) that first opened `id`'s
+/// page and went to WeChat.
+fn opener_key(id: &TicketId) -> String {
+    format!("wechat-oauth:opener:{id}")
+}
+
+/// Record `binding` as the phone that opened pending `ticket` on its way to
+/// WeChat, unless another phone did first (the first one keeps it: a later
+/// opener could be anyone who saw the QR). Only this phone's refusal denies.
+pub async fn bind_opener(
+    app: &AppState,
+    ticket: &Ticket,
+    binding: &str,
+) -> Result<(), crate::error::Error> {
+    let ttl =
+        Duration::from_millis(ticket.expires_at.saturating_sub(now_ms())) + Duration::from_secs(60);
+    app.engine
+        .store
+        .put_new(&opener_key(&ticket.id), binding, ttl)
+        .await?;
+    Ok(())
+}
+
 /// What the phone sees after a `wechat-oauth` callback.
 #[derive(Debug)]
 pub enum PhoneOutcome {
@@ -223,7 +246,15 @@ pub async fn phone_callback(app: &AppState, query: &Callback, binding: &str) -> 
         _ => return PhoneOutcome::Final(Some(ticket)),
     }
     let Some(code) = query.code() else {
-        // The person refused on WeChat's consent page.
+        // The person refused on WeChat's consent page. The request names
+        // only the ticket, which anyone who sees the QR knows: it denies
+        // only from the phone that opened the ticket before going to
+        // WeChat; from anywhere else a page, and nothing changes.
+        match app.engine.store.get_value(&opener_key(&id)).await {
+            Ok(Some(opener)) if opener == binding => {}
+            Ok(_) => return PhoneOutcome::Message(Message::Forbidden),
+            Err(_) => return PhoneOutcome::Message(Message::Retry),
+        }
         return match app.engine.deny(&id, None).await {
             Ok(t) => PhoneOutcome::Final(Some(t)),
             Err(_) => PhoneOutcome::Final(app.engine.get(&id).await.ok().flatten()),

@@ -438,9 +438,14 @@ impl Pusher {
     /// A safe-mode push of `xml`: encrypted, signed twice.
     pub fn safe(&self, xml: &str, openid: &str) -> Push {
         let (timestamp, nonce) = Self::stamp();
+        self.safe_at(xml, openid, &timestamp, &nonce)
+    }
+
+    /// A safe-mode push of `xml` under a given timestamp and nonce.
+    pub fn safe_at(&self, xml: &str, openid: &str, timestamp: &str, nonce: &str) -> Push {
         let encrypt = self.encrypt(xml);
-        let signature = sha1_sorted(&[&self.token, &timestamp, &nonce]);
-        let msg_signature = sha1_sorted(&[&self.token, &timestamp, &nonce, &encrypt]);
+        let signature = sha1_sorted(&[&self.token, timestamp, nonce]);
+        let msg_signature = sha1_sorted(&[&self.token, timestamp, nonce, &encrypt]);
         Push {
             query: format!(
                 "signature={signature}&timestamp={timestamp}&nonce={nonce}&openid={openid}\
@@ -450,8 +455,8 @@ impl Pusher {
                 "<xml><ToUserName><![CDATA[{OA_ORIGINAL_ID}]]></ToUserName>\
                  <Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
             ),
-            timestamp,
-            nonce,
+            timestamp: timestamp.into(),
+            nonce: nonce.into(),
         }
     }
 
