@@ -124,6 +124,10 @@ def start_session():
         return refuse(401, "invalid_token", "the token is signed by a key the service does not publish")
     except jwt.ExpiredSignatureError:
         return refuse(401, "invalid_token", "the token has expired")
+    except jwt.InvalidAudienceError:
+        return refuse(401, "invalid_token", "the token's aud claim is not accepted")
+    except jwt.InvalidIssuerError:
+        return refuse(401, "invalid_token", "the token's iss claim is not accepted")
     except (jwt.InvalidTokenError, ValueError):
         return refuse(401, "invalid_token", "the token is not valid")
     if not spend(claims["jti"], claims["exp"]):

@@ -34,6 +34,7 @@ const RECORD_TOKEN: &str = "(() => { const send = window.fetch; \
       return send.apply(this, arguments); }; })()";
 
 const SIGNED_OUT: &str = "document.body && document.body.dataset.state === 'signed-out'";
+const QR_SRC: &str = "(document.querySelector('#login img') || {}).src";
 const SIGNED_IN: &str = "document.body && document.body.dataset.state === 'signed-in'";
 
 #[derive(Clone, Copy)]
@@ -150,6 +151,16 @@ impl Backend {
     /// Start `example` on `port` against the service at `qrlogin`, and wait
     /// until it answers; `None` (after a notice) when it cannot run here.
     async fn start(example: Example, port: u16, qrlogin: &str) -> Option<Backend> {
+        Self::start_with(example, port, qrlogin, &[]).await
+    }
+
+    /// `start`, with these variables set over the test's.
+    async fn start_with(
+        example: Example,
+        port: u16,
+        qrlogin: &str,
+        vars: &[(&str, &str)],
+    ) -> Option<Backend> {
         let mut command = match example.command() {
             Ok(command) => command,
             Err(why) => {
@@ -169,6 +180,7 @@ impl Backend {
             .env("PORT", port.to_string())
             // The test rotates keys within a second of the first fetch.
             .env("JWKS_COOLDOWN_SECONDS", "0")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -254,11 +266,9 @@ async fn service(
     .await
 }
 
-/// Open the product page, scan its code, confirm on the dev phone page, and
-/// wait for the page to show the user; answers the token the page sent.
-async fn log_in_on_the_page(page: &Page, app: &TestApp, backend: &Backend) -> String {
-    page.goto(&backend.url("/")).await;
-    page.wait_for("the signed-out page", SIGNED_OUT).await;
+/// Scan the code the page shows and confirm it on the dev phone page;
+/// answers the code.
+async fn scan_and_confirm(page: &Page, app: &TestApp) -> String {
     let code = page.scan_qr("#login img").await;
     assert!(
         code.starts_with(&app.url("/m/")),
@@ -269,6 +279,15 @@ async fn log_in_on_the_page(page: &Page, app: &TestApp, backend: &Backend) -> St
     let confirm_page = phone.get(&code).send().await.unwrap().text().await.unwrap();
     let r = app.tap_confirm(&phone, ticket, &confirm_page).await;
     assert_eq!(r.status(), 200, "the phone confirms");
+    code
+}
+
+/// Open the product page, scan its code, confirm on the dev phone page, and
+/// wait for the page to show the user; answers the token the page sent.
+async fn log_in_on_the_page(page: &Page, app: &TestApp, backend: &Backend) -> String {
+    page.goto(&backend.url("/")).await;
+    page.wait_for("the signed-out page", SIGNED_OUT).await;
+    scan_and_confirm(page, app).await;
     page.wait_for("the signed-in page", SIGNED_IN).await;
     assert_eq!(page.text("#user").await, "dev:dev user");
     let token = page.eval("window.sentToken").await;
@@ -425,4 +444,58 @@ async fn the_node_express_backend_logs_in_refuses_replays_forgeries_and_bare_log
 #[tokio::test]
 async fn the_python_flask_backend_logs_in_refuses_replays_forgeries_and_bare_logouts() {
     run(Example::PythonFlask, Algorithm::EdDSA, Algorithm::RS256).await;
+}
+
+/// A backend expecting another audience refuses the token, and its page says
+/// why and shows a new code rather than failing silently.
+async fn refusal_is_explained(example: Example) {
+    let keys = KeyDir::new();
+    let key = keys.key("key.pem", Algorithm::ES256);
+    let port = free_port();
+    let app = service(
+        &format!("http://127.0.0.1:{port}"),
+        0,
+        Algorithm::ES256,
+        &key,
+        &[],
+    )
+    .await;
+    let vars = [("QRLOGIN_AUDIENCE", "another-product")];
+    let Some(backend) = Backend::start_with(example, port, &app.address, &vars).await else {
+        return;
+    };
+    let test = format!("example-{}-refused", example.name());
+    let Some(browser) = Browser::launch(&test).await else {
+        return;
+    };
+    let page = browser.page("product", Device::Desktop, "en-US").await;
+    page.goto(&backend.url("/")).await;
+    page.wait_for("the signed-out page", SIGNED_OUT).await;
+    let first_src = page.wait_for("the code", QR_SRC).await;
+    let code = scan_and_confirm(&page, &app).await;
+    page.wait_for(
+        "the refusal on the page",
+        "!document.getElementById('error').hidden",
+    )
+    .await;
+    assert_eq!(
+        page.text("#error").await,
+        "Login refused: the token's aud claim is not accepted"
+    );
+    page.wait_for("a new code", &format!("{QR_SRC} !== {first_src}"))
+        .await;
+    let next = page.scan_qr("#login img").await;
+    assert_ne!(next, code, "a new code to try again");
+    assert_eq!(page.eval(SIGNED_OUT).await, true);
+    page.screenshot("refused").await;
+}
+
+#[tokio::test]
+async fn the_node_express_page_explains_a_refused_login() {
+    refusal_is_explained(Example::NodeExpress).await;
+}
+
+#[tokio::test]
+async fn the_python_flask_page_explains_a_refused_login() {
+    refusal_is_explained(Example::PythonFlask).await;
 }
