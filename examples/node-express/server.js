@@ -85,7 +85,7 @@ function cookies(req) {
   const out = {};
   for (const part of (req.headers.cookie || "").split(";")) {
     const at = part.indexOf("=");
-    if (at > 0) out[part.slice(0, at).trim()] = decodeURIComponent(part.slice(at + 1).trim());
+    if (at > 0) out[part.slice(0, at).trim()] = part.slice(at + 1).trim(); // our ids need no decoding
   }
   return out;
 }
