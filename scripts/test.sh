@@ -4,17 +4,39 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+apt_install() {
+  echo "== installing: $*"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  fi
+}
+
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
-  echo "== installing: ${need[*]}"
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  fi
+  apt_install "${need[@]}"
+fi
+
+# The backend examples' dependencies (tests/api/examples.rs runs them), each
+# installed again only when its lock file changes.
+node_dir=examples/node-express
+if ! cmp -s "$node_dir/package-lock.json" "$node_dir/node_modules/.installed-lock.json"; then
+  echo "== npm ci ($node_dir)"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$node_dir/package-lock.json" "$node_dir/node_modules/.installed-lock.json"
+fi
+venv=examples/python-flask/.venv
+if ! cmp -s examples/python-flask/requirements.txt "$venv/.installed-requirements.txt"; then
+  echo "== pip install -r examples/python-flask/requirements.txt (in $venv)"
+  python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r examples/python-flask/requirements.txt
+  cp examples/python-flask/requirements.txt "$venv/.installed-requirements.txt"
 fi
 
 echo "== cargo fmt --check"

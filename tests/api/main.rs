@@ -9,6 +9,7 @@ mod browser;
 mod browser_cdp;
 mod cli;
 mod core;
+mod examples;
 mod fake_wechat;
 mod logs;
 mod miniprogram;

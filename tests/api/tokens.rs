@@ -19,18 +19,18 @@ use serde_json::{Value, json};
 
 use crate::helpers::{API_KEY, JWT_SECRET, TestApp, next_frame, spawn_app_with};
 
-const ISSUER: &str = "https://login.test";
-const AUDIENCE: &str = "qrlogin";
+pub const ISSUER: &str = "https://login.test";
+pub const AUDIENCE: &str = "qrlogin";
 /// Written by OpenSSL (`genpkey`, then `rsa -traditional`): generating RSA
 /// keys in a debug build would slow every run.
 const RSA_PKCS8: &str = include_str!("../../src/token/testdata/rsa_pkcs8.pem");
 const RSA_PKCS1: &str = include_str!("../../src/token/testdata/rsa_pkcs1.pem");
 
 /// A folder of key files, removed when dropped.
-struct KeyDir(PathBuf);
+pub struct KeyDir(PathBuf);
 
 impl KeyDir {
-    fn new() -> Self {
+    pub fn new() -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "qrlogin-keys-{}-{}",
@@ -48,7 +48,7 @@ impl KeyDir {
     }
 
     /// A new key of `alg` (RS256: the OpenSSL fixture) as a PKCS#8 file.
-    fn key(&self, name: &str, alg: Algorithm) -> PathBuf {
+    pub fn key(&self, name: &str, alg: Algorithm) -> PathBuf {
         let pem = match alg {
             Algorithm::RS256 => RSA_PKCS8.to_owned(),
             other => SigningKey::generate(other)
@@ -67,7 +67,7 @@ impl Drop for KeyDir {
     }
 }
 
-fn jwt_alg(alg: Algorithm) -> JwtAlg {
+pub fn jwt_alg(alg: Algorithm) -> JwtAlg {
     match alg {
         Algorithm::HS256 => JwtAlg::Hs256,
         Algorithm::RS256 => JwtAlg::Rs256,
@@ -91,7 +91,7 @@ async fn app_signing(alg: Algorithm, key: Option<&Path>, previous: &[&Path]) -> 
 }
 
 /// A token as the browser receives it: ticket, WebSocket, trusted confirm.
-async fn login(app: &TestApp, sub: &str) -> String {
+pub async fn login(app: &TestApp, sub: &str) -> String {
     let t = app.create_ticket().await;
     let mut ws = app.ws(&t).await;
     assert_eq!(next_frame(&mut ws).await["status"], "pending");
@@ -101,7 +101,7 @@ async fn login(app: &TestApp, sub: &str) -> String {
     frame["token"].as_str().expect("a token").to_owned()
 }
 
-async fn jwks_of(app: &TestApp) -> Value {
+pub async fn jwks_of(app: &TestApp) -> Value {
     let r = app
         .client
         .get(app.url("/.well-known/jwks.json"))
@@ -112,7 +112,7 @@ async fn jwks_of(app: &TestApp) -> Value {
     r.json().await.unwrap()
 }
 
-fn kids(jwks: &Value) -> Vec<String> {
+pub fn kids(jwks: &Value) -> Vec<String> {
     jwks["keys"]
         .as_array()
         .unwrap()
@@ -183,14 +183,14 @@ fn fresh_verifier(app: &TestApp) -> JwksVerifier {
     )
 }
 
-fn claims_now(offset_exp: i64) -> Value {
+pub fn claims_now(offset_exp: i64) -> Value {
     let now = jsonwebtoken::get_current_timestamp() as i64;
     json!({ "iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "jti": "j1",
             "iat": now, "exp": now + offset_exp, "idp": "app" })
 }
 
 /// Sign with `jsonwebtoken` and the key file: a second, independent signer.
-fn sign_with_file(alg: Algorithm, pem: &str, kid: &str, claims: &Value) -> String {
+pub fn sign_with_file(alg: Algorithm, pem: &str, kid: &str, claims: &Value) -> String {
     let key = match alg {
         Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()),
         Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
