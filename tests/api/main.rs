@@ -18,3 +18,4 @@ mod redis_store;
 mod tokens;
 mod wechat_mp;
 mod wechat_oauth;
+mod wechat_web;
