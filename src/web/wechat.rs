@@ -29,10 +29,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(OAUTH_CALLBACK, get(oauth_callback))
         .route(WEB_CALLBACK, get(web_callback))
-        .route(
-            "/api/v1/tickets/{ticket}/wechat-web",
-            post(redeem_web_code),
-        )
+        .route("/api/v1/tickets/{ticket}/wechat-web", post(redeem_web_code))
 }
 
 /// An unparsable query is simply a callback without code or state.

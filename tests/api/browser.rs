@@ -514,7 +514,10 @@ async fn wechat_web_embeds_wechats_own_qr_as_wx_login_does() {
         "wxLogin.js builds no #wechat_redirect"
     );
     assert_eq!(q["login_type"], "jssdk");
-    assert_eq!(q["self_redirect"], "true", "WeChat comes back inside its frame");
+    assert_eq!(
+        q["self_redirect"], "true",
+        "WeChat comes back inside its frame"
+    );
     assert_eq!(q["stylelite"], "1");
     assert_eq!(q["lang"], "en");
     assert_eq!(q["scope"], "snsapi_login");
@@ -571,7 +574,10 @@ async fn wechat_web_login(test: &str, path: &str) {
     assert_active(&app, token).await;
     let address = desktop.eval("location.href").await;
     let address = address.as_str().unwrap();
-    assert!(!address.contains("code"), "the code left the address: {address}");
+    assert!(
+        !address.contains("code"),
+        "the code left the address: {address}"
+    );
     assert_eq!(fake.hits("/sns/oauth2/access_token"), 1);
     assert!(
         !desktop.logs().contains("Content Security Policy"),
@@ -603,13 +609,21 @@ async fn a_forwarded_wechat_page_tells_the_person_and_logs_nobody_in() {
     let victim = browser.page("victim", Device::Desktop, EN).await;
     victim.goto(url).await;
     victim
-        .wait_for("the elsewhere message", &format!("{STATUS} === 'elsewhere'"))
+        .wait_for(
+            "the elsewhere message",
+            &format!("{STATUS} === 'elsewhere'"),
+        )
         .await;
     assert_eq!(
         victim.text(".qrlogin-status").await,
         "This login was started on another device"
     );
-    assert!(victim.text(".qrlogin-hint").await.contains("Nothing was done"));
+    assert!(
+        victim
+            .text(".qrlogin-hint")
+            .await
+            .contains("Nothing was done")
+    );
     let address = victim.eval("location.href").await;
     assert!(!address.as_str().unwrap().contains("code"), "{address}");
     victim.screenshot("elsewhere").await;

@@ -102,7 +102,10 @@ async fn state_in_the_authorize_url_is_opaque_not_the_ticket_id() {
     assert!(state.len() >= 32 && state.bytes().all(|b| b.is_ascii_alphanumeric()));
     let other = app.create_ticket().await;
     assert_ne!(
-        param(without_fragment(other.body["authorize_url"].as_str().unwrap()), "state"),
+        param(
+            without_fragment(other.body["authorize_url"].as_str().unwrap()),
+            "state"
+        ),
         Some(state),
         "one state per ticket"
     );
@@ -144,7 +147,11 @@ async fn a_website_login_is_handed_to_the_page_with_the_secret_and_redeemed_once
     let claims = claims_of(frame["token"].as_str().unwrap());
     let user = User::default();
     assert_eq!(claims["idp"], "wechat");
-    assert_eq!(claims["openid"], user.openid(WEB_APP_ID), "the website app's openid");
+    assert_eq!(
+        claims["openid"],
+        user.openid(WEB_APP_ID),
+        "the website app's openid"
+    );
     assert_eq!(claims["unionid"], user.unionid().unwrap());
     assert_eq!(
         claims["sub"],
@@ -154,7 +161,10 @@ async fn a_website_login_is_handed_to_the_page_with_the_secret_and_redeemed_once
 
     // A second redeem of the same code fails and changes nothing.
     let again = redeem_from_callback(&app, &t, &callback).await;
-    assert_eq!(error_of(again).await, (409, "invalid_transition".to_owned()));
+    assert_eq!(
+        error_of(again).await,
+        (409, "invalid_transition".to_owned())
+    );
     let mut late = app.ws(&t).await;
     assert_eq!(next_frame(&mut late).await["token"], frame["token"]);
     assert_eq!(fake.hits(TOKEN_PATH), 1, "the code was exchanged once");
@@ -179,7 +189,10 @@ async fn a_forwarded_wechat_page_logs_nobody_in() {
     assert_eq!(r.status(), 200, "the hand-off page");
     assert!(r.headers().get("set-cookie").is_none());
     // Nothing happened: the creator's poll and socket see a pending ticket.
-    assert_eq!(creator_sees(&app, &attacker).await, ("pending".into(), false));
+    assert_eq!(
+        creator_sees(&app, &attacker).await,
+        ("pending".into(), false)
+    );
     assert_quiet(&mut attackers_socket).await;
     assert_eq!(status_of(&app, &attacker.id).await, "pending");
     assert_eq!(fake.hits(TOKEN_PATH), 0, "the victim's code was not spent");
@@ -199,7 +212,13 @@ async fn an_attackers_code_and_state_are_refused_for_another_ticket() {
     assert_eq!(fake.hits(TOKEN_PATH), 0, "checked before the exchange");
     // Without a state nothing binds the code to the ticket either.
     let code = param(&callback, "code").unwrap();
-    let r = redeem(&app, &victim.id, Some(&victim.secret), json!({ "code": code })).await;
+    let r = redeem(
+        &app,
+        &victim.id,
+        Some(&victim.secret),
+        json!({ "code": code }),
+    )
+    .await;
     assert_eq!(error_of(r).await, (403, "forbidden".to_owned()));
     assert_eq!(status_of(&app, &victim.id).await, "pending");
     // The code is still good for the ticket it came back for.
@@ -219,7 +238,11 @@ async fn the_redeem_needs_the_tickets_secret_and_changes_nothing_without_it() {
     });
     for secret in [None, Some("wrong-secret"), Some(other.secret.as_str())] {
         let r = redeem(&app, &t.id, secret, body.clone()).await;
-        assert_eq!(error_of(r).await, (401, "unauthorized".to_owned()), "{secret:?}");
+        assert_eq!(
+            error_of(r).await,
+            (401, "unauthorized".to_owned()),
+            "{secret:?}"
+        );
     }
     assert_eq!(status_of(&app, &t.id).await, "pending");
     assert_eq!(fake.hits(TOKEN_PATH), 0);
@@ -242,14 +265,29 @@ async fn codes_wechat_refuses_are_the_contracts_errors_and_leave_the_ticket() {
     )
     .unwrap();
     // Unknown to WeChat (40029).
-    let r = redeem(&app, &t.id, Some(&t.secret), json!({ "code": "nope", "state": state })).await;
+    let r = redeem(
+        &app,
+        &t.id,
+        Some(&t.secret),
+        json!({ "code": "nope", "state": state }),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "bad_request");
-    assert!(body["message"].as_str().unwrap().contains("40029"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("40029"),
+        "{body}"
+    );
     // A code of the Official Account is not the website app's.
     let oa_code = fake.issue_code(OA_APP_ID, "snsapi_userinfo");
-    let r = redeem(&app, &t.id, Some(&t.secret), json!({ "code": oa_code, "state": state })).await;
+    let r = redeem(
+        &app,
+        &t.id,
+        Some(&t.secret),
+        json!({ "code": oa_code, "state": state }),
+    )
+    .await;
     assert_eq!(error_of(r).await, (400, "bad_request".to_owned()));
     assert_eq!(status_of(&app, &t.id).await, "pending");
 
@@ -268,7 +306,10 @@ async fn codes_wechat_refuses_are_the_contracts_errors_and_leave_the_ticket() {
 
     // A fresh code still logs in.
     let callback = web_login(&app.client, &t).await;
-    assert_eq!(redeem_from_callback(&app, &t, &callback).await.status(), 200);
+    assert_eq!(
+        redeem_from_callback(&app, &t, &callback).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -291,13 +332,28 @@ async fn a_refusal_callback_changes_nothing() {
 
 #[tokio::test]
 async fn callbacks_for_unknown_states_show_a_page_and_leak_nothing() {
-    let (app, _fake) = web_app().await;
-    for query in ["", "?code=abc", "?code=abc&state=", "?state=%00%ff", "?code=abc&state=unknown0state"] {
-        let (status, page) = open(&app.client, &app.url(&format!("/wechat/web/callback{query}"))).await;
+    let (app, fake) = web_app().await;
+    let t = app.create_ticket().await;
+    let by_id = format!("?code=abc&state={}", t.id);
+    for query in [
+        "",
+        "?code=abc",
+        "?code=abc&state=",
+        "?state=%00%ff",
+        "?code=abc&state=unknown0state",
+        &by_id,
+    ] {
+        let (status, page) = open(
+            &app.client,
+            &app.url(&format!("/wechat/web/callback{query}")),
+        )
+        .await;
         assert_eq!(status, 404, "{query}");
         assert_clean(&page, "abc");
         assert!(page.contains("<html"), "a page, not JSON: {page}");
     }
+    assert_eq!(fake.hits(TOKEN_PATH), 0, "no callback asks WeChat anything");
+    assert_eq!(status_of(&app, &t.id).await, "pending");
 }
 
 #[tokio::test]
@@ -310,8 +366,14 @@ async fn the_hand_off_posts_only_to_allowed_origins_never_to_any() {
     let callback = web_login(&app.client, &t).await;
     let r = app.client.get(&callback).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers().get("x-frame-options").is_none(), "WeChat's frame may show it");
-    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(
+        r.headers().get("x-frame-options").is_none(),
+        "WeChat's frame may show it"
+    );
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     // As the browser reads the attribute (the template escapes `/`).
     let page = r.text().await.unwrap().replace("&#x2f;", "/");
     let expected = format!("{} https://shop.example", app.address);
@@ -351,7 +413,10 @@ async fn wechat_code_paths_are_rate_limited_per_ip() {
     let r = redeem(&app, &t.id, Some(&t.secret), body).await;
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(error_of(r).await, (429, "rate_limited".to_owned()));
-    for path in ["/wechat/web/callback?code=c&state=s", "/wechat/oauth/callback?code=c&state=s"] {
+    for path in [
+        "/wechat/web/callback?code=c&state=s",
+        "/wechat/oauth/callback?code=c&state=s",
+    ] {
         let r = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 429, "{path}");
         assert!(r.headers().contains_key("retry-after"));

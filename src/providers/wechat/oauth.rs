@@ -465,9 +465,7 @@ impl SignInError {
             SignInError::Snapshot => Error::BadRequest(
                 "WeChat sent a preview user; open WeChat's page for real and scan again".into(),
             ),
-            SignInError::Mismatch => {
-                Error::Upstream("WeChat's profile named another user".into())
-            }
+            SignInError::Mismatch => Error::Upstream("WeChat's profile named another user".into()),
         }
     }
 }

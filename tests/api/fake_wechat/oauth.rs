@@ -261,11 +261,18 @@ async fn qrconnect(State(state): State<Shared>, Query(q): Params) -> Response {
 /// Embedded with wxLogin.js's `self_redirect: false`, WeChat's page sends
 /// the whole page (not its frame) to the callback, by script.
 fn top_redirect(back: Response) -> Response {
-    let Some(to) = back.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
+    let Some(to) = back
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return back;
     };
     let to = serde_json::to_string(to).unwrap();
-    Html(format!("<!doctype html><script>top.location.href = {to};</script>")).into_response()
+    Html(format!(
+        "<!doctype html><script>top.location.href = {to};</script>"
+    ))
+    .into_response()
 }
 
 async fn access_token(State(state): State<Shared>, Query(q): Params) -> Response {
