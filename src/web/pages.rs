@@ -164,10 +164,11 @@ async fn show_login_page(
 /// the person approved, our own `wechat-web` callback inside that frame.
 fn login_page_csp(app: &AppState) -> Option<HeaderValue> {
     let open = url::Url::parse(&app.wechat.open_url("/")).ok()?.origin();
-    let open = open
-        .is_tuple()
-        .then(|| open.ascii_serialization())
-        .unwrap_or_default();
+    let open = if open.is_tuple() {
+        open.ascii_serialization()
+    } else {
+        String::new()
+    };
     HeaderValue::from_str(&format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; \
          connect-src 'self' ws: wss:; frame-src 'self' {open}; frame-ancestors 'none'; \
