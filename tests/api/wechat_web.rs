@@ -425,3 +425,38 @@ async fn wechat_code_paths_are_rate_limited_per_ip() {
     }
     assert_eq!(status_of(&app, &t.id).await, "pending");
 }
+
+#[tokio::test]
+async fn the_state_resolves_on_every_instance_over_redis() {
+    let Some(redis) = crate::redis_server::RedisServer::start("wechat_web_state_over_redis") else {
+        return;
+    };
+    let fake = FakeWechat::start().await;
+    let prefix = format!("ww{}", rand::random::<u32>());
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        apps.push(
+            spawn_app_with(|s| {
+                fake.configure(s);
+                s.providers = vec!["wechat-web".parse().unwrap()];
+                s.redis_url = Some(redis.url());
+                s.redis_prefix = prefix.clone();
+            })
+            .await,
+        );
+    }
+    let (a, b) = (&apps[0], &apps[1]);
+    let t = a.create_ticket().await;
+    let mut ws = a.ws(&t).await;
+    next_frame(&mut ws).await;
+    // WeChat's redirect lands on the other instance, which knows the state.
+    let callback = web_login(&a.client, &t)
+        .await
+        .replacen(&a.address, &b.address, 1);
+    let (status, _) = open(&b.client, &callback).await;
+    assert_eq!(status, 200, "the hand-off page");
+    assert_eq!(status_of(a, &t.id).await, "pending");
+    // Redeemed there too; the push reaches the socket on the first.
+    assert_eq!(redeem_from_callback(b, &t, &callback).await.status(), 200);
+    assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+}
