@@ -372,6 +372,15 @@ pub struct Settings {
     /// Long-polls one client IP may make per minute (0: no limit).
     #[arg(long = "rate-polls", env = "QRLOGIN_RATE_POLLS", default_value_t = 600)]
     pub rate_polls: u32,
+    /// WeChat callbacks and `wechat-web` code redemptions one client IP may
+    /// make per minute (0: no limit). A login needs one or two; a loop
+    /// guessing states or replaying codes needs many.
+    #[arg(
+        long = "rate-wechat",
+        env = "QRLOGIN_RATE_WECHAT",
+        default_value_t = 60
+    )]
+    pub rate_wechat: u32,
     /// `text` or `json` log lines.
     #[arg(
         long = "log-format",

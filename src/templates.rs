@@ -19,6 +19,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         "phone_message.html",
         include_str!("../templates/phone_message.html"),
     ),
+    (
+        "wechat_handoff.html",
+        include_str!("../templates/wechat_handoff.html"),
+    ),
 ];
 
 pub struct Templates {
@@ -178,6 +182,11 @@ pub struct Texts {
     pub qr_alt: &'static str,
     /// Placeholder of the dev page's optional name field.
     pub name_placeholder: &'static str,
+    /// The `wechat-web` callback page while its script hands the code on.
+    pub handoff_heading: &'static str,
+    pub handoff_body: &'static str,
+    /// The same page when scripts are off: it cannot hand anything on.
+    pub handoff_noscript: &'static str,
 }
 
 static EN: Texts = Texts {
@@ -220,6 +229,9 @@ static EN: Texts = Texts {
     requester_heading: "The computer asking to log in",
     qr_alt: "QR code of this login",
     name_placeholder: "dev user",
+    handoff_heading: "Back from WeChat",
+    handoff_body: "Returning to the login page…",
+    handoff_noscript: "This page needs JavaScript to finish the login. Nothing was done.",
 };
 
 static ZH_CN: Texts = Texts {
@@ -262,6 +274,9 @@ static ZH_CN: Texts = Texts {
     requester_heading: "请求登录的电脑",
     qr_alt: "本次登录的二维码",
     name_placeholder: "dev user",
+    handoff_heading: "已从微信返回",
+    handoff_body: "正在返回登录页面…",
+    handoff_noscript: "此页面需要 JavaScript 才能完成登录。未进行任何操作。",
 };
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
  *     provider: "dev",                      // one of the enabled providers (default: the service's)
  *     lang: "en",                           // "en" or "zh-CN" (default: the page's lang, then the browser's)
  *     onState: function (status, state) {}, // pending, scanned, confirmed, denied, expired
- *     onToken: function (token, state) {}   // the signed JWT, once confirmed
+ *     onToken: function (token, state) {}, // the signed JWT, once confirmed
+ *     wechatRedirect: "iframe"              // `wechat-web`: WeChat comes back inside its frame
+ *                                           // ("iframe", default) or takes the whole page ("top")
  *   });
  *   login.destroy();                        // stops every timer, socket and request
  *
@@ -18,6 +20,14 @@
  * nothing is missed. An expired code is replaced once automatically; after
  * that a Refresh button waits for the person, so an unattended page does not
  * keep making codes.
+ *
+ * `wechat-web`: WeChat's own QR page is embedded; once the person approves,
+ * WeChat sends the browser to the service's callback, which changes nothing
+ * and hands the code back to this page (a message from the frame, checked
+ * for its origin, source and the ticket's `state`; or, in "top" mode, the
+ * login page's fragment). Only this page holds the ticket's secret, so only
+ * it can redeem the code. A browser that gets a code for a login it did not
+ * start (a forwarded WeChat page) is told so, and nothing is done.
  */
 (function (global) {
   "use strict";
@@ -48,7 +58,14 @@
       token: "Token received by this page",
       wechat: "Scan with WeChat",
       qrAlt: "QR code to scan with your phone",
-      timeLeft: "Time left"
+      timeLeft: "Time left",
+      elsewhere: "This login was started on another device",
+      elsewhereHint: "Nothing was done here, and nobody was logged in. To log in on this computer, get a new code.",
+      newCode: "Get a code",
+      wechatRefused: "Cancelled in WeChat",
+      wechatRefusedHint: "Nobody was logged in. You can try again.",
+      wechatFailed: "WeChat did not accept the login",
+      wechatFailedHint: "Nobody was logged in. Get a new code and scan it again."
     },
     "zh-CN": {
       pending: "请使用手机扫描二维码",
@@ -75,7 +92,14 @@
       token: "本页面已收到令牌",
       wechat: "使用微信扫码",
       qrAlt: "用手机扫描的二维码",
-      timeLeft: "剩余时间"
+      timeLeft: "剩余时间",
+      elsewhere: "此登录是在另一台设备上发起的",
+      elsewhereHint: "此处未进行任何操作，也没有任何人登录。如需在这台电脑上登录，请获取新的二维码。",
+      newCode: "获取二维码",
+      wechatRefused: "已在微信中取消",
+      wechatRefusedHint: "没有任何人登录。你可以重试。",
+      wechatFailed: "微信未接受此次登录",
+      wechatFailedHint: "没有任何人登录。请获取新的二维码后重新扫描。"
     }
   };
 
@@ -126,6 +150,10 @@
     var transports = options.transports || ["websocket", "poll"];
     var canPoll = transports.indexOf("poll") >= 0;
     var storageKey = "qrlogin.ticket." + (options.provider || "default");
+    var topRedirect = options.wechatRedirect === "top";
+    // Where the service (and so its `wechat-web` callback) lives.
+    var serviceOrigin = new URL(base || location.origin, location.href).origin;
+    var handoff = takeHandoff();
     var s = {
       destroyed: false, ticket: null, status: null, skew: 0, total: 0,
       ws: null, requests: [], timers: [], tick: null,
@@ -366,6 +394,19 @@
       closeTransports();
       clearTimers();
       var resumed = remembered();
+      var back = handoff;
+      handoff = null;
+      if (back) {
+        // Back from WeChat at top level: only the browser that made this
+        // ticket has it (and its secret) stored, under the same state.
+        if (!resumed || !resumed.authorize_url || stateOf(resumed) !== back.state) {
+          local("elsewhere", t.elsewhere, t.elsewhereHint, t.newCode);
+          return;
+        }
+        follow(resumed, true);
+        handOver(resumed, back);
+        return;
+      }
       if (resumed) { follow(resumed); return; }
       say(t.connecting);
       var body = options.provider ? { provider: options.provider } : {};
@@ -392,21 +433,25 @@
       });
     }
 
-    function follow(tk) {
+    function follow(tk, returning) {
       s.ticket = tk;
       s.status = null;
       s.skew = tk.skew || 0;
       s.total = tk.expires_in || 0;
       frame.textContent = "";
-      if (tk.authorize_url && options.embedWechat !== false) {
+      if (tk.authorize_url && returning) {
+        img.hidden = true;
+        stage.classList.add("qrlogin-stage-wechat");
+      } else if (tk.authorize_url && options.embedWechat !== false) {
         img.hidden = true;
         stage.classList.add("qrlogin-stage-wechat");
         var f = el("iframe", "qrlogin-wechat");
         f.title = t.wechat;
         f.width = 300; f.height = 400;
         f.src = wechatFrameUrl(tk.authorize_url);
-        // As wxLogin.js does: WeChat may navigate this page to the callback.
-        f.setAttribute("sandbox", "allow-scripts allow-top-navigation allow-same-origin");
+        // As wxLogin.js does: WeChat navigates the frame to the callback
+        // ("iframe"), or this whole page ("top").
+        f.setAttribute("sandbox", "allow-scripts allow-same-origin" + (topRedirect ? " allow-top-navigation" : ""));
         frame.appendChild(f);
       } else {
         img.hidden = false;
@@ -423,10 +468,83 @@
       var u = new URL(authorizeUrl);
       u.hash = "";
       u.searchParams.set("login_type", "jssdk");
-      u.searchParams.set("self_redirect", "false"); // the whole page goes to the callback
+      u.searchParams.set("self_redirect", topRedirect ? "false" : "true");
       u.searchParams.set("stylelite", "1");
       if (lang === "en") u.searchParams.set("lang", "en");
       return u.toString();
+    }
+
+    // --- wechat-web: the code WeChat handed back -------------------------
+    /** The `state` WeChat sends back for `tk` (from its authorize_url). */
+    function stateOf(tk) {
+      try { return new URL(tk.authorize_url).searchParams.get("state") || ""; } catch (e) { return ""; }
+    }
+
+    /** A top-level return from the callback: the fragment's code and state,
+     *  taken out of the address bar (and history) at once. */
+    function takeHandoff() {
+      if (!/[#&]qrlogin_state=/.test(location.hash)) return null;
+      var f = new URLSearchParams(location.hash.slice(1));
+      try { history.replaceState(null, "", location.pathname + location.search); } catch (e) {}
+      return { state: f.get("qrlogin_state") || "", code: f.get("qrlogin_code") || "" };
+    }
+
+    /** The frame's message: only from our callback's origin, only from the
+     *  frame this page made, only with this ticket's state. */
+    function onMessage(ev) {
+      var tk = s.ticket, f = frame.querySelector("iframe");
+      if (!tk || !tk.authorize_url || !f || ev.source !== f.contentWindow) return;
+      if (ev.origin !== serviceOrigin) return;
+      var d = ev.data;
+      if (!d || d.type !== "qrlogin:wechat-web" || typeof d.state !== "string") return;
+      if (!stateOf(tk) || d.state !== stateOf(tk)) return;
+      frame.textContent = "";
+      handOver(tk, { state: d.state, code: typeof d.code === "string" ? d.code : "" });
+    }
+
+    /** Redeem the code with the secret; the token comes on the socket. */
+    function handOver(tk, back) {
+      if (!back.code) {
+        forget();
+        local("refused", t.wechatRefused, t.wechatRefusedHint, t.retry);
+        return;
+      }
+      request("/api/v1/tickets/" + encodeURIComponent(tk.ticket) + "/wechat-web", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Authorization": "Bearer " + tk.secret },
+        body: JSON.stringify({ code: back.code, state: back.state })
+      }).then(function (r) {
+        if (s.destroyed || s.ticket !== tk) return;
+        // 409: finished already; the socket tells how.
+        if (r.ok || r.status === 409) return;
+        forget();
+        local("failed", t.wechatFailed, t.wechatFailedHint, t.newCode);
+      }).catch(function (e) {
+        if (s.destroyed || (e && e.name === "AbortError") || s.ticket !== tk) return;
+        forget();
+        local("failed", t.wechatFailed, t.wechatFailedHint, t.newCode);
+      });
+    }
+
+    /** A state only this page knows (nothing to follow on the server):
+     *  everything stops until the person asks for a new code. */
+    function local(name, text, more, label) {
+      closeTransports();
+      clearTimers();
+      stopCountdown();
+      s.ticket = null;
+      s.status = name;
+      frame.textContent = "";
+      img.hidden = true;
+      img.removeAttribute("src");
+      root.setAttribute("data-status", name);
+      showUser(null);
+      tokenBox.hidden = true;
+      showOverlay(name === "elsewhere" ? "denied" : "expired", true, label);
+      say(text, more);
+      if (typeof options.onState === "function") {
+        try { options.onState(name, { status: name }); } catch (e) { report(e); }
+      }
     }
 
     function connect() {
@@ -535,6 +653,7 @@
       later(start, 250 + Math.random() * 500); // the service answers again: no need to wait long
     }
 
+    global.addEventListener("message", onMessage);
     start();
 
     return {
@@ -545,6 +664,7 @@
         clearTimers();
         stopCountdown();
         button.removeEventListener("click", onButton);
+        global.removeEventListener("message", onMessage);
         root.innerHTML = "";
         root.removeAttribute("data-status");
       },

@@ -23,10 +23,13 @@ pub struct Prepared {
 pub async fn prepare(app: &AppState, provider: Provider, id: &TicketId) -> Result<Prepared> {
     let phone_page = format!("{}/m/{}", app.settings.public_url(), id);
     match provider {
-        Provider::WechatWeb => Ok(Prepared {
-            qr_content: phone_page,
-            authorize_url: Some(wechat::oauth::qrconnect_url(app, id)),
-        }),
+        Provider::WechatWeb => {
+            let state = wechat::oauth::new_web_state(app, id).await?;
+            Ok(Prepared {
+                qr_content: phone_page,
+                authorize_url: Some(wechat::oauth::qrconnect_url(app, &state)),
+            })
+        }
         Provider::WechatMp => Ok(Prepared {
             qr_content: wechat::mp::create_qr(app, id).await?,
             authorize_url: None,

@@ -1,5 +1,6 @@
-//! Abuse limits per client IP: ticket creation, WebSocket connects and
-//! long-polls, each a GCRA quota (governor). The trusted API is limited only
+//! Abuse limits per client IP: ticket creation, WebSocket connects,
+//! long-polls and the WeChat code paths (both callbacks and the
+//! `wechat-web` redemption), each a GCRA quota (governor). The trusted API is limited only
 //! by its key. Over a limit: 429 `rate_limited` with `Retry-After`.
 //!
 //! Limits are per instance. Behind a load balancer an attacker's budget is
@@ -20,9 +21,11 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use super::pages::{Message, message_page, page_lang};
 use super::{AppState, client_ip};
 use crate::config::Settings;
 use crate::error::Error;
+use crate::providers::wechat::oauth::{OAUTH_CALLBACK, WEB_CALLBACK, WEB_REDEEM_SUFFIX};
 
 /// One per-IP quota; `None` when its setting is 0 (off).
 struct Limit {
@@ -65,6 +68,7 @@ pub struct Limits {
     tickets: Limit,
     sockets: Limit,
     polls: Limit,
+    wechat: Limit,
     /// Open WebSockets, in total and per IP.
     pub open_sockets: Arc<Slots>,
     /// Long-polls waiting, in total.
@@ -149,6 +153,7 @@ impl Limits {
             tickets: Limit::per_minute(settings.rate_tickets),
             sockets: Limit::per_minute(settings.rate_sockets),
             polls: Limit::per_minute(settings.rate_polls),
+            wechat: Limit::per_minute(settings.rate_wechat),
             open_sockets: Arc::new(Slots::new(
                 settings.max_sockets,
                 settings.max_sockets_per_ip,
@@ -173,6 +178,12 @@ fn quota_of<'a>(
         Method::POST if ticket_path.is_some_and(|p| p.ends_with("/poll")) => {
             Some((&limits.polls, "polls"))
         }
+        Method::POST if ticket_path.is_some_and(|p| p.ends_with(WEB_REDEEM_SUFFIX)) => {
+            Some((&limits.wechat, "wechat"))
+        }
+        Method::GET if path == OAUTH_CALLBACK || path == WEB_CALLBACK => {
+            Some((&limits.wechat, "wechat"))
+        }
         _ => None,
     }
 }
@@ -187,14 +198,36 @@ pub async fn limit_requests(State(app): State<AppState>, request: Request, next:
         let ip = client_ip(peer, request.headers(), &app.settings.trusted_proxies);
         if let Err(retry_after) = limit.check(ip) {
             metrics::counter!("qrlogin_rate_limited_total", "limit" => name).increment(1);
-            return Error::RateLimited {
+            let error = Error::RateLimited {
                 message: "too many requests from this address, slow down",
                 retry_after,
+            };
+            // WeChat's callbacks are read by a person: a page, not JSON.
+            if name == "wechat" && request.method() == Method::GET {
+                return rate_limited_page(&app, &request, error);
             }
-            .into_response();
+            return error.into_response();
         }
     }
     next.run(request).await
+}
+
+/// The 429 of a page: the "try again" page, with the error's status and
+/// `Retry-After`.
+fn rate_limited_page(app: &AppState, request: &Request, error: Error) -> Response {
+    let json = error.into_response();
+    let mut page = message_page(
+        app,
+        page_lang(None, request.headers()),
+        Message::Retry,
+        None,
+    );
+    *page.status_mut() = json.status();
+    if let Some(retry) = json.headers().get(axum::http::header::RETRY_AFTER) {
+        page.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, retry.clone());
+    }
+    page
 }
 
 /// Requests other than WebSockets and long-polls must finish in time; a

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, miniprogram, ops, poll, ws};
+use super::{api, miniprogram, ops, poll, wechat, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,7 +13,7 @@ use super::{api, miniprogram, ops, poll, ws};
     paths(
         api::create_ticket, api::get_qr_png, api::get_qr_svg, ws::upgrade_ws, poll::poll_ticket,
         api::get_ticket, api::scan_ticket, api::confirm_ticket, api::deny_ticket,
-        api::introspect_token, api::get_jwks,
+        api::introspect_token, api::get_jwks, wechat::redeem_web_code,
         miniprogram::scan_with_miniprogram, miniprogram::confirm_with_miniprogram,
         miniprogram::deny_with_miniprogram,
         ops::healthz, ops::readyz, ops::render_metrics,

@@ -67,6 +67,15 @@ pub fn router() -> Router<AppState> {
             }),
         )
         .route(
+            "/static/wechat-handoff.js",
+            get(|| {
+                static_file(
+                    "application/javascript",
+                    include_str!("../../static/wechat-handoff.js"),
+                )
+            }),
+        )
+        .route(
             "/static/qrlogin.css",
             get(|| static_file("text/css", include_str!("../../static/qrlogin.css"))),
         )
@@ -161,7 +170,31 @@ async fn show_login_page(
         dev: dev_mode(&app.settings),
         provider: provider.as_str(),
     };
-    page_response(StatusCode::OK, app.templates.render("login.html", page))
+    let mut response = page_response(StatusCode::OK, app.templates.render("login.html", page));
+    if let Some(csp) = login_page_csp(&app) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    response
+}
+
+/// The login page's policy: as every page's, except that it frames
+/// WeChat's QR page (wherever `QRLOGIN_WECHAT_OPEN_BASE` points) and, once
+/// the person approved, our own `wechat-web` callback inside that frame.
+fn login_page_csp(app: &AppState) -> Option<HeaderValue> {
+    let open = url::Url::parse(&app.wechat.open_url("/")).ok()?.origin();
+    let open = if open.is_tuple() {
+        open.ascii_serialization()
+    } else {
+        String::new()
+    };
+    HeaderValue::from_str(&format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; \
+         connect-src 'self' ws: wss:; frame-src 'self' {open}; frame-ancestors 'none'; \
+         base-uri 'none'; form-action 'self'"
+    ))
+    .ok()
 }
 
 fn dev_mode(settings: &Settings) -> bool {

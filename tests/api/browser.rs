@@ -514,7 +514,10 @@ async fn wechat_web_embeds_wechats_own_qr_as_wx_login_does() {
         "wxLogin.js builds no #wechat_redirect"
     );
     assert_eq!(q["login_type"], "jssdk");
-    assert_eq!(q["self_redirect"], "false");
+    assert_eq!(
+        q["self_redirect"], "true",
+        "WeChat comes back inside its frame"
+    );
     assert_eq!(q["stylelite"], "1");
     assert_eq!(q["lang"], "en");
     assert_eq!(q["scope"], "snsapi_login");
@@ -524,8 +527,8 @@ async fn wechat_web_embeds_wechats_own_qr_as_wx_login_does() {
         .eval("document.querySelector('iframe.qrlogin-wechat').getAttribute('sandbox')")
         .await;
     assert_eq!(
-        sandbox,
-        "allow-scripts allow-top-navigation allow-same-origin"
+        sandbox, "allow-scripts allow-same-origin",
+        "the frame may not navigate the page"
     );
     assert_eq!(
         desktop
@@ -545,4 +548,89 @@ async fn wechat_web_embeds_wechats_own_qr_as_wx_login_does() {
     assert_eq!(app.confirm(&ticket, "wechat-user").await.status(), 200);
     assert_eq!(wait_status(&desktop, "confirmed").await, "Logged in");
     desktop.screenshot("embedded").await;
+}
+
+/// The service with the fake WeChat as its only provider's WeChat.
+async fn wechat_web_app() -> (TestApp, crate::fake_wechat::FakeWechat) {
+    crate::wechat_oauth::spawn("wechat-web", |_| {}).await
+}
+
+/// The desktop at `path` completes a `wechat-web` login through the fake
+/// WeChat (which plays the person approving at once) and the hand-off:
+/// the page ends confirmed with an active token, no code left in its
+/// address, no CSP complaint.
+async fn wechat_web_login(test: &str, path: &str) {
+    let (app, fake) = wechat_web_app().await;
+    let Some(browser) = Browser::launch(test).await else {
+        return;
+    };
+    let desktop = browser.page("desktop", Device::Desktop, EN).await;
+    desktop.goto(&app.url(path)).await;
+    assert_eq!(wait_status(&desktop, "confirmed").await, "Logged in");
+    let nickname = crate::fake_wechat::oauth::User::default().nickname;
+    assert_eq!(desktop.text(".qrlogin-nickname").await, nickname);
+    let token = desktop.eval("window.qrloginToken").await;
+    let token = token.as_str().expect("onToken gave the page a token");
+    assert_active(&app, token).await;
+    let address = desktop.eval("location.href").await;
+    let address = address.as_str().unwrap();
+    assert!(
+        !address.contains("code"),
+        "the code left the address: {address}"
+    );
+    assert_eq!(fake.hits("/sns/oauth2/access_token"), 1);
+    assert!(
+        !desktop.logs().contains("Content Security Policy"),
+        "{}",
+        desktop.logs()
+    );
+    desktop.screenshot("confirmed").await;
+}
+
+#[tokio::test]
+async fn wechat_web_logs_in_through_the_frames_hand_off() {
+    wechat_web_login("wechat_web_iframe", "/").await;
+}
+
+#[tokio::test]
+async fn wechat_web_logs_in_when_wechat_takes_the_whole_page() {
+    wechat_web_login("wechat_web_top", "/?wechat=top").await;
+}
+
+#[tokio::test]
+async fn a_forwarded_wechat_page_tells_the_person_and_logs_nobody_in() {
+    let (app, _fake) = wechat_web_app().await;
+    let Some(browser) = Browser::launch("wechat_web_forwarded").await else {
+        return;
+    };
+    // The attacker's ticket; its WeChat page forwarded to the victim.
+    let attacker = app.create_ticket().await;
+    let url = attacker.body["authorize_url"].as_str().unwrap();
+    let victim = browser.page("victim", Device::Desktop, EN).await;
+    victim.goto(url).await;
+    victim
+        .wait_for(
+            "the elsewhere message",
+            &format!("{STATUS} === 'elsewhere'"),
+        )
+        .await;
+    assert_eq!(
+        victim.text(".qrlogin-status").await,
+        "This login was started on another device"
+    );
+    assert!(
+        victim
+            .text(".qrlogin-hint")
+            .await
+            .contains("Nothing was done")
+    );
+    let address = victim.eval("location.href").await;
+    assert!(!address.as_str().unwrap().contains("code"), "{address}");
+    victim.screenshot("elsewhere").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        crate::helpers::status_of(&app, &attacker.id).await,
+        "pending",
+        "nobody logged in"
+    );
 }

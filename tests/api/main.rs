@@ -21,3 +21,4 @@ mod redis_store;
 mod tokens;
 mod wechat_mp;
 mod wechat_oauth;
+mod wechat_web;

@@ -1,6 +1,7 @@
-//! `wechat-oauth` and `wechat-web` end to end: the real service, a fake
-//! WeChat on its own port, a simulated phone (WeChat's User-Agent, a cookie
-//! jar, redirects followed by hand) and the browser's real WebSocket.
+//! `wechat-oauth` end to end (and the helpers `wechat_web` shares): the
+//! real service, a fake WeChat on its own port, a simulated phone (WeChat's
+//! User-Agent, a cookie jar, redirects followed by hand) and the browser's
+//! real WebSocket.
 
 use std::time::{Duration, Instant};
 
@@ -10,10 +11,10 @@ use crate::fake_wechat::oauth::User;
 use crate::fake_wechat::{FakeWechat, OA_APP_ID, OA_SECRET, WEB_APP_ID, WEB_SECRET};
 use crate::helpers::*;
 
-const TOKEN_PATH: &str = "/sns/oauth2/access_token";
+pub const TOKEN_PATH: &str = "/sns/oauth2/access_token";
 const USERINFO_PATH: &str = "/sns/userinfo";
 
-async fn spawn(
+pub async fn spawn(
     providers: &str,
     tweak: impl FnOnce(&mut qrlogin::Settings),
 ) -> (TestApp, FakeWechat) {
@@ -27,13 +28,13 @@ async fn spawn(
     (app, fake)
 }
 
-pub(crate) fn location(r: &reqwest::Response) -> String {
+pub fn location(r: &reqwest::Response) -> String {
     assert_eq!(r.status(), 302, "a redirect");
     r.headers()["location"].to_str().unwrap().to_owned()
 }
 
 /// What an HTTP client sends of a URL: everything but the fragment.
-fn without_fragment(url: &str) -> &str {
+pub fn without_fragment(url: &str) -> &str {
     url.split('#').next().unwrap()
 }
 
@@ -45,7 +46,7 @@ fn query_of(url: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn param(url: &str, name: &str) -> Option<String> {
+pub fn param(url: &str, name: &str) -> Option<String> {
     query_of(url)
         .into_iter()
         .find(|(k, _)| k == name)
@@ -70,13 +71,13 @@ pub(crate) async fn authorize_in_wechat(phone: &reqwest::Client, t: &Ticket) -> 
 }
 
 /// Open a callback URL; answers status and page.
-pub(crate) async fn open(client: &reqwest::Client, url: &str) -> (u16, String) {
+pub async fn open(client: &reqwest::Client, url: &str) -> (u16, String) {
     let r = client.get(url).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
 /// No page ever shows a secret or the code it was given.
-fn assert_clean(page: &str, code: &str) {
+pub fn assert_clean(page: &str, code: &str) {
     for secret in [OA_SECRET, WEB_SECRET, code] {
         assert!(!page.contains(secret), "a page leaked {secret:?}");
     }
@@ -487,112 +488,6 @@ async fn a_snapshot_user_is_not_logged_in() {
     assert_eq!(status_of(&app, &t.id).await, "pending");
 }
 
-// --- wechat-web ---
-
-/// The browser follows the ticket's `authorize_url` (WeChat's QR page; the
-/// fake plays the person approving on the phone) back to our callback.
-async fn web_login(browser: &reqwest::Client, t: &Ticket) -> String {
-    let url = t.body["authorize_url"].as_str().unwrap();
-    let r = browser.get(without_fragment(url)).send().await.unwrap();
-    location(&r)
-}
-
-#[tokio::test]
-async fn a_website_login_confirms_and_returns_to_the_login_page() {
-    let (app, fake) = spawn("wechat-web", |_| {}).await;
-    let t = app.create_ticket().await;
-    assert_eq!(t.body["provider"], "wechat-web");
-    let url = t.body["authorize_url"].as_str().unwrap();
-    assert!(
-        url.starts_with(&format!(
-            "{}/connect/qrconnect?appid={WEB_APP_ID}&redirect_uri=",
-            fake.base
-        )),
-        "{url}"
-    );
-    assert!(url.ends_with("#wechat_redirect"));
-    let plain = without_fragment(url);
-    assert_eq!(
-        param(plain, "redirect_uri").unwrap(),
-        format!("{}/wechat/web/callback", app.address)
-    );
-    assert_eq!(param(plain, "scope").as_deref(), Some("snsapi_login"));
-    assert_eq!(param(plain, "state").as_deref(), Some(t.id.as_str()));
-
-    let mut ws = app.ws(&t).await;
-    assert_eq!(next_frame(&mut ws).await["status"], "pending");
-    let browser = &app.client;
-    let callback = web_login(browser, &t).await;
-    assert!(callback.starts_with(&format!("{}/wechat/web/callback?code=", app.address)));
-    let r = browser.get(&callback).send().await.unwrap();
-    assert_eq!(location(&r), "/?provider=wechat-web");
-
-    let frame = next_frame(&mut ws).await;
-    assert_eq!(frame["status"], "confirmed");
-    assert_eq!(frame["user"]["nickname"], User::default().nickname.as_str());
-    let claims = claims_of(frame["token"].as_str().unwrap());
-    let user = User::default();
-    assert_eq!(claims["idp"], "wechat");
-    assert_eq!(
-        claims["openid"],
-        user.openid(WEB_APP_ID),
-        "the website app's openid"
-    );
-    assert_eq!(claims["unionid"], user.unionid().unwrap());
-    assert_eq!(
-        claims["sub"],
-        user.unionid().unwrap(),
-        "same person, same sub as in the Official Account"
-    );
-
-    // A replay returns to the login page and changes nothing.
-    let r = browser.get(&callback).send().await.unwrap();
-    assert_eq!(location(&r), "/?provider=wechat-web");
-    let mut late = app.ws(&t).await;
-    assert_eq!(next_frame(&mut late).await["token"], frame["token"]);
-    assert_eq!(fake.hits(TOKEN_PATH), 1);
-}
-
-#[tokio::test]
-async fn website_errors_show_pages_and_leave_the_ticket() {
-    let (app, fake) = spawn("wechat-web", |_| {}).await;
-    let t = app.create_ticket().await;
-    let browser = &app.client;
-    let bad = format!(
-        "{}/wechat/web/callback?code=nope&state={}",
-        app.address, t.id
-    );
-    let (status, page) = open(browser, &bad).await;
-    assert_eq!(status, 400);
-    assert_clean(&page, "nope");
-
-    fake.busy_once(TOKEN_PATH);
-    fake.busy_once(TOKEN_PATH);
-    let callback = web_login(browser, &t).await;
-    let (status, page) = open(browser, &callback).await;
-    assert_eq!(status, 502);
-    assert_clean(&page, &param(&callback, "code").unwrap());
-    assert_eq!(status_of(&app, &t.id).await, "pending");
-
-    // A code of the Official Account is not the website app's.
-    let oa_code = fake.issue_code(OA_APP_ID, "snsapi_userinfo");
-    let wrong = format!(
-        "{}/wechat/web/callback?code={oa_code}&state={}",
-        app.address, t.id
-    );
-    let (status, _) = open(browser, &wrong).await;
-    assert_eq!(status, 400);
-
-    // Refusal (older WeChat came back with state alone) denies.
-    let mut ws = app.ws(&t).await;
-    next_frame(&mut ws).await;
-    fake.refuse_next();
-    let callback = web_login(browser, &t).await;
-    let r = browser.get(&callback).send().await.unwrap();
-    assert_eq!(location(&r), "/?provider=wechat-web");
-    assert_eq!(next_frame(&mut ws).await["status"], "denied");
-}
-
 #[tokio::test]
 async fn several_providers_at_once() {
     let (app, _fake) = spawn("wechat-oauth,wechat-web", |_| {}).await;
@@ -636,8 +531,9 @@ async fn wechat_logins_log_no_code_secret_or_access_token() {
     let w = app
         .create_ticket_with(json!({ "provider": "wechat-web" }))
         .await;
-    let web_callback = web_login(&app.client, &w).await;
-    app.client.get(&web_callback).send().await.unwrap();
+    let web_callback = crate::wechat_web::web_login(&app.client, &w).await;
+    let r = crate::wechat_web::redeem_from_callback(&app, &w, &web_callback).await;
+    assert_eq!(r.status(), 200);
     // Failures: a timeout and an error, both logged.
     let t2 = app.create_ticket().await;
     fake.delay(USERINFO_PATH, Duration::from_secs(1));

@@ -7,14 +7,25 @@
 //! code's hash is claimed in the store before the exchange, so a replayed
 //! callback (a reload, a double redirect, an attacker) finds it taken and
 //! never scans or confirms a second time.
+//!
+//! `wechat-web` differs in who may act on the code. WeChat sends back
+//! whichever browser showed its QR page, and that need not be the browser
+//! that made the ticket (a forwarded link): so its callback changes
+//! nothing, it only hands the code to the page holding the ticket's secret,
+//! which redeems it (`redeem_web_code`). Its `state` is a random value
+//! mapped to the ticket in the store, never the ticket id, and a code is
+//! redeemed only together with the `state` it came back with.
 
 use std::time::Duration;
 
+use rand::RngCore;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::{WechatClient, WechatError};
 use crate::config::OauthScope;
+use crate::error::Error;
 use crate::ticket::{Identity, Provider, Status, Ticket, TicketId, UserInfo, now_ms};
 use crate::web::AppState;
 use crate::web::pages::Message;
@@ -23,6 +34,9 @@ use crate::web::pages::Message;
 pub const OAUTH_CALLBACK: &str = "/wechat/oauth/callback";
 /// Where WeChat sends the computer's browser back (`wechat-web`).
 pub const WEB_CALLBACK: &str = "/wechat/web/callback";
+/// The end of `/api/v1/tickets/{ticket}/wechat-web`, where the page holding
+/// the secret redeems the code the callback handed it.
+pub const WEB_REDEEM_SUFFIX: &str = "/wechat-web";
 
 pub fn scope_name(scope: OauthScope) -> &'static str {
     match scope {
@@ -41,13 +55,14 @@ pub fn authorize_url(app: &AppState, id: &TicketId) -> String {
         s.wechat_app_id.as_deref().unwrap_or(""),
         &format!("{}{OAUTH_CALLBACK}", s.public_url()),
         scope_name(s.wechat_oauth_scope),
-        id,
+        id.as_str(),
     )
 }
 
-/// `…/connect/qrconnect?…#wechat_redirect` for ticket `id`: WeChat's own QR
-/// page for the website application (`wechat-web`).
-pub fn qrconnect_url(app: &AppState, id: &TicketId) -> String {
+/// `…/connect/qrconnect?…#wechat_redirect` with the ticket's opaque
+/// `state` (see `new_web_state`): WeChat's own QR page for the website
+/// application (`wechat-web`).
+pub fn qrconnect_url(app: &AppState, state: &str) -> String {
     let s = &app.settings;
     connect_url(
         &app.wechat,
@@ -55,8 +70,54 @@ pub fn qrconnect_url(app: &AppState, id: &TicketId) -> String {
         s.wechat_web_app_id.as_deref().unwrap_or(""),
         &format!("{}{WEB_CALLBACK}", s.public_url()),
         "snsapi_login",
-        id,
+        state,
     )
+}
+
+/// A fresh `state` for a `wechat-web` ticket: 128 random bits as 32 hex
+/// characters (WeChat allows `[A-Za-z0-9]`, at most 128), recorded in the
+/// store as naming ticket `id` for the ticket's lifetime, so every
+/// instance resolves it. Not the ticket id: the browser WeChat sends back
+/// learns nothing it could act on from it.
+pub async fn new_web_state(app: &AppState, id: &TicketId) -> crate::error::Result<String> {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    let state = hex::encode(bytes);
+    let ttl = Duration::from_secs(app.engine.ttl_secs().saturating_add(60));
+    app.engine
+        .store
+        .put(&web_state_key(&state), id.as_str(), ttl)
+        .await?;
+    Ok(state)
+}
+
+/// The store key naming the ticket of a `wechat-web` `state` (its hash, as
+/// for codes: a store dump does not list live states).
+fn web_state_key(state: &str) -> String {
+    format!(
+        "wxstate:{}",
+        hex::encode(&Sha256::digest(state.as_bytes())[..16])
+    )
+}
+
+/// A value that can be a `state` we made (checked before any store read).
+fn plausible_state(state: &str) -> bool {
+    (1..=128).contains(&state.len()) && state.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The ticket a `wechat-web` `state` names, if it is one we made and the
+/// ticket lives.
+async fn ticket_of_state(app: &AppState, state: &str) -> Result<Option<Ticket>, Error> {
+    if !plausible_state(state) {
+        return Ok(None);
+    }
+    let Some(id) = app.engine.store.get_value(&web_state_key(state)).await? else {
+        return Ok(None);
+    };
+    let Ok(id) = id.parse::<TicketId>() else {
+        return Ok(None);
+    };
+    app.engine.get(&id).await
 }
 
 /// WeChat wants its parameters in this order and the `#wechat_redirect`
@@ -67,14 +128,14 @@ fn connect_url(
     appid: &str,
     redirect_uri: &str,
     scope: &str,
-    state: &TicketId,
+    state: &str,
 ) -> String {
     let query = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("appid", appid)
         .append_pair("redirect_uri", redirect_uri)
         .append_pair("response_type", "code")
         .append_pair("scope", scope)
-        .append_pair("state", state.as_str())
+        .append_pair("state", state)
         .finish();
     format!("{}?{query}#wechat_redirect", client.open_url(path))
 }
@@ -289,53 +350,95 @@ pub async fn phone_callback(app: &AppState, query: &Callback, binding: &str) -> 
     }
 }
 
-/// What the computer's browser gets after a `wechat-web` callback.
+/// What the browser WeChat sent back gets from a `wechat-web` callback.
 #[derive(Debug)]
 pub enum WebOutcome {
-    /// Back to the login page, which learns the result over its socket.
-    BackToLogin,
-    /// A message page: scan again, try again, expired.
+    /// The page whose script hands the callback's `code` (none: the
+    /// person refused) and `state` to the login page holding the ticket's
+    /// secret; nothing was changed.
+    HandOff,
+    /// A message page: expired or unknown, try again.
     Message(Message),
 }
 
-/// `GET /wechat/web/callback`: the person approved on the phone, so a good
-/// code confirms the ticket at once.
+/// `GET /wechat/web/callback`: resolve `state` to a live pending ticket,
+/// only to know the hand-off is worth showing. No exchange, no change, no
+/// cookie: whoever arrives here may not be who made the ticket.
 pub async fn web_callback(app: &AppState, query: &Callback) -> WebOutcome {
-    let Some(id) = query.ticket_id() else {
+    let Some(state) = query.state.as_deref().map(str::trim) else {
         return WebOutcome::Message(Message::Expired);
     };
-    let ticket = match app.engine.get(&id).await {
-        Ok(Some(t)) if t.provider == Provider::WechatWeb => t,
+    match ticket_of_state(app, state).await {
+        Ok(Some(t))
+            if t.provider == Provider::WechatWeb && t.status_at(now_ms()) == Status::Pending => {}
         Ok(_) => return WebOutcome::Message(Message::Expired),
         Err(_) => return WebOutcome::Message(Message::Retry),
-    };
-    match ticket.status_at(now_ms()) {
-        Status::Pending => {}
-        // Finished already (a replay, a reload): the login page shows it.
-        Status::Confirmed | Status::Denied => return WebOutcome::BackToLogin,
-        _ => return WebOutcome::Message(Message::Expired),
     }
-    let Some(code) = query.code() else {
-        // Older WeChat sent the browser back without a code on refusal.
-        let _ = app.engine.deny(&id, None).await;
-        return WebOutcome::BackToLogin;
+    WebOutcome::HandOff
+}
+
+/// `POST /api/v1/tickets/{ticket}/wechat-web`: the page holding the
+/// ticket's secret redeems the code WeChat handed it, with the `state` it
+/// came back with. Every check runs before the code is claimed, so a
+/// refused call changes nothing; then the code is exchanged once and the
+/// ticket confirmed for the person WeChat names.
+pub async fn redeem_web_code(
+    app: &AppState,
+    id: &TicketId,
+    secret: Option<&str>,
+    code: &str,
+    state: &str,
+) -> crate::error::Result<Ticket> {
+    let secret = secret.ok_or(Error::Unauthorized(
+        "missing Authorization: Bearer <secret>",
+    ))?;
+    let ticket = app.engine.require(id).await?;
+    if !ticket.secret_hash.matches(secret) {
+        return Err(Error::Unauthorized("wrong secret"));
+    }
+    if ticket.provider != Provider::WechatWeb {
+        return Err(Error::BadRequest(format!(
+            "this ticket's provider is {}, not wechat-web",
+            ticket.provider.as_str()
+        )));
+    }
+    let status = ticket.status_at(now_ms());
+    if status != Status::Pending {
+        return Err(Error::InvalidTransition(format!(
+            "the ticket is {}, not pending",
+            status.as_str()
+        )));
+    }
+    // The code must have come back with this ticket's state: an attacker's
+    // own code and state, fed to someone else's page, is refused here.
+    let bound = match ticket_of_state(app, state).await? {
+        Some(t) => bool::from(t.id.as_str().as_bytes().ct_eq(id.as_str().as_bytes())),
+        None => false,
     };
+    if !bound {
+        return Err(Error::Forbidden(
+            "this code came back from WeChat for another login",
+        ));
+    }
+    let code = code.trim();
+    if code.is_empty() || code.len() > 512 {
+        return Err(Error::BadRequest("code must be 1 to 512 characters".into()));
+    }
     match claim_code(app, code).await {
         Ok(true) => {}
-        Ok(false) => return WebOutcome::Message(Message::Rescan),
-        Err(message) => return WebOutcome::Message(message),
+        Ok(false) => {
+            return Err(Error::BadRequest(
+                "this code was redeemed already; scan WeChat's code again".into(),
+            ));
+        }
+        Err(_) => return Err(Error::Unavailable),
     }
     let s = &app.settings;
     let (appid, secret) = credentials(&s.wechat_web_app_id, &s.wechat_web_app_secret);
-    let (identity, user) = match sign_in(app, appid, secret, code, true).await {
-        Ok(found) => found,
-        Err(message) => return WebOutcome::Message(message),
-    };
-    match app.engine.confirm(&id, None, &identity, user, None).await {
-        Ok(_) => WebOutcome::BackToLogin,
-        Err(crate::error::Error::InvalidTransition(_)) => WebOutcome::BackToLogin,
-        Err(_) => WebOutcome::Message(Message::Retry),
-    }
+    let (identity, user) = exchange(app, appid, secret, code, true)
+        .await
+        .map_err(SignInError::into_error)?;
+    app.engine.confirm(id, None, &identity, user, None).await
 }
 
 fn credentials<'a>(appid: &'a Option<String>, secret: &'a Option<String>) -> (&'a str, &'a str) {
@@ -361,6 +464,43 @@ async fn claim_code(app: &AppState, code: &str) -> Result<bool, Message> {
 /// (5 minutes for an Official Account, 10 for a website application).
 const CODE_CLAIM_TTL: Duration = Duration::from_secs(15 * 60);
 
+/// Why a code did not sign anyone in.
+enum SignInError {
+    /// WeChat refused a call (logged and counted once, in `failed`).
+    Wechat(WechatError),
+    /// A "snapshot" virtual user: no real person to log in.
+    Snapshot,
+    /// WeChat's profile named another openid than its token.
+    Mismatch,
+}
+
+impl SignInError {
+    /// The phone or callback page to show instead.
+    fn into_message(self) -> Message {
+        match self {
+            SignInError::Wechat(e) if e.is_bad_code() => Message::Rescan,
+            SignInError::Snapshot => Message::Rescan,
+            SignInError::Wechat(_) | SignInError::Mismatch => Message::Retry,
+        }
+    }
+
+    /// The contract's error for an API caller: a code WeChat refuses is the
+    /// caller's (400, scan again), anything else WeChat's (502).
+    fn into_error(self) -> Error {
+        match self {
+            SignInError::Wechat(e) if e.is_bad_code() => Error::BadRequest(format!(
+                "WeChat did not accept this code (errcode {}); scan WeChat's code again",
+                e.errcode().unwrap_or_default()
+            )),
+            SignInError::Wechat(e) => Error::Upstream(e.to_string()),
+            SignInError::Snapshot => Error::BadRequest(
+                "WeChat sent a preview user; open WeChat's page for real and scan again".into(),
+            ),
+            SignInError::Mismatch => Error::Upstream("WeChat's profile named another user".into()),
+        }
+    }
+}
+
 /// Exchange `code` and, when wanted and allowed, read the profile: the
 /// identity and what the browser may show, or the page to show instead.
 async fn sign_in(
@@ -370,24 +510,37 @@ async fn sign_in(
     code: &str,
     wanted_profile: bool,
 ) -> Result<(Identity, Option<UserInfo>), Message> {
+    exchange(app, appid, secret, code, wanted_profile)
+        .await
+        .map_err(SignInError::into_message)
+}
+
+/// `sign_in`'s work, with the cause of a failure.
+async fn exchange(
+    app: &AppState,
+    appid: &str,
+    secret: &str,
+    code: &str,
+    wanted_profile: bool,
+) -> Result<(Identity, Option<UserInfo>), SignInError> {
     let token = exchange_code(&app.wechat, appid, secret, code)
         .await
-        .map_err(|e| failure(&e, "code exchange"))?;
+        .map_err(|e| failed(e, "code exchange"))?;
     if token.is_snapshotuser == Some(1) {
         // WeChat's "snapshot" page hands out virtual ids: no real person to
         // log in. They must open the page for real and scan again.
         tracing::info!("WeChat snapshot user refused");
-        return Err(Message::Rescan);
+        return Err(SignInError::Snapshot);
     }
     let mut unionid = token.unionid.clone();
     let mut user = None;
     if wanted_profile && token.allows_userinfo() {
         let profile = userinfo(&app.wechat, &token)
             .await
-            .map_err(|e| failure(&e, "userinfo"))?;
+            .map_err(|e| failed(e, "userinfo"))?;
         if profile.openid != token.openid {
             tracing::warn!("WeChat userinfo answered for another openid");
-            return Err(Message::Retry);
+            return Err(SignInError::Mismatch);
         }
         unionid = unionid.or(profile.unionid);
         user = super::user_info(profile.nickname.as_deref(), profile.headimgurl.as_deref());
@@ -396,14 +549,10 @@ async fn sign_in(
     Ok((identity, user))
 }
 
-/// The page a failed WeChat call leads to, logged once.
-fn failure(e: &WechatError, during: &'static str) -> Message {
+/// A failed WeChat call, logged and counted once.
+fn failed(e: WechatError, during: &'static str) -> SignInError {
     e.log(during);
     metrics::counter!("qrlogin_wechat_failures_total", "during" => during, "kind" => e.kind())
         .increment(1);
-    if e.is_bad_code() {
-        Message::Rescan
-    } else {
-        Message::Retry
-    }
+    SignInError::Wechat(e)
 }

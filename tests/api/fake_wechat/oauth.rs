@@ -237,7 +237,8 @@ async fn authorize(State(state): State<Shared>, Query(q): Params) -> Response {
 
 /// The website app's QR page. The fake plays the person scanning it with
 /// the phone and approving at once: the browser is sent back with a code
-/// (or with `state` alone when refused, as older WeChat did).
+/// (or with `state` alone when refused, as older WeChat did); embedded
+/// with `self_redirect=false`, the top page is sent there instead.
 async fn qrconnect(State(state): State<Shared>, Query(q): Params) -> Response {
     let mut s = state.lock().unwrap();
     let (appid, redirect_uri, scope, st) = match check_connect(&s, &q, &["snsapi_login"]) {
@@ -250,7 +251,28 @@ async fn qrconnect(State(state): State<Shared>, Query(q): Params) -> Response {
     }
     let user = s.oauth.user.clone();
     let code = issue(&mut s.oauth, &appid, user, &scope);
-    redirect_back(&redirect_uri, Some(&code), &st)
+    let back = redirect_back(&redirect_uri, Some(&code), &st);
+    if q.get("self_redirect").map(String::as_str) == Some("false") {
+        return top_redirect(back);
+    }
+    back
+}
+
+/// Embedded with wxLogin.js's `self_redirect: false`, WeChat's page sends
+/// the whole page (not its frame) to the callback, by script.
+fn top_redirect(back: Response) -> Response {
+    let Some(to) = back
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return back;
+    };
+    let to = serde_json::to_string(to).unwrap();
+    Html(format!(
+        "<!doctype html><script>top.location.href = {to};</script>"
+    ))
+    .into_response()
 }
 
 async fn access_token(State(state): State<Shared>, Query(q): Params) -> Response {
