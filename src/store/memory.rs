@@ -202,11 +202,6 @@ impl MemoryStore {
         self.values.run_pending_tasks();
     }
 
-    /// Entries the ticket cache holds (expired ones until maintenance runs).
-    pub fn cached(&self) -> u64 {
-        self.tickets.entry_count()
-    }
-
     /// The ticket's cell while it lives.
     fn cell(&self, id: &TicketId) -> Option<Arc<Cell>> {
         self.tickets
@@ -297,5 +292,39 @@ impl TicketStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::store::conformance::ticket;
+    use crate::ticket::{Change, IssuedToken};
+
     crate::store::conformance::suite!(super::MemoryStore::new());
+
+    #[tokio::test]
+    async fn live_count_follows_expiry_without_maintenance() {
+        // No maintenance task: the count must not depend on evictions.
+        let store = MemoryStore::new();
+        let (short, confirmed, long) = (ticket(100), ticket(100), ticket(60_000));
+        for t in [&short, &confirmed, &long] {
+            store.insert(t).await.unwrap();
+        }
+        assert_eq!(store.live_count().await.unwrap(), 3);
+        // A final state stays readable for the grace: counted as long.
+        let token = IssuedToken {
+            token: "jwt".into(),
+            expires_in: 60,
+        };
+        let change = Change::Confirm {
+            by: None,
+            user: None,
+            token,
+        };
+        store.transition(&confirmed.id, change).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(store.get(&short.id).await.unwrap(), None);
+        assert!(store.get(&confirmed.id).await.unwrap().is_some());
+        assert_eq!(store.live_count().await.unwrap(), 2);
+        // Inserting the same ticket again replaces it, not adds one.
+        store.insert(&long).await.unwrap();
+        store.tickets.run_pending_tasks();
+        assert_eq!(store.live_count().await.unwrap(), 2);
+    }
 }

@@ -144,7 +144,12 @@ impl Admission {
     /// answer: 503 over the instance's total, 429 over the IP's or the
     /// ticket's cap. Counted as soon as it is granted; the `Pass` gives the
     /// place back when dropped.
-    pub fn admit(self: &Arc<Self>, kind: Kind, ticket: &TicketId, ip: IpAddr) -> Result<Pass, Error> {
+    pub fn admit(
+        self: &Arc<Self>,
+        kind: Kind,
+        ticket: &TicketId,
+        ip: IpAddr,
+    ) -> Result<Pass, Error> {
         use std::hash::BuildHasher;
         let ip = ip_key(ip);
         let ticket = self.hasher.hash_one(ticket);
@@ -416,21 +421,41 @@ mod tests {
     #[test]
     fn admission_caps_in_total_per_ip_and_per_ticket_and_gives_back_on_drop() {
         let admission = Arc::new(Admission::new(&settings(|s| {
-            (s.max_sockets, s.max_sockets_per_ip, s.max_sockets_per_ticket) = (3, 2, 2);
+            (
+                s.max_sockets,
+                s.max_sockets_per_ip,
+                s.max_sockets_per_ticket,
+            ) = (3, 2, 2);
             (s.max_polls, s.max_polls_per_ip) = (3, 1);
         })));
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        let (t, u, v) = (TicketId::generate(), TicketId::generate(), TicketId::generate());
+        let (t, u, v) = (
+            TicketId::generate(),
+            TicketId::generate(),
+            TicketId::generate(),
+        );
         let s1 = admission.admit(Kind::Socket, &t, a).unwrap();
         let _s2 = admission.admit(Kind::Socket, &u, a).unwrap();
-        assert!(matches!(admission.admit(Kind::Socket, &v, a), Err(Error::RateLimited { .. })));
+        assert!(matches!(
+            admission.admit(Kind::Socket, &v, a),
+            Err(Error::RateLimited { .. })
+        ));
         let _s3 = admission.admit(Kind::Socket, &t, b).unwrap();
-        assert!(matches!(admission.admit(Kind::Socket, &v, b), Err(Error::OverCapacity(_))));
+        assert!(matches!(
+            admission.admit(Kind::Socket, &v, b),
+            Err(Error::OverCapacity(_))
+        ));
         // Ticket t holds two sockets: a poll on it is over the ticket's cap,
         // a poll elsewhere is not; polls per IP are capped apart.
-        assert!(matches!(admission.admit(Kind::Poll, &t, b), Err(Error::RateLimited { .. })));
+        assert!(matches!(
+            admission.admit(Kind::Poll, &t, b),
+            Err(Error::RateLimited { .. })
+        ));
         let p = admission.admit(Kind::Poll, &v, b).unwrap();
-        assert!(matches!(admission.admit(Kind::Poll, &u, b), Err(Error::RateLimited { .. })));
+        assert!(matches!(
+            admission.admit(Kind::Poll, &u, b),
+            Err(Error::RateLimited { .. })
+        ));
         assert_eq!(admission.in_use(), (3, 1));
         drop((s1, p));
         assert_eq!(admission.in_use(), (2, 0));
@@ -442,7 +467,10 @@ mod tests {
     fn an_ipv6_client_is_its_64_and_a_mapped_ipv4_is_the_ipv4() {
         let key = |s: &str| ip_key(s.parse().unwrap());
         assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
-        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
         assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
         assert_ne!(key("192.0.2.7"), key("192.0.2.8"));

@@ -1224,8 +1224,16 @@ async fn polls_and_sockets_of_one_ticket_share_its_cap() {
     let polls = (0..12).map(|_| poll(&app, &t, json!({ "status": "pending" }), 3));
     let answers = futures_util::future::join_all(polls).await;
     let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 2, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 10, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        10,
+        "{statuses:?}"
+    );
 
     // A socket and a poll count together.
     let mut a = app.ws(&t).await;
@@ -1276,7 +1284,10 @@ async fn trickle_body(app: &TestApp, head: &str) -> (String, Duration) {
             _ = tokio::time::sleep_until(started + Duration::from_secs(6)) => break,
         }
     }
-    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
 }
 
 #[tokio::test]
@@ -1294,7 +1305,10 @@ async fn a_client_trickling_its_body_is_cut_off_at_the_request_timeout() {
         let (answer, took) = trickle_body(&app, head).await;
         assert!(answer.starts_with("HTTP/1.1 503"), "{head}: {answer:?}");
         assert!(answer.contains(r#""error":"unavailable""#), "{answer}");
-        assert!(took < Duration::from_secs(3), "{head}: answered after {took:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "{head}: answered after {took:?}"
+        );
     }
     assert!(app.metrics().await.contains("qrlogin_slow_bodies_total"));
 }
@@ -1317,7 +1331,11 @@ async fn the_live_ticket_cap_frees_itself_at_expiry_without_traffic() {
     assert!(
         metrics.lines().any(|l| l == "qrlogin_tickets_live 0"),
         "{}",
-        metrics.lines().filter(|l| l.contains("tickets_live")).collect::<Vec<_>>().join("\n")
+        metrics
+            .lines()
+            .filter(|l| l.contains("tickets_live"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let r = app
         .client
