@@ -1,6 +1,11 @@
 //! Abuse limits per client IP: ticket creation, WebSocket connects and
 //! long-polls, each a GCRA quota (governor). The trusted API is limited only
-//! by its key. Over a limit: 429 `rate_limited` with `Retry-After`.
+//! by its key. Over a limit: 429 `rate_limited` with `Retry-After`. Every
+//! per-IP count keys its client with `ip_key` (an IPv6 client is its /64).
+//!
+//! Waiting clients (open sockets, waiting long-polls) are admitted by
+//! `Admission`, capped in total, per IP and per ticket; and no request may
+//! take longer than the request timeout to send its body.
 //!
 //! Limits are per instance. Behind a load balancer an attacker's budget is
 //! the quota times the number of instances, which still bounds the damage
