@@ -84,7 +84,10 @@ pub fn raise_file_limit() {
 /// connects by itself — no crash loop while Redis restarts.
 async fn engines(settings: &Settings) -> Result<(Arc<dyn TicketStore>, Arc<dyn Hub>), StartError> {
     let Some(url) = &settings.redis_url else {
-        return Ok((Arc::new(MemoryStore::new()), Arc::new(MemoryHub::default())));
+        let store = Arc::new(MemoryStore::new());
+        // Ends when the store is dropped with the application.
+        MemoryStore::maintain(&store);
+        return Ok((store, Arc::new(MemoryHub::default())));
     };
     let redis = Redis::open(url).map_err(StartError::Redis)?;
     let store = RedisStore::new(redis.clone(), &settings.redis_prefix);

@@ -311,7 +311,8 @@ pub struct Settings {
         default_value_t = 1_000_000
     )]
     pub max_live_tickets: u64,
-    /// Cap on simultaneous WebSockets of one ticket.
+    /// Cap on simultaneous WebSockets and waiting long-polls of one ticket,
+    /// counted together (429 beyond it).
     #[arg(
         long = "max-sockets-per-ticket",
         env = "QRLOGIN_MAX_SOCKETS_PER_TICKET",
@@ -333,7 +334,7 @@ pub struct Settings {
         default_value_t = 1_000_000
     )]
     pub max_sockets: usize,
-    /// Cap on open WebSockets from one client IP (429 beyond it).
+    /// Cap on open WebSockets from one client IP (an IPv6 client is its /64; 429 beyond it).
     #[arg(
         long = "max-sockets-per-ip",
         env = "QRLOGIN_MAX_SOCKETS_PER_IP",
@@ -347,6 +348,13 @@ pub struct Settings {
         default_value_t = 20_000
     )]
     pub max_polls: usize,
+    /// Cap on long-polls waiting at once from one client IP (429 beyond it).
+    #[arg(
+        long = "max-polls-per-ip",
+        env = "QRLOGIN_MAX_POLLS_PER_IP",
+        default_value_t = 2_000
+    )]
+    pub max_polls_per_ip: u32,
     /// Seconds a client has to send its request head (slowloris defence).
     #[arg(long = "header-read-timeout", env = "QRLOGIN_HEADER_READ_TIMEOUT", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=300))]

@@ -8,9 +8,16 @@
 //! confirm's ~110 µs.) A final transition may push `expires_at` out by the
 //! grace of `Ticket::apply`, so entries are kept that much longer than the
 //! ticket's first expiry; reads go by the cell's current one.
+//!
+//! moka processes expiry only during its maintenance, which only cache
+//! traffic triggers: an idle cache kept expired tickets (and, when the
+//! count followed evictions, a full live-ticket cap) indefinitely. So the
+//! live count is kept by expiry time of its own, exact at any moment, and
+//! `maintain` runs the maintenance on time, without traffic.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -72,11 +79,50 @@ impl Expiry<String, Value> for ValueExpiry {
     }
 }
 
+/// Live tickets by the millisecond they expire: a ticket leaves the count
+/// at its `expires_at` exactly, whether or not moka has evicted it yet.
+#[derive(Default)]
+struct Expiries {
+    at: BTreeMap<u64, u32>,
+    live: u64,
+}
+
+impl Expiries {
+    fn add(&mut self, expires_at: u64, now: u64) {
+        if expires_at > now {
+            *self.at.entry(expires_at).or_default() += 1;
+            self.live += 1;
+        }
+    }
+
+    /// Forget one ticket expiring at `expires_at`, if still counted.
+    fn remove(&mut self, expires_at: u64) {
+        if let std::collections::btree_map::Entry::Occupied(mut e) = self.at.entry(expires_at) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+            self.live -= 1;
+        }
+    }
+
+    /// Tickets alive at `now`.
+    fn count(&mut self, now: u64) -> u64 {
+        while let Some(first) = self.at.first_entry() {
+            if *first.key() > now {
+                break;
+            }
+            self.live -= u64::from(first.remove());
+        }
+        self.live
+    }
+}
+
 pub struct MemoryStore {
     tickets: Cache<TicketId, Arc<Cell>>,
-    /// Inserted minus evicted: moka's own count only moves during its
-    /// maintenance, too late for the live-ticket cap.
-    live: Arc<AtomicU64>,
+    /// The live count, which moka's own count cannot give: it moves only
+    /// during maintenance, and entries outlive their tickets by the grace.
+    expiries: Arc<Mutex<Expiries>>,
     values: Cache<String, Value>,
 }
 
@@ -86,15 +132,23 @@ impl Default for MemoryStore {
     }
 }
 
+/// How often `maintain` runs the caches' maintenance.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+fn lock_expiries(expiries: &Mutex<Expiries>) -> MutexGuard<'_, Expiries> {
+    // Every critical section leaves the map and count in step.
+    expiries.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl MemoryStore {
     pub fn new() -> Self {
-        let live = Arc::new(AtomicU64::new(0));
-        let evicted = live.clone();
+        let expiries = Arc::new(Mutex::new(Expiries::default()));
+        let replaced = expiries.clone();
         let tickets = Cache::builder()
             .expire_after(UntilExpiry)
             .eviction_listener(move |_id, cell: Arc<Cell>, cause| {
-                if cause != RemovalCause::Replaced {
-                    evicted.fetch_sub(1, Ordering::Relaxed);
+                if cause == RemovalCause::Replaced {
+                    lock_expiries(&replaced).remove(cell.expires_at.load(Ordering::Acquire));
                 }
                 let ticket = cell.lock().clone();
                 if cause == RemovalCause::Expired && !ticket.status.is_terminal() {
@@ -110,9 +164,42 @@ impl MemoryStore {
             .build();
         Self {
             tickets,
-            live,
+            expiries,
             values,
         }
+    }
+
+    /// Run the caches' pending maintenance every `MAINTENANCE_INTERVAL`
+    /// until the store is dropped: expired tickets are evicted (and their
+    /// `expired` outcome counted) on time, with no traffic to trigger it.
+    /// A pass evicts a few hundred entries, so a pass repeats while it
+    /// still finds some.
+    pub fn maintain(store: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let store: Weak<Self> = Arc::downgrade(store);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                store.run_pending_tasks();
+            }
+        })
+    }
+
+    /// One round of maintenance: repeated while it evicts, at most 64 times
+    /// (~25,000 entries) a round.
+    pub fn run_pending_tasks(&self) {
+        for _ in 0..64 {
+            let before = self.tickets.entry_count();
+            self.tickets.run_pending_tasks();
+            if self.tickets.entry_count() >= before {
+                break;
+            }
+        }
+        self.values.run_pending_tasks();
     }
 
     /// The ticket's cell while it lives.
@@ -126,7 +213,7 @@ impl MemoryStore {
 #[async_trait]
 impl TicketStore for MemoryStore {
     async fn insert(&self, ticket: &Ticket) -> Result<(), StoreError> {
-        self.live.fetch_add(1, Ordering::Relaxed);
+        lock_expiries(&self.expiries).add(ticket.expires_at, now_ms());
         let cell = Cell {
             expires_at: AtomicU64::new(ticket.expires_at),
             ticket: Mutex::new(Arc::new(ticket.clone())),
@@ -143,13 +230,18 @@ impl TicketStore for MemoryStore {
         let cell = self.cell(id).ok_or(StoreError::NotFound)?;
         let mut current = cell.lock();
         let next = current.apply(change, now_ms())?;
+        if next.expires_at != current.expires_at {
+            let mut expiries = lock_expiries(&self.expiries);
+            expiries.remove(current.expires_at);
+            expiries.add(next.expires_at, now_ms());
+        }
         cell.expires_at.store(next.expires_at, Ordering::Release);
         *current = Arc::new(next.clone());
         Ok(next)
     }
 
     async fn live_count(&self) -> Result<u64, StoreError> {
-        Ok(self.live.load(Ordering::Relaxed))
+        Ok(lock_expiries(&self.expiries).count(now_ms()))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -200,5 +292,39 @@ impl TicketStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::store::conformance::ticket;
+    use crate::ticket::{Change, IssuedToken};
+
     crate::store::conformance::suite!(super::MemoryStore::new());
+
+    #[tokio::test]
+    async fn live_count_follows_expiry_without_maintenance() {
+        // No maintenance task: the count must not depend on evictions.
+        let store = MemoryStore::new();
+        let (short, confirmed, long) = (ticket(100), ticket(100), ticket(60_000));
+        for t in [&short, &confirmed, &long] {
+            store.insert(t).await.unwrap();
+        }
+        assert_eq!(store.live_count().await.unwrap(), 3);
+        // A final state stays readable for the grace: counted as long.
+        let token = IssuedToken {
+            token: "jwt".into(),
+            expires_in: 60,
+        };
+        let change = Change::Confirm {
+            by: None,
+            user: None,
+            token,
+        };
+        store.transition(&confirmed.id, change).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(store.get(&short.id).await.unwrap(), None);
+        assert!(store.get(&confirmed.id).await.unwrap().is_some());
+        assert_eq!(store.live_count().await.unwrap(), 2);
+        // Inserting the same ticket again replaces it, not adds one.
+        store.insert(&long).await.unwrap();
+        store.tickets.run_pending_tasks();
+        assert_eq!(store.live_count().await.unwrap(), 2);
+    }
 }

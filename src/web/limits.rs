@@ -1,7 +1,12 @@
 //! Abuse limits per client IP: ticket creation, WebSocket connects,
 //! long-polls and the WeChat code paths (both callbacks and the
 //! `wechat-web` redemption), each a GCRA quota (governor). The trusted API is limited only
-//! by its key. Over a limit: 429 `rate_limited` with `Retry-After`.
+//! by its key. Over a limit: 429 `rate_limited` with `Retry-After`. Every
+//! per-IP count keys its client with `ip_key` (an IPv6 client is its /64).
+//!
+//! Waiting clients (open sockets, waiting long-polls) are admitted by
+//! `Admission`, capped in total, per IP and per ticket; and no request may
+//! take longer than the request timeout to send its body.
 //!
 //! Limits are per instance. Behind a load balancer an attacker's budget is
 //! the quota times the number of instances, which still bounds the damage
@@ -11,7 +16,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -26,6 +31,7 @@ use super::{AppState, client_ip};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::providers::wechat::oauth::{OAUTH_CALLBACK, WEB_CALLBACK, WEB_REDEEM_SUFFIX};
+use crate::ticket::TicketId;
 
 /// One per-IP quota; `None` when its setting is 0 (off).
 struct Limit {
@@ -57,7 +63,7 @@ impl Limit {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        limiter.check_key(&ip).map_err(|not_until| {
+        limiter.check_key(&ip_key(ip)).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
         })
@@ -69,81 +75,183 @@ pub struct Limits {
     sockets: Limit,
     polls: Limit,
     wechat: Limit,
-    /// Open WebSockets, in total and per IP.
-    pub open_sockets: Arc<Slots>,
-    /// Long-polls waiting, in total.
-    pub waiting_polls: Arc<Slots>,
+    /// Open WebSockets and waiting long-polls: in total, per IP and per
+    /// ticket.
+    pub waiting: Arc<Admission>,
 }
 
-/// Counted places (open sockets, waiting polls) with a cap in total and per
-/// IP; a `Slot` gives its place back when dropped.
-pub struct Slots {
-    total: AtomicUsize,
-    max_total: usize,
-    per_ip: Mutex<HashMap<IpAddr, u32>>,
-    max_per_ip: u32,
+/// The key an IP is counted under. An IPv6 client usually holds a whole
+/// /64 (SLAAC, privacy addresses), so one client is one /64, not one
+/// address: otherwise each of its 2^64 addresses would get its own quota
+/// and caps. An IPv4-mapped IPv6 address is the IPv4 client it carries.
+/// Every per-IP limit and cap goes through this.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
 }
 
-impl Slots {
-    pub fn new(max_total: usize, max_per_ip: u32) -> Self {
+/// What waits for a ticket's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Socket,
+    Poll,
+}
+
+/// The caps on waiting clients, checked and counted in one step under one
+/// lock: a cap checked before and counted after (the socket cap was checked
+/// before the upgrade and counted when the socket registered) lets
+/// concurrent requests all pass the check. Sockets and polls of one ticket
+/// count together against the per-ticket cap.
+pub struct Admission {
+    counts: Mutex<Counts>,
+    max_sockets: usize,
+    max_polls: usize,
+    max_sockets_per_ip: u32,
+    max_polls_per_ip: u32,
+    max_per_ticket: u32,
+    /// Tickets are counted under a keyed hash of their id, so a `Pass` (held
+    /// by every waiting browser) is a few words with no allocation.
+    hasher: std::hash::RandomState,
+}
+
+#[derive(Default)]
+struct Counts {
+    sockets: usize,
+    polls: usize,
+    /// Sockets and polls per IP key.
+    per_ip: HashMap<IpAddr, (u32, u32)>,
+    /// Sockets and polls together, per ticket.
+    per_ticket: HashMap<u64, u32>,
+}
+
+impl Admission {
+    pub fn new(settings: &Settings) -> Self {
         Self {
-            total: AtomicUsize::new(0),
-            max_total,
-            per_ip: Mutex::default(),
-            max_per_ip,
+            counts: Mutex::default(),
+            max_sockets: settings.max_sockets,
+            max_polls: settings.max_polls,
+            max_sockets_per_ip: settings.max_sockets_per_ip,
+            max_polls_per_ip: settings.max_polls_per_ip,
+            max_per_ticket: u32::try_from(settings.max_sockets_per_ticket).unwrap_or(u32::MAX),
+            hasher: std::hash::RandomState::new(),
         }
     }
 
-    fn ips(&self) -> MutexGuard<'_, HashMap<IpAddr, u32>> {
-        self.per_ip.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        // Every critical section leaves the counts whole.
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A place for `ip`, or the error to answer.
-    pub fn take(self: &Arc<Self>, ip: IpAddr, what: &'static str) -> Result<Slot, Error> {
-        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
-            self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::OverCapacity(what));
+    /// A place for one more `kind` from `ip` on `ticket`, or the error to
+    /// answer: 503 over the instance's total, 429 over the IP's or the
+    /// ticket's cap. Counted as soon as it is granted; the `Pass` gives the
+    /// place back when dropped.
+    pub fn admit(
+        self: &Arc<Self>,
+        kind: Kind,
+        ticket: &TicketId,
+        ip: IpAddr,
+    ) -> Result<Pass, Error> {
+        use std::hash::BuildHasher;
+        let ip = ip_key(ip);
+        let ticket = self.hasher.hash_one(ticket);
+        let mut counts = self.lock();
+        let (total, max_total, max_per_ip, busy) = match kind {
+            Kind::Socket => (
+                counts.sockets,
+                self.max_sockets,
+                self.max_sockets_per_ip,
+                "too many open sockets, retry shortly",
+            ),
+            Kind::Poll => (
+                counts.polls,
+                self.max_polls,
+                self.max_polls_per_ip,
+                "too many long-polls waiting, retry shortly",
+            ),
+        };
+        if total >= max_total {
+            return Err(Error::OverCapacity(busy));
         }
-        {
-            let mut ips = self.ips();
-            let n = ips.entry(ip).or_insert(0);
-            if *n >= self.max_per_ip {
-                drop(ips);
-                self.total.fetch_sub(1, Ordering::AcqRel);
-                return Err(Error::RateLimited {
-                    message: "too many open connections from this address",
-                    retry_after: 10,
-                });
-            }
-            *n += 1;
+        let (ip_sockets, ip_polls) = counts.per_ip.get(&ip).copied().unwrap_or_default();
+        let from_ip = match kind {
+            Kind::Socket => ip_sockets,
+            Kind::Poll => ip_polls,
+        };
+        if from_ip >= max_per_ip {
+            return Err(Error::RateLimited {
+                message: "too many open connections from this address",
+                retry_after: 10,
+            });
         }
-        Ok(Slot {
-            slots: self.clone(),
+        if counts.per_ticket.get(&ticket).copied().unwrap_or(0) >= self.max_per_ticket {
+            return Err(Error::RateLimited {
+                message: "too many sockets and long-polls for this ticket",
+                retry_after: 5,
+            });
+        }
+        match kind {
+            Kind::Socket => counts.sockets += 1,
+            Kind::Poll => counts.polls += 1,
+        }
+        let at_ip = counts.per_ip.entry(ip).or_default();
+        match kind {
+            Kind::Socket => at_ip.0 += 1,
+            Kind::Poll => at_ip.1 += 1,
+        }
+        *counts.per_ticket.entry(ticket).or_default() += 1;
+        Ok(Pass {
+            admission: self.clone(),
+            kind,
             ip,
+            ticket,
         })
     }
 
-    pub fn in_use(&self) -> usize {
-        self.total.load(Ordering::Acquire)
+    /// Open sockets and waiting polls of this instance.
+    pub fn in_use(&self) -> (usize, usize) {
+        let counts = self.lock();
+        (counts.sockets, counts.polls)
     }
 }
 
-pub struct Slot {
-    slots: Arc<Slots>,
+/// One admitted socket or poll; dropping it gives the place back.
+pub struct Pass {
+    admission: Arc<Admission>,
+    kind: Kind,
     ip: IpAddr,
+    ticket: u64,
 }
 
-impl Drop for Slot {
+impl Drop for Pass {
     fn drop(&mut self) {
-        let mut ips = self.slots.ips();
-        if let Some(n) = ips.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                ips.remove(&self.ip);
+        let mut counts = self.admission.lock();
+        match self.kind {
+            Kind::Socket => counts.sockets = counts.sockets.saturating_sub(1),
+            Kind::Poll => counts.polls = counts.polls.saturating_sub(1),
+        }
+        if let Some(at_ip) = counts.per_ip.get_mut(&self.ip) {
+            match self.kind {
+                Kind::Socket => at_ip.0 = at_ip.0.saturating_sub(1),
+                Kind::Poll => at_ip.1 = at_ip.1.saturating_sub(1),
+            }
+            if *at_ip == (0, 0) {
+                counts.per_ip.remove(&self.ip);
             }
         }
-        drop(ips);
-        self.slots.total.fetch_sub(1, Ordering::AcqRel);
+        if let Some(n) = counts.per_ticket.get_mut(&self.ticket) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.per_ticket.remove(&self.ticket);
+            }
+        }
     }
 }
 
@@ -154,11 +262,7 @@ impl Limits {
             sockets: Limit::per_minute(settings.rate_sockets),
             polls: Limit::per_minute(settings.rate_polls),
             wechat: Limit::per_minute(settings.rate_wechat),
-            open_sockets: Arc::new(Slots::new(
-                settings.max_sockets,
-                settings.max_sockets_per_ip,
-            )),
-            waiting_polls: Arc::new(Slots::new(settings.max_polls, u32::MAX)),
+            waiting: Arc::new(Admission::new(settings)),
         }
     }
 }
@@ -231,16 +335,99 @@ fn rate_limited_page(app: &AppState, request: &Request, error: Error) -> Respons
 }
 
 /// Requests other than WebSockets and long-polls must finish in time; a
-/// stuck upstream (WeChat) or store answers 503 rather than hanging.
+/// stuck upstream (WeChat) or store answers 503 rather than hanging. The
+/// body of every request, long-polls included, must arrive within the same
+/// time: only a long-poll's wait and a socket's life are exempt, never the
+/// reading of client input (a poll trickling its body a byte at a time
+/// would otherwise hold a connection forever, uncounted).
 pub async fn limit_duration(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = std::time::Duration::from_secs(app.settings.request_timeout);
+    let request = with_body_deadline(request, tokio::time::Instant::now() + limit);
     let path = request.uri().path();
     if path.ends_with("/ws") || path.ends_with("/poll") {
         return next.run(request).await;
     }
-    let limit = std::time::Duration::from_secs(app.settings.request_timeout);
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => Error::Timeout.into_response(),
+    }
+}
+
+/// `request` with a body that fails once `deadline` passes. A request
+/// without a body is left alone (no timer for the many GETs).
+fn with_body_deadline(request: Request, deadline: tokio::time::Instant) -> Request {
+    use axum::body::{Body, HttpBody};
+    if request.body().is_end_stream() {
+        return request;
+    }
+    request.map(|inner| {
+        Body::new(DeadlineBody {
+            inner,
+            deadline,
+            timer: None,
+        })
+    })
+}
+
+/// A request body with a deadline for its last byte. The timer is made
+/// only when the client keeps the server waiting, so a body that is already
+/// there costs no timer.
+struct DeadlineBody {
+    inner: axum::body::Body,
+    deadline: tokio::time::Instant,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The error a body read gets past its deadline (see `body_timed_out`).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct BodyTimedOut;
+
+/// Whether a failed body read failed on its deadline.
+pub fn body_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<BodyTimedOut>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+impl axum::body::HttpBody for DeadlineBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        let deadline = this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                metrics::counter!("qrlogin_slow_bodies_total").increment(1);
+                Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -263,18 +450,74 @@ mod tests {
         );
     }
 
+    fn settings(tweak: impl FnOnce(&mut Settings)) -> Settings {
+        let mut s = Settings::from_env().unwrap();
+        tweak(&mut s);
+        s
+    }
+
     #[test]
-    fn slots_cap_in_total_and_per_ip_and_give_back_on_drop() {
-        let slots = Arc::new(Slots::new(3, 2));
+    fn admission_caps_in_total_per_ip_and_per_ticket_and_gives_back_on_drop() {
+        let admission = Arc::new(Admission::new(&settings(|s| {
+            (
+                s.max_sockets,
+                s.max_sockets_per_ip,
+                s.max_sockets_per_ticket,
+            ) = (3, 2, 2);
+            (s.max_polls, s.max_polls_per_ip) = (3, 1);
+        })));
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        let s1 = slots.take(a, "x").unwrap();
-        let _s2 = slots.take(a, "x").unwrap();
-        assert!(matches!(slots.take(a, "x"), Err(Error::RateLimited { .. })));
-        let _s3 = slots.take(b, "x").unwrap();
-        assert!(matches!(slots.take(b, "x"), Err(Error::OverCapacity(_))));
-        drop(s1);
-        assert_eq!(slots.in_use(), 2);
-        assert!(slots.take(a, "x").is_ok());
+        let (t, u, v) = (
+            TicketId::generate(),
+            TicketId::generate(),
+            TicketId::generate(),
+        );
+        let s1 = admission.admit(Kind::Socket, &t, a).unwrap();
+        let _s2 = admission.admit(Kind::Socket, &u, a).unwrap();
+        assert!(matches!(
+            admission.admit(Kind::Socket, &v, a),
+            Err(Error::RateLimited { .. })
+        ));
+        let _s3 = admission.admit(Kind::Socket, &t, b).unwrap();
+        assert!(matches!(
+            admission.admit(Kind::Socket, &v, b),
+            Err(Error::OverCapacity(_))
+        ));
+        // Ticket t holds two sockets: a poll on it is over the ticket's cap,
+        // a poll elsewhere is not; polls per IP are capped apart.
+        assert!(matches!(
+            admission.admit(Kind::Poll, &t, b),
+            Err(Error::RateLimited { .. })
+        ));
+        let p = admission.admit(Kind::Poll, &v, b).unwrap();
+        assert!(matches!(
+            admission.admit(Kind::Poll, &u, b),
+            Err(Error::RateLimited { .. })
+        ));
+        assert_eq!(admission.in_use(), (3, 1));
+        drop((s1, p));
+        assert_eq!(admission.in_use(), (2, 0));
+        assert!(admission.admit(Kind::Socket, &v, a).is_ok());
+        assert!(admission.admit(Kind::Poll, &t, b).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_a_mapped_ipv4_is_the_ipv4() {
+        let key = |s: &str| ip_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        let limit = Limit::per_minute(6);
+        assert!(limit.check(key("2001:db8::1")).is_ok());
+        assert!(
+            limit.check("2001:db8::2".parse().unwrap()).is_err(),
+            "a second address of the same /64 draws on the same quota"
+        );
     }
 
     #[test]

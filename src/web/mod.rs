@@ -144,6 +144,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 }
 
 fn json_rejection(rejection: JsonRejection) -> Error {
+    if limits::body_timed_out(&rejection) {
+        return Error::Timeout;
+    }
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return Error::PayloadTooLarge;
     }
@@ -171,6 +174,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
         match bytes::Bytes::from_request(req, state).await {
             Ok(b) => Ok(RawBody(b)),
+            Err(e) if limits::body_timed_out(&e) => Err(Error::Timeout),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::PayloadTooLarge),
             Err(e) => Err(Error::BadRequest(format!(
                 "unreadable body: {}",

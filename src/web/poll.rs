@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 use tokio::time::{Instant, sleep_until};
 
+use super::limits::Kind;
 use super::view::StateView;
 use super::{AppState, ClientIp, Json, RawBody, TicketPath, bearer};
 use crate::error::{Error, ErrorBody, Result};
@@ -102,10 +103,9 @@ pub async fn poll_ticket(
     if !ticket.secret_hash.matches(secret) {
         return Err(Error::Unauthorized("wrong secret"));
     }
-    let _slot = app
-        .limits
-        .waiting_polls
-        .take(ip, "too many long-polls waiting, retry shortly")?;
+    // Counted with the ticket's sockets and the IP's other polls, before
+    // the wait, in one step.
+    let _pass = app.limits.waiting.admit(Kind::Poll, &id, ip)?;
     let _waiting = Waiting::new();
     let give_up = Instant::now() + Duration::from_secs(wait);
     let expiry = Instant::now() + Duration::from_millis(ticket.expires_at.saturating_sub(now_ms()));

@@ -18,7 +18,7 @@ use futures_util::SinkExt;
 use rand::Rng;
 use tokio::time::{Instant, sleep_until};
 
-use super::limits::Slot;
+use super::limits::{Kind, Pass};
 use super::view::StateView;
 use super::{AppState, ClientIp, TicketPath};
 use crate::error::{Error, ErrorBody, Result};
@@ -107,18 +107,12 @@ pub async fn upgrade_ws(
     if !ticket.secret_hash.matches(secret) {
         return Err(Error::Unauthorized("wrong secret"));
     }
-    if app.engine.hub.waiters_of(&id) >= app.settings.max_sockets_per_ticket {
-        return Err(Error::RateLimited {
-            message: "too many sockets for this ticket",
-            retry_after: 5,
-        });
-    }
     let upgrade =
         upgrade.map_err(|e| Error::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
-    let slot = app
-        .limits
-        .open_sockets
-        .take(ip, "too many open sockets, retry shortly")?;
+    // Counted here, before the upgrade is answered, in the same step as the
+    // caps are checked: concurrent upgrades cannot all pass a check made
+    // before any of them is counted.
+    let pass = app.limits.waiting.admit(Kind::Socket, &id, ip)?;
     Ok(upgrade
         .protocols([PROTOCOL])
         .read_buffer_size(READ_BUFFER)
@@ -130,7 +124,7 @@ pub async fn upgrade_ws(
             // A task of its own, with the socket boxed: axum's upgrade task
             // keeps the stream in several places of its state and finishes
             // here, so a waiting browser holds ~1 KiB instead of ~2.5 KiB.
-            tokio::spawn(session(app, id, Box::new(socket), slot));
+            tokio::spawn(session(app, id, Box::new(socket), pass));
             std::future::ready(())
         }))
 }
@@ -218,7 +212,7 @@ enum Event {
 /// tungstenite's buffers): the socket is not split (no shared lock, no
 /// second half), events are gathered by one `select!` and handled after
 /// its futures are gone, and only a fingerprint of the last frame is kept.
-async fn session(app: AppState, id: TicketId, mut socket: Box<WebSocket>, _slot: Slot) {
+async fn session(app: AppState, id: TicketId, mut socket: Box<WebSocket>, _pass: Pass) {
     let _open = OpenSocket::new();
     // Registered before the first read: nothing can slip between.
     let mut waiter = app.engine.hub.watch(&id);

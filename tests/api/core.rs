@@ -1162,12 +1162,192 @@ async fn waiting_long_polls_are_capped() {
     let (a, b) = (app.create_ticket().await, app.create_ticket().await);
     let waiting = poll(&app, &a, json!({ "status": "pending" }), 2);
     let refused = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        polls_waiting(&app, 1).await;
         poll(&app, &b, json!({ "status": "pending" }), 2).await
     };
     let (first, second) = tokio::join!(waiting, refused);
     assert_eq!(first.status(), 200);
     assert_eq!(error_of(second).await, (503, "over_capacity".into()));
+}
+
+/// Resolves once `n` long-polls wait in the instance.
+async fn polls_waiting(app: &TestApp, n: usize) {
+    for _ in 0..500 {
+        if app.state.limits.waiting.in_use().1 == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} polls never waited");
+}
+
+/// A poll of `t` as from `client`, behind the trusted proxy 127.0.0.1.
+async fn poll_from(app: &TestApp, t: &Ticket, client: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/api/v1/tickets/{}/poll?wait=3", t.id)))
+        .header("x-forwarded-for", client)
+        .bearer_auth(&t.secret)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn waiting_polls_are_capped_per_ip_and_an_ipv6_client_is_its_64() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        s.max_polls_per_ip = 1;
+    })
+    .await;
+    let (a, b) = (app.create_ticket().await, app.create_ticket().await);
+    let pending = json!({ "status": "pending" });
+    let waiting = poll_from(&app, &a, "2001:db8:0:7::1", pending.clone());
+    let others = async {
+        polls_waiting(&app, 1).await;
+        // Another address of the same /64 is the same client.
+        let same = poll_from(&app, &b, "2001:db8:0:7:ffff::2", pending.clone()).await;
+        assert_eq!(error_of(same).await, (429, "rate_limited".into()));
+        // Other clients are not held back (they answer at once: `{}`).
+        for other in ["2001:db8:0:8::1", "198.51.100.1"] {
+            assert_eq!(poll_from(&app, &b, other, json!({})).await.status(), 200);
+        }
+    };
+    let (first, ()) = tokio::join!(waiting, others);
+    assert_eq!(first.status(), 200);
+}
+
+#[tokio::test]
+async fn polls_and_sockets_of_one_ticket_share_its_cap() {
+    use futures_util::StreamExt;
+    let app = spawn_app_with(|s| s.max_sockets_per_ticket = 2).await;
+    let t = app.create_ticket().await;
+    let mut polls: futures_util::stream::FuturesUnordered<_> = (0..12)
+        .map(|_| poll(&app, &t, json!({ "status": "pending" }), 30))
+        .collect();
+    // Ten refusals come back at once; then a confirm ends the two waits
+    // (were a third admitted, the tenth answer would be its 200, 30 s on).
+    let mut statuses = Vec::new();
+    while let Some(r) = polls.next().await {
+        statuses.push(r.status().as_u16());
+        if statuses.len() == 10 {
+            app.confirm(&t.id, "u").await;
+        }
+    }
+    assert_eq!(statuses[..10], [429; 10], "{statuses:?}");
+    assert_eq!(statuses[10..], [200; 2], "{statuses:?}");
+
+    // A socket and a poll count together.
+    let t = app.create_ticket().await;
+    let mut a = app.ws(&t).await;
+    let mut b = app.ws(&t).await;
+    next_frame(&mut a).await;
+    next_frame(&mut b).await;
+    let r = poll(&app, &t, json!({}), 0).await;
+    assert_eq!(error_of(r).await, (429, "rate_limited".into()));
+}
+
+#[tokio::test]
+async fn concurrent_upgrades_never_open_more_sockets_than_the_ticket_cap() {
+    let app = spawn_app_with(|s| s.max_sockets_per_ticket = 2).await;
+    for trial in 0..30 {
+        let t = app.create_ticket().await;
+        let protocols = format!("qrlogin.v1, secret.{}", t.secret);
+        let upgrades = (0..12).map(|_| app.ws_with(&t.id, &protocols));
+        let sockets: Vec<_> = futures_util::future::join_all(upgrades)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect();
+        assert_eq!(sockets.len(), 2, "trial {trial}: {} sockets", sockets.len());
+    }
+}
+
+/// Send `head`, then a byte of body every 200 ms until the server answers;
+/// what it answered and when, or nothing after 6 s.
+async fn trickle_body(app: &TestApp, head: &str) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            read = tcp.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            },
+            _ = tick.tick(), if answer.is_empty() => {
+                let _ = tcp.write_all(b" ").await;
+            }
+            _ = tokio::time::sleep_until(started + Duration::from_secs(6)) => break,
+        }
+    }
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_body_is_cut_off_at_the_request_timeout() {
+    let app = spawn_app_with(|s| s.request_timeout = 1).await;
+    let t = app.create_ticket().await;
+    let poll = format!(
+        "POST /api/v1/tickets/{}/poll HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+        t.id, t.secret
+    );
+    let create = "POST /api/v1/tickets HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+    for head in [poll.as_str(), create] {
+        let (answer, took) = trickle_body(&app, head).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{head}: {answer:?}");
+        assert!(answer.contains(r#""error":"unavailable""#), "{answer}");
+        assert!(
+            took < Duration::from_secs(3),
+            "{head}: answered after {took:?}"
+        );
+    }
+    assert!(app.metrics().await.contains("qrlogin_slow_bodies_total"));
+}
+
+#[tokio::test]
+async fn the_live_ticket_cap_frees_itself_at_expiry_without_traffic() {
+    let app = spawn_app_with(|s| (s.max_live_tickets, s.ticket_ttl) = (2, 1)).await;
+    app.create_ticket().await;
+    app.create_ticket().await;
+    let r = app
+        .client
+        .post(app.url("/api/v1/tickets"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (503, "over_capacity".into()));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l == "qrlogin_tickets_live 0"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("tickets_live"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let r = app
+        .client
+        .post(app.url("/api/v1/tickets"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
 }
 
 #[tokio::test]
