@@ -1,5 +1,6 @@
-//! Abuse limits per client IP: ticket creation, WebSocket connects and
-//! long-polls, each a GCRA quota (governor). The trusted API is limited only
+//! Abuse limits per client IP: ticket creation, WebSocket connects,
+//! long-polls, WeChat event pushes, Mini Program calls and QR renders, each
+//! a GCRA quota (governor). The trusted API is limited only
 //! by its key. Over a limit: 429 `rate_limited` with `Retry-After`.
 //!
 //! Limits are per instance. Behind a load balancer an attacker's budget is
@@ -65,6 +66,14 @@ pub struct Limits {
     tickets: Limit,
     sockets: Limit,
     polls: Limit,
+    /// `/wechat/events`: each push costs a signature check (and in safe mode
+    /// a decryption) before it can be refused.
+    events: Limit,
+    /// `/api/v1/miniprogram/…`: each call may cost a WeChat `code2session`.
+    miniprogram: Limit,
+    /// QR images rendered (not served from the cache); drawn on by the
+    /// image handler, which alone knows a cache miss.
+    renders: Limit,
     /// Open WebSockets, in total and per IP.
     pub open_sockets: Arc<Slots>,
     /// Long-polls waiting, in total.
@@ -149,6 +158,9 @@ impl Limits {
             tickets: Limit::per_minute(settings.rate_tickets),
             sockets: Limit::per_minute(settings.rate_sockets),
             polls: Limit::per_minute(settings.rate_polls),
+            events: Limit::per_minute(settings.rate_events),
+            miniprogram: Limit::per_minute(settings.rate_miniprogram),
+            renders: Limit::per_minute(settings.rate_renders),
             open_sockets: Arc::new(Slots::new(
                 settings.max_sockets,
                 settings.max_sockets_per_ip,
@@ -173,7 +185,26 @@ fn quota_of<'a>(
         Method::POST if ticket_path.is_some_and(|p| p.ends_with("/poll")) => {
             Some((&limits.polls, "polls"))
         }
+        _ if path == super::wechat_events::EVENTS => Some((&limits.events, "events")),
+        Method::POST if path.starts_with("/api/v1/miniprogram/") => {
+            Some((&limits.miniprogram, "miniprogram"))
+        }
         _ => None,
+    }
+}
+
+impl Limits {
+    /// Draw one QR render for `ip`: the image handler calls this on a cache
+    /// miss only, so reloading one image is free while asking for ever new
+    /// `?size=` variants (each a render) is bounded.
+    pub fn check_render(&self, ip: IpAddr) -> Result<(), Error> {
+        self.renders.check(ip).map_err(|retry_after| {
+            metrics::counter!("qrlogin_rate_limited_total", "limit" => "renders").increment(1);
+            Error::RateLimited {
+                message: "too many QR images from this address, slow down",
+                retry_after,
+            }
+        })
     }
 }
 

@@ -27,6 +27,7 @@ pub fn test_settings() -> Settings {
     s.jwt_secret = Some(JWT_SECRET.into());
     // Tests make many requests from one address; the limits' own tests turn them on.
     (s.rate_tickets, s.rate_sockets, s.rate_polls) = (0, 0, 0);
+    (s.rate_events, s.rate_miniprogram, s.rate_renders) = (0, 0, 0);
     s
 }
 

@@ -9,6 +9,7 @@ mod browser_cdp;
 mod cli;
 mod core;
 mod fake_wechat;
+mod hardening;
 mod logs;
 mod miniprogram;
 mod openapi;
