@@ -463,7 +463,9 @@ impl Settings {
                 // swallow them and break every QR link.
                 Ok(u) if u.query().is_some() || u.fragment().is_some() => bad(
                     "QRLOGIN_PUBLIC_URL",
-                    format!("{url:?} has a query or fragment; give a base URL like https://login.example.com"),
+                    format!(
+                        "{url:?} has a query or fragment; give a base URL like https://login.example.com"
+                    ),
                 ),
                 Ok(u) if self.is_production() && u.scheme() != "https" => bad(
                     "QRLOGIN_PUBLIC_URL",
@@ -726,7 +728,9 @@ pub fn env_problems(command: &clap::Command, args: &[std::ffi::OsString]) -> Vec
         };
         let flag = format!("--{long}");
         let overridden = args.iter().filter_map(|a| a.to_str()).any(|a| {
-            a == flag || a.strip_prefix(flag.as_str()).is_some_and(|r| r.starts_with('='))
+            a == flag
+                || a.strip_prefix(flag.as_str())
+                    .is_some_and(|r| r.starts_with('='))
         });
         if overridden {
             continue;
@@ -752,7 +756,10 @@ pub fn env_problems(command: &clap::Command, args: &[std::ffi::OsString]) -> Vec
             };
             problems.push(EnvProblem {
                 id,
-                text: format!("{variable}: invalid value '{value}' ({})", expected(arg, &e)),
+                text: format!(
+                    "{variable}: invalid value '{value}' ({})",
+                    expected(arg, &e)
+                ),
             });
         }
     }

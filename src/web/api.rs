@@ -15,9 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::ErrorBody;
 
 use super::view::{StateView, rfc3339};
-use super::{
-    AppState, ClientIp, Json, Query, RawBody, TicketPath, bearer, poll, user_agent, ws,
-};
+use super::{AppState, ClientIp, Json, Query, RawBody, TicketPath, bearer, poll, user_agent, ws};
 use crate::error::{Error, Result};
 use crate::qr;
 use crate::ticket::{Identity, Provider, Requester, TicketId, UserInfo};

@@ -75,9 +75,7 @@ fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
         // The list was normalised at start; the request's Origin is
         // normalised the same way (what the WebSocket check does too).
         let origins = origins.clone();
-        AllowOrigin::predicate(move |origin, _| {
-            origin_in(&origins, origin.to_str().unwrap_or(""))
-        })
+        AllowOrigin::predicate(move |origin, _| origin_in(&origins, origin.to_str().unwrap_or("")))
     };
     CorsLayer::new()
         .allow_origin(allow)

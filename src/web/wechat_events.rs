@@ -29,9 +29,7 @@ pub fn router() -> Router<AppState> {
 
 /// An unparsable query (or one naming a parameter twice) is a query
 /// without signature (refused below).
-fn query_of(
-    query: Result<Query<PushQuery>, Error>,
-) -> PushQuery {
+fn query_of(query: Result<Query<PushQuery>, Error>) -> PushQuery {
     query.map(|Query(q)| q).unwrap_or_default()
 }
 

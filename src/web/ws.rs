@@ -63,7 +63,8 @@ pub fn origin_allowed(app: &AppState, headers: &HeaderMap) -> bool {
         return true;
     }
     // The public URL may carry a path; its origin is what browsers send.
-    let ours = url::Url::parse(&app.settings.public_url()).map(|u| u.origin().ascii_serialization());
+    let ours =
+        url::Url::parse(&app.settings.public_url()).map(|u| u.origin().ascii_serialization());
     if ours.is_ok_and(|ours| super::origin_in(&[ours], origin)) {
         return true;
     }

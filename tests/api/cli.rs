@@ -108,22 +108,27 @@ fn check_config_names_every_unparsable_variable_and_exits_1() {
         "{text}"
     );
     assert!(
-        text.contains("problem: QRLOGIN_ENV: invalid value 'prod' (expected one of development, production)"),
+        text.contains(
+            "problem: QRLOGIN_ENV: invalid value 'prod' (expected one of development, production)"
+        ),
         "{text}"
     );
-    assert!(text.contains("problem: QRLOGIN_API_KEY"), "the rest too: {text}");
+    assert!(
+        text.contains("problem: QRLOGIN_API_KEY"),
+        "the rest too: {text}"
+    );
     assert!(!text.contains("--bind"), "{text}");
 }
 
 #[test]
 fn serving_with_a_bad_variable_names_it_and_exits_1() {
-    let out = qrlogin()
-        .env("QRLOGIN_BIND", "nonsense")
-        .output()
-        .unwrap();
+    let out = qrlogin().env("QRLOGIN_BIND", "nonsense").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("QRLOGIN_BIND: invalid value 'nonsense'"), "{text}");
+    assert!(
+        text.contains("QRLOGIN_BIND: invalid value 'nonsense'"),
+        "{text}"
+    );
     assert!(!text.contains("--bind"), "{text}");
     // A flag still overrides its variable.
     let out = qrlogin()
@@ -131,7 +136,12 @@ fn serving_with_a_bad_variable_names_it_and_exits_1() {
         .args(["--bind", "127.0.0.1:0", "check-config"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[cfg(unix)]
@@ -139,7 +149,10 @@ fn serving_with_a_bad_variable_names_it_and_exits_1() {
 fn a_non_utf8_value_names_its_variable() {
     use std::os::unix::ffi::OsStrExt;
     let out = qrlogin()
-        .env("QRLOGIN_PUBLIC_URL", std::ffi::OsStr::from_bytes(b"https://\xff.example"))
+        .env(
+            "QRLOGIN_PUBLIC_URL",
+            std::ffi::OsStr::from_bytes(b"https://\xff.example"),
+        )
         .arg("check-config")
         .output()
         .unwrap();

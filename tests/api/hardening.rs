@@ -45,7 +45,10 @@ async fn bad_query_strings_answer_the_contracts_json() {
 async fn bad_page_query_strings_answer_an_html_page() {
     let app = spawn_app().await;
     let t = app.create_ticket().await;
-    for path in ["/?lang=en&lang=zh-CN".to_owned(), format!("/m/{}?k=a&k=b", t.id)] {
+    for path in [
+        "/?lang=en&lang=zh-CN".to_owned(),
+        format!("/m/{}?k=a&k=b", t.id),
+    ] {
         let r = app
             .client
             .get(app.url(&path))
@@ -116,10 +119,8 @@ async fn non_utf8_bytes_in_a_trusted_body_are_refused() {
 /// let in by both the WebSocket check and CORS; another origin by neither.
 #[tokio::test]
 async fn origins_compare_normalised_for_sockets_and_cors() {
-    let app = spawn_app_with(|s| {
-        s.allowed_origins = vec!["HTTPS://Other.Example.com:443/".into()]
-    })
-    .await;
+    let app =
+        spawn_app_with(|s| s.allowed_origins = vec!["HTTPS://Other.Example.com:443/".into()]).await;
     let preflight = |origin: &'static str| {
         app.client
             .request(reqwest::Method::OPTIONS, app.url("/api/v1/tickets"))
@@ -130,24 +131,37 @@ async fn origins_compare_normalised_for_sockets_and_cors() {
     for origin in ["https://other.example.com", "HTTPS://OTHER.example.com:443"] {
         let r = preflight(origin).await.unwrap();
         assert_eq!(
-            r.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap()),
+            r.headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap()),
             Some(origin),
             "CORS for {origin}"
         );
         let t = app.create_ticket().await;
         let protocols = format!("qrlogin.v1, secret.{}", t.secret);
         assert!(
-            app.ws_handshake(&t.id, &protocols, Some(origin)).await.is_ok(),
+            app.ws_handshake(&t.id, &protocols, Some(origin))
+                .await
+                .is_ok(),
             "socket for {origin}"
         );
     }
-    for origin in ["https://other.example.com:8443", "http://other.example.com", "null"] {
+    for origin in [
+        "https://other.example.com:8443",
+        "http://other.example.com",
+        "null",
+    ] {
         let r = preflight(origin).await.unwrap();
-        assert!(r.headers().get("access-control-allow-origin").is_none(), "{origin}");
+        assert!(
+            r.headers().get("access-control-allow-origin").is_none(),
+            "{origin}"
+        );
         let t = app.create_ticket().await;
         let protocols = format!("qrlogin.v1, secret.{}", t.secret);
         assert!(
-            app.ws_handshake(&t.id, &protocols, Some(origin)).await.is_err(),
+            app.ws_handshake(&t.id, &protocols, Some(origin))
+                .await
+                .is_err(),
             "socket for {origin}"
         );
     }
@@ -155,7 +169,11 @@ async fn origins_compare_normalised_for_sockets_and_cors() {
 
 #[tokio::test]
 async fn garbage_origins_stop_the_start_naming_the_variable() {
-    for origin in ["https://shop.example/path", "shop.example", "https://a@shop.example"] {
+    for origin in [
+        "https://shop.example/path",
+        "shop.example",
+        "https://a@shop.example",
+    ] {
         let mut settings = test_settings();
         settings.allowed_origins = vec![origin.into()];
         let err = qrlogin::Application::build(settings)
@@ -241,7 +259,11 @@ async fn qr_renders_are_limited_per_ip_and_cached_images_are_free() {
     };
     assert_eq!(image("203.0.113.1", 200).await.unwrap().status(), 200);
     for _ in 0..5 {
-        assert_eq!(image("203.0.113.1", 200).await.unwrap().status(), 200, "cached");
+        assert_eq!(
+            image("203.0.113.1", 200).await.unwrap().status(),
+            200,
+            "cached"
+        );
     }
     let r = image("203.0.113.1", 201).await.unwrap();
     assert_eq!(error_of(r).await, (429, "rate_limited".into()));
