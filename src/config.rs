@@ -869,6 +869,31 @@ mod tests {
     }
 
     #[test]
+    fn origins_normalise_to_what_browsers_send() {
+        for (given, want) in [
+            ("HTTPS://Other.Example.com", "https://other.example.com"),
+            (
+                "https://other.example.com:443/",
+                "https://other.example.com",
+            ),
+            ("http://a.example:80", "http://a.example"),
+            ("http://a.example:8080", "http://a.example:8080"),
+        ] {
+            assert_eq!(normalize_origin(given).as_deref(), Some(want), "{given}");
+        }
+        for garbage in [
+            "a.example",
+            "https://a.example/path",
+            "https://a.example/?q",
+            "https://u@a.example",
+            "ftp://a.example",
+            "null",
+        ] {
+            assert_eq!(normalize_origin(garbage), None, "{garbage}");
+        }
+    }
+
+    #[test]
     fn defaults_run_without_problems() {
         assert_eq!(settings(&[]).problems(), vec![]);
     }

@@ -167,9 +167,8 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
     let Some((kind, sub)) = essence.split_once('/') else {
         return false;
     };
-    kind.eq_ignore_ascii_case("application")
-        && (sub.eq_ignore_ascii_case("json")
-            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+    let sub = sub.to_ascii_lowercase();
+    kind.eq_ignore_ascii_case("application") && (sub == "json" || sub.ends_with("+json"))
 }
 
 /// A query string parsed strictly, with the contract's `bad_request` as its
