@@ -708,6 +708,7 @@ pub fn normalize_origin(origin: &str) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvProblem {
     pub id: String,
+    pub variable: String,
     pub text: String,
 }
 
@@ -740,6 +741,7 @@ pub fn env_problems(command: &clap::Command, args: &[std::ffi::OsString]) -> Vec
         let Some(text) = raw.to_str() else {
             problems.push(EnvProblem {
                 id,
+                variable: variable.clone().into_owned(),
                 text: format!("{variable}: is not valid UTF-8"),
             });
             continue;
@@ -756,6 +758,7 @@ pub fn env_problems(command: &clap::Command, args: &[std::ffi::OsString]) -> Vec
             };
             problems.push(EnvProblem {
                 id,
+                variable: variable.clone().into_owned(),
                 text: format!(
                     "{variable}: invalid value '{value}' ({})",
                     expected(arg, &e)

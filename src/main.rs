@@ -103,7 +103,18 @@ fn check_config(
     use std::io::Write;
     // Writes ignore a closed pipe (`| head`): the exit code still tells.
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", qrlogin::config::describe(matches));
+    // A variable that did not parse was left out (its default shows); say so.
+    for line in qrlogin::config::describe(matches).lines() {
+        let bad = env_problems.iter().find(|p| {
+            line.strip_prefix(p.variable.as_str())
+                .is_some_and(|rest| rest.starts_with('='))
+        });
+        match bad {
+            Some(p) => writeln!(out, "{}=<invalid>  (environment)", p.variable),
+            None => writeln!(out, "{line}"),
+        }
+        .ok();
+    }
     for p in env_problems {
         let _ = writeln!(out, "problem: {}", p.text);
     }
