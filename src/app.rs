@@ -105,6 +105,8 @@ async fn engines(settings: &Settings) -> Result<(Arc<dyn TicketStore>, Arc<dyn H
 
 pub struct Application {
     listener: TcpListener,
+    /// QRLOGIN_METRICS_BIND's listener, serving `/metrics` alone.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     stop: Arc<watch::Sender<bool>>,
 }
@@ -148,7 +150,25 @@ impl Application {
                     addr: settings.bind,
                     source,
                 })?;
+        let metrics_listener = match settings.metrics_bind {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let mut settings = settings;
+        // Once, here: the WebSocket check and CORS compare request Origins,
+        // normalised the same way, against this list.
+        settings.allowed_origins = settings
+            .allowed_origins
+            .iter()
+            .filter_map(|o| match o.as_str() {
+                "*" => Some(o.clone()),
+                _ => crate::config::normalize_origin(o),
+            })
+            .collect();
         if settings.public_url.is_none() {
             // Bound to port 0 (tests): name the real port in QR contents.
             if let Ok(addr) = listener.local_addr() {
@@ -188,6 +208,7 @@ impl Application {
         };
         Ok(Self {
             listener,
+            metrics_listener,
             state: AppState(Arc::new(shared)),
             stop: Arc::new(stop),
         })
@@ -196,6 +217,14 @@ impl Application {
     /// The bound port (tests bind port 0).
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The bound port of QRLOGIN_METRICS_BIND, when set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
     }
 
     pub fn state(&self) -> AppState {
@@ -219,6 +248,14 @@ impl Application {
         });
         let router = crate::web::router(self.state.clone());
         let header_timeout = Duration::from_secs(self.state.settings.header_read_timeout);
+        let metrics = self.metrics_listener.map(|listener| {
+            tokio::spawn(crate::web::serve::serve(
+                listener,
+                crate::web::ops::metrics_router(self.state.clone()),
+                header_timeout,
+                self.state.shutdown.clone(),
+            ))
+        });
         crate::web::serve::serve(
             self.listener,
             router,
@@ -226,6 +263,9 @@ impl Application {
             self.state.shutdown.clone(),
         )
         .await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         // Give the sockets' 1012 closes a moment to flush.
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())

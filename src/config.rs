@@ -389,6 +389,34 @@ pub struct Settings {
         default_value_t = 60
     )]
     pub rate_wechat: u32,
+    /// Pushes to /wechat/events one IP may make per minute (0: no limit). WeChat
+    /// pushes from a few server addresses, so this is high: it bounds a forger's
+    /// signature checks, not WeChat.
+    #[arg(
+        long = "rate-events",
+        env = "QRLOGIN_RATE_EVENTS",
+        default_value_t = 6000
+    )]
+    pub rate_events: u32,
+    /// Mini Program calls (/api/v1/miniprogram/…) one client IP may make per minute (0: no limit).
+    #[arg(
+        long = "rate-miniprogram",
+        env = "QRLOGIN_RATE_MINIPROGRAM",
+        default_value_t = 120
+    )]
+    pub rate_miniprogram: u32,
+    /// QR images one client IP may have rendered per minute (0: no limit);
+    /// a cached image costs nothing.
+    #[arg(
+        long = "rate-renders",
+        env = "QRLOGIN_RATE_RENDERS",
+        default_value_t = 120
+    )]
+    pub rate_renders: u32,
+    /// When set, /metrics is served only on this second listen address
+    /// (not on QRLOGIN_BIND), so it need not be exposed with the service.
+    #[arg(long = "metrics-bind", env = "QRLOGIN_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
     /// `text` or `json` log lines.
     #[arg(
         long = "log-format",
@@ -460,11 +488,46 @@ impl Settings {
             |variable: &'static str, message: String| problems.push(Problem { variable, message });
         if let Some(url) = &self.public_url {
             match url::Url::parse(url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => bad(
+                Ok(u) if !matches!(u.scheme(), "http" | "https") || u.host().is_none() => bad(
                     "QRLOGIN_PUBLIC_URL",
                     format!("{url:?} is not an http(s) URL"),
                 ),
+                // Paths are appended to it: a query or fragment would
+                // swallow them and break every QR link.
+                Ok(u) if u.query().is_some() || u.fragment().is_some() => bad(
+                    "QRLOGIN_PUBLIC_URL",
+                    format!(
+                        "{url:?} has a query or fragment; give a base URL like https://login.example.com"
+                    ),
+                ),
+                Ok(u) if self.is_production() && u.scheme() != "https" => bad(
+                    "QRLOGIN_PUBLIC_URL",
+                    format!("{url:?} is not https; production cookies are Secure and need it"),
+                ),
+                Ok(_) => {}
+                Err(_) => bad(
+                    "QRLOGIN_PUBLIC_URL",
+                    format!("{url:?} is not an http(s) URL"),
+                ),
+            }
+        } else if self.is_production() {
+            bad(
+                "QRLOGIN_PUBLIC_URL",
+                "must be set to an https URL in production (the default http://{bind} cannot carry Secure cookies)".into(),
+            );
+        }
+        if self.max_live_tickets == 0 {
+            bad(
+                "QRLOGIN_MAX_LIVE_TICKETS",
+                "must be at least 1 (0 refuses every ticket)".into(),
+            );
+        }
+        if let Some(dir) = &self.templates_dir {
+            if !dir.is_dir() {
+                bad(
+                    "QRLOGIN_TEMPLATES_DIR",
+                    format!("{} is not a readable folder", dir.display()),
+                );
             }
         }
         if self.providers.is_empty() {
@@ -505,11 +568,7 @@ impl Settings {
             }
         }
         for origin in &self.allowed_origins {
-            if origin != "*"
-                && url::Url::parse(origin)
-                    .map(|u| u.host().is_none())
-                    .unwrap_or(true)
-            {
+            if origin != "*" && normalize_origin(origin).is_none() {
                 bad(
                     "QRLOGIN_ALLOWED_ORIGINS",
                     format!("{origin:?} is not an origin like https://example.com"),
@@ -679,6 +738,112 @@ impl Settings {
     }
 }
 
+/// An origin as browsers send it in `Origin`: scheme and host lowercase,
+/// the default port dropped, no path. `None` for anything that is not an
+/// http(s) origin (a path, a query, user info, garbage). The allowed list
+/// and each request's `Origin` both go through this, so the WebSocket check
+/// and CORS can never disagree about one spelling.
+pub fn normalize_origin(origin: &str) -> Option<String> {
+    let url = url::Url::parse(origin.trim()).ok()?;
+    let bare = matches!(url.path(), "" | "/")
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if !bare || !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return None;
+    }
+    Some(url.origin().ascii_serialization())
+}
+
+/// One environment value clap cannot parse: the argument's id (to parse
+/// the rest without it) and the problem, naming the variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvProblem {
+    pub id: String,
+    pub variable: String,
+    pub text: String,
+}
+
+/// Every environment value of `command` that clap would refuse, each named
+/// by its variable. clap's own error names the flag (`--bind <BIND>`),
+/// which an operator who set `QRLOGIN_BIND` never typed, and stops at the
+/// first; this checks them all with clap's own value parsers. `args` are
+/// the command-line arguments: a flag given there overrides its variable.
+pub fn env_problems(command: &clap::Command, args: &[std::ffi::OsString]) -> Vec<EnvProblem> {
+    let mut problems = Vec::new();
+    for arg in command.get_arguments() {
+        let Some(env) = arg.get_env() else { continue };
+        let Some(raw) = std::env::var_os(env) else {
+            continue;
+        };
+        let Some(long) = arg.get_long() else {
+            continue;
+        };
+        let flag = format!("--{long}");
+        let overridden = args.iter().filter_map(|a| a.to_str()).any(|a| {
+            a == flag
+                || a.strip_prefix(flag.as_str())
+                    .is_some_and(|r| r.starts_with('='))
+        });
+        if overridden {
+            continue;
+        }
+        let variable = env.to_string_lossy();
+        let id = arg.get_id().as_str().to_owned();
+        let Some(text) = raw.to_str() else {
+            problems.push(EnvProblem {
+                id,
+                variable: variable.clone().into_owned(),
+                text: format!("{variable}: is not valid UTF-8"),
+            });
+            continue;
+        };
+        // clap's own parser, on this one argument alone.
+        let probe = clap::Command::new("qrlogin")
+            .no_binary_name(true)
+            .arg(arg.clone().env(None::<&str>));
+        if let Err(e) = probe.try_get_matches_from([format!("--{long}={text}")]) {
+            use clap::error::{ContextKind, ContextValue};
+            let value = match e.get(ContextKind::InvalidValue) {
+                Some(ContextValue::String(v)) => v.clone(),
+                _ => text.to_owned(),
+            };
+            problems.push(EnvProblem {
+                id,
+                variable: variable.clone().into_owned(),
+                text: format!(
+                    "{variable}: invalid value '{value}' ({})",
+                    expected(arg, &e)
+                ),
+            });
+        }
+    }
+    problems
+}
+
+/// What a value of `arg` should look like, from clap's error.
+fn expected(arg: &clap::Arg, e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    if let Some(ContextValue::Strings(valid)) = e.get(ContextKind::ValidValue) {
+        return format!("expected one of {}", valid.join(", "));
+    }
+    let source = std::error::Error::source(e);
+    if source.is_some_and(|s| s.is::<std::net::AddrParseError>()) {
+        return "expected host:port, like 127.0.0.1:8080".into();
+    }
+    if source.is_some_and(|s| s.is::<ipnet::AddrParseError>()) {
+        return "expected a CIDR, like 10.0.0.0/8".into();
+    }
+    if source.is_some_and(|s| s.is::<std::num::ParseIntError>()) {
+        return "expected a whole number".into();
+    }
+    match source {
+        Some(s) => s.to_string(),
+        None => format!("not a valid {}", arg.get_id()),
+    }
+}
+
 /// The effective configuration, one `VARIABLE=value (source)` line per
 /// setting, with secrets (settings marked `hide_env_values`) redacted.
 /// Read from clap's own matches, so a new setting is listed without code here.
@@ -757,6 +922,31 @@ mod tests {
         let mut all = vec!["qrlogin"];
         all.extend_from_slice(args);
         Cli::try_parse_from(all).map(|c| c.settings).unwrap()
+    }
+
+    #[test]
+    fn origins_normalise_to_what_browsers_send() {
+        for (given, want) in [
+            ("HTTPS://Other.Example.com", "https://other.example.com"),
+            (
+                "https://other.example.com:443/",
+                "https://other.example.com",
+            ),
+            ("http://a.example:80", "http://a.example"),
+            ("http://a.example:8080", "http://a.example:8080"),
+        ] {
+            assert_eq!(normalize_origin(given).as_deref(), Some(want), "{given}");
+        }
+        for garbage in [
+            "a.example",
+            "https://a.example/path",
+            "https://a.example/?q",
+            "https://u@a.example",
+            "ftp://a.example",
+            "null",
+        ] {
+            assert_eq!(normalize_origin(garbage), None, "{garbage}");
+        }
     }
 
     #[test]

@@ -18,15 +18,33 @@ use qrlogin::config::{Cli, Command, LogFormat, TokenCommand};
 #[tokio::main]
 async fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
-    let matches = Cli::command().get_matches();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    // Bad environment values are found here, all of them, named by their
+    // variable; the rest parses without them (their defaults) so
+    // `check-config` can list every other problem too.
+    let env_problems = qrlogin::config::env_problems(&command, &args);
+    for p in &env_problems {
+        command = command.mut_arg(&p.id, |a| a.env(None::<&str>));
+    }
+    let matches = command.get_matches_from(&args);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
     init_logs(cli.settings.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if !env_problems.is_empty() && !matches!(command, Command::CheckConfig | Command::Keygen { .. })
+    {
+        eprintln!("qrlogin: invalid settings:");
+        for p in &env_problems {
+            eprintln!("  - {}", p.text);
+        }
+        return ExitCode::FAILURE;
+    }
+    match command {
         Command::Serve => serve(cli.settings).await,
-        Command::CheckConfig => check_config(&cli.settings, &matches),
+        Command::CheckConfig => check_config(&cli.settings, &matches, &env_problems),
         Command::Keygen { alg } => cli::keygen(alg),
         Command::Token {
             command:
@@ -75,18 +93,36 @@ async fn serve(settings: qrlogin::Settings) -> ExitCode {
     }
 }
 
-/// The effective settings (secrets redacted) and every problem; exit 1 on
-/// problems.
-fn check_config(settings: &qrlogin::Settings, matches: &clap::ArgMatches) -> ExitCode {
+/// The effective settings (secrets redacted) and every problem, those of
+/// unparsable values first; exit 1 on problems.
+fn check_config(
+    settings: &qrlogin::Settings,
+    matches: &clap::ArgMatches,
+    env_problems: &[qrlogin::config::EnvProblem],
+) -> ExitCode {
     use std::io::Write;
     // Writes ignore a closed pipe (`| head`): the exit code still tells.
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", qrlogin::config::describe(matches));
+    // A variable that did not parse was left out (its default shows); say so.
+    for line in qrlogin::config::describe(matches).lines() {
+        let bad = env_problems.iter().find(|p| {
+            line.strip_prefix(p.variable.as_str())
+                .is_some_and(|rest| rest.starts_with('='))
+        });
+        match bad {
+            Some(p) => writeln!(out, "{}=<invalid>  (environment)", p.variable),
+            None => writeln!(out, "{line}"),
+        }
+        .ok();
+    }
+    for p in env_problems {
+        let _ = writeln!(out, "problem: {}", p.text);
+    }
     let problems = settings.problems();
     for p in &problems {
         let _ = writeln!(out, "problem: {p}");
     }
-    if problems.is_empty() {
+    if problems.is_empty() && env_problems.is_empty() {
         let _ = writeln!(out, "configuration OK");
         ExitCode::SUCCESS
     } else {

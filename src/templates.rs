@@ -172,6 +172,9 @@ pub struct Texts {
     pub retry_body: &'static str,
     pub rescan_heading: &'static str,
     pub rescan_body: &'static str,
+    /// A phone or login link whose query string is malformed.
+    pub bad_link_heading: &'static str,
+    pub bad_link_body: &'static str,
     /// The login page's one-line explanation under its heading.
     pub login_lead: &'static str,
     /// Shown when the page cannot run its script.
@@ -224,6 +227,8 @@ static EN: Texts = Texts {
     retry_body: "WeChat did not answer in time. Scan the code on your computer again.",
     rescan_heading: "Please scan again",
     rescan_body: "This link was already used or has expired. Scan the code on your computer again.",
+    bad_link_heading: "This link is not valid",
+    bad_link_body: "The address is damaged. Scan the code on your computer again.",
     login_lead: "Scan the code with your phone to log in. No password needed.",
     login_noscript: "This page needs JavaScript to show the login code. Turn it on and reload the page.",
     requester_heading: "The computer asking to log in",
@@ -269,6 +274,8 @@ static ZH_CN: Texts = Texts {
     retry_body: "微信未能及时响应，请重新扫描电脑上的二维码。",
     rescan_heading: "请重新扫码",
     rescan_body: "此链接已被使用或已过期，请重新扫描电脑上的二维码。",
+    bad_link_heading: "链接无效",
+    bad_link_body: "此地址已损坏，请重新扫描电脑上的二维码。",
     login_lead: "用手机扫描二维码即可登录，无需密码。",
     login_noscript: "此页面需要 JavaScript 才能显示登录二维码。请启用后刷新页面。",
     requester_heading: "请求登录的电脑",

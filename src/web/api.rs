@@ -2,7 +2,7 @@
 //! for product backends, and token introspection.
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::ErrorBody;
 
 use super::view::{StateView, rfc3339};
-use super::{AppState, ClientIp, Json, RawBody, TicketPath, bearer, poll, user_agent, ws};
+use super::{AppState, ClientIp, Json, Query, RawBody, TicketPath, bearer, poll, user_agent, ws};
 use crate::error::{Error, Result};
 use crate::providers::wechat::miniprogram::RequesterView;
 use crate::qr;
@@ -127,40 +127,46 @@ const WXACODE_SLOT: u32 = 0;
     params(("ticket" = String, Path), QrQuery),
     responses((status = 200, description = "PNG of qr_content", content_type = "image/png", body = Vec<u8>),
         (status = 400, description = "bad input", body = ErrorBody),
-        (status = 404, description = "unknown or expired ticket", body = ErrorBody)))]
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
+        (status = 429, description = "too many renders (Retry-After)", body = ErrorBody)))]
 pub async fn get_qr_png(
     state: State<AppState>,
     path: TicketPath,
+    ip: ClientIp,
     query: Query<QrQuery>,
 ) -> Result<Response> {
-    qr_image(state, path, query, true).await
+    qr_image(state, path, ip, query, true).await
 }
 
 #[utoipa::path(get, path = "/api/v1/tickets/{ticket}/qr.svg", tag = "browser",
     params(("ticket" = String, Path), QrQuery),
     responses((status = 200, description = "SVG of qr_content", content_type = "image/svg+xml", body = String),
         (status = 400, description = "bad input", body = ErrorBody),
-        (status = 404, description = "unknown or expired ticket", body = ErrorBody)))]
+        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
+        (status = 429, description = "too many renders (Retry-After)", body = ErrorBody)))]
 pub async fn get_qr_svg(
     state: State<AppState>,
     path: TicketPath,
+    ip: ClientIp,
     query: Query<QrQuery>,
 ) -> Result<Response> {
-    qr_image(state, path, query, false).await
+    qr_image(state, path, ip, query, false).await
 }
 
 /// The QR of a live ticket. Rendered once per ticket and size, then served
-/// from a short-lived cache: a login page reloading its image costs nothing.
+/// from a short-lived cache: a login page reloading its image costs nothing,
+/// and only renders draw on the client's QRLOGIN_RATE_RENDERS.
 async fn qr_image(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
+    ClientIp(ip): ClientIp,
     Query(q): Query<QrQuery>,
     png: bool,
 ) -> Result<Response> {
     let ticket = app.engine.require(&id).await?;
     match q.kind.as_deref() {
         None | Some("" | "qr") => {}
-        Some("wxacode") if png => return wxacode_image(&app, &ticket).await,
+        Some("wxacode") if png => return wxacode_image(&app, &ticket, ip).await,
         Some(_) => {
             return Err(Error::BadRequest("kind is qr, or wxacode on qr.png".into()));
         }
@@ -170,6 +176,7 @@ async fn qr_image(
     let bytes = match app.qr_cache.get(&key) {
         Some(bytes) => bytes,
         None => {
+            app.limits.check_render(ip)?;
             let rendered = if png {
                 qr::png(&ticket.qr_content, size).map(bytes::Bytes::from)
             } else {
@@ -192,12 +199,17 @@ async fn qr_image(
 }
 
 /// The Mini Program code of a `miniprogram` ticket, as WeChat made it.
-async fn wxacode_image(app: &AppState, ticket: &crate::ticket::Ticket) -> Result<Response> {
+async fn wxacode_image(
+    app: &AppState,
+    ticket: &crate::ticket::Ticket,
+    ip: std::net::IpAddr,
+) -> Result<Response> {
     use crate::providers::wechat::miniprogram;
     let key = (ticket.id.clone(), WXACODE_SLOT, true);
     let bytes = match app.qr_cache.get(&key) {
         Some(bytes) => bytes,
         None => {
+            app.limits.check_render(ip)?;
             let bytes = miniprogram::wxacode(app, ticket).await?;
             app.qr_cache.insert(key, bytes.clone());
             bytes

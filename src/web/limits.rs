@@ -1,6 +1,7 @@
 //! Abuse limits per client IP: ticket creation, WebSocket connects,
-//! long-polls and the WeChat code paths (both callbacks and the
-//! `wechat-web` redemption), each a GCRA quota (governor). The trusted API is limited only
+//! long-polls, the WeChat code paths (both callbacks and the `wechat-web`
+//! redemption), WeChat event pushes, Mini Program calls and QR renders, each
+//! a GCRA quota (governor). The trusted API is limited only
 //! by its key. Over a limit: 429 `rate_limited` with `Retry-After`. Every
 //! per-IP count keys its client with `ip_key` (an IPv6 client is its /64).
 //!
@@ -75,6 +76,14 @@ pub struct Limits {
     sockets: Limit,
     polls: Limit,
     wechat: Limit,
+    /// `/wechat/events`: each push costs a signature check (and in safe mode
+    /// a decryption) before it can be refused.
+    events: Limit,
+    /// `/api/v1/miniprogram/…`: each call may cost a WeChat `code2session`.
+    miniprogram: Limit,
+    /// QR images rendered (not served from the cache); drawn on by the
+    /// image handler, which alone knows a cache miss.
+    renders: Limit,
     /// Open WebSockets and waiting long-polls: in total, per IP and per
     /// ticket.
     pub waiting: Arc<Admission>,
@@ -262,6 +271,9 @@ impl Limits {
             sockets: Limit::per_minute(settings.rate_sockets),
             polls: Limit::per_minute(settings.rate_polls),
             wechat: Limit::per_minute(settings.rate_wechat),
+            events: Limit::per_minute(settings.rate_events),
+            miniprogram: Limit::per_minute(settings.rate_miniprogram),
+            renders: Limit::per_minute(settings.rate_renders),
             waiting: Arc::new(Admission::new(settings)),
         }
     }
@@ -288,7 +300,26 @@ fn quota_of<'a>(
         Method::GET if path == OAUTH_CALLBACK || path == WEB_CALLBACK => {
             Some((&limits.wechat, "wechat"))
         }
+        _ if path == super::wechat_events::EVENTS => Some((&limits.events, "events")),
+        Method::POST if path.starts_with("/api/v1/miniprogram/") => {
+            Some((&limits.miniprogram, "miniprogram"))
+        }
         _ => None,
+    }
+}
+
+impl Limits {
+    /// Draw one QR render for `ip`: the image handler calls this on a cache
+    /// miss only, so reloading one image is free while asking for ever new
+    /// `?size=` variants (each a render) is bounded.
+    pub fn check_render(&self, ip: IpAddr) -> Result<(), Error> {
+        self.renders.check(ip).map_err(|retry_after| {
+            metrics::counter!("qrlogin_rate_limited_total", "limit" => "renders").increment(1);
+            Error::RateLimited {
+                message: "too many QR images from this address, slow down",
+                retry_after,
+            }
+        })
     }
 }
 

@@ -51,7 +51,7 @@ pub struct ScanToken {
         (status = 400, description = "bad or used wx.login code (errcode named)", body = ErrorBody),
         (status = 404, description = "unknown or expired ticket", body = ErrorBody),
         (status = 409, description = "already scanned or finished", body = ErrorBody),
-        (status = 429, description = "WeChat quota", body = ErrorBody),
+        (status = 429, description = "WeChat quota, or QRLOGIN_RATE_MINIPROGRAM (Retry-After)", body = ErrorBody),
         (status = 502, description = "WeChat failed", body = ErrorBody)))]
 pub async fn scan_with_miniprogram(
     State(app): State<AppState>,
@@ -67,7 +67,8 @@ pub async fn scan_with_miniprogram(
         (status = 401, description = "forged scan_token", body = ErrorBody),
         (status = 403, description = "another ticket's scan_token", body = ErrorBody),
         (status = 404, description = "unknown or expired ticket", body = ErrorBody),
-        (status = 409, description = "already finished", body = ErrorBody)))]
+        (status = 409, description = "already finished", body = ErrorBody),
+        (status = 429, description = "QRLOGIN_RATE_MINIPROGRAM (Retry-After)", body = ErrorBody)))]
 pub async fn confirm_with_miniprogram(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,
@@ -84,7 +85,8 @@ pub async fn confirm_with_miniprogram(
         (status = 401, description = "forged scan_token", body = ErrorBody),
         (status = 403, description = "another ticket's scan_token", body = ErrorBody),
         (status = 404, description = "unknown or expired ticket", body = ErrorBody),
-        (status = 409, description = "already finished", body = ErrorBody)))]
+        (status = 409, description = "already finished", body = ErrorBody),
+        (status = 429, description = "QRLOGIN_RATE_MINIPROGRAM (Retry-After)", body = ErrorBody)))]
 pub async fn deny_with_miniprogram(
     State(app): State<AppState>,
     TicketPath(id): TicketPath,

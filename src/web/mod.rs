@@ -20,7 +20,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -73,11 +72,10 @@ fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|o| o.trim_end_matches('/').parse().ok()),
-        )
+        // The list was normalised at start; the request's Origin is
+        // normalised the same way (what the WebSocket check does too).
+        let origins = origins.clone();
+        AllowOrigin::predicate(move |origin, _| origin_in(&origins, origin.to_str().unwrap_or("")))
     };
     CorsLayer::new()
         .allow_origin(allow)
@@ -87,12 +85,19 @@ fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
+/// Whether the request Origin `origin` is one of `allowed` (normalised at
+/// start by `config::normalize_origin`).
+pub fn origin_in(allowed: &[String], origin: &str) -> bool {
+    crate::config::normalize_origin(origin).is_some_and(|o| allowed.contains(&o))
+}
+
 pub fn router(state: AppState) -> Router {
     let cors = cors(&state.settings);
+    let metrics_here = state.settings.metrics_bind.is_none();
     Router::new()
         .merge(api::router())
         .merge(pages::router())
-        .merge(ops::router())
+        .merge(ops::router(metrics_here))
         .merge(wechat::router())
         .merge(wechat_events::router())
         .merge(miniprogram::router())
@@ -129,33 +134,72 @@ impl<S: Send + Sync> FromRequestParts<S> for TicketPath {
     }
 }
 
-/// `axum::Json` whose rejections use the contract's error shape.
+/// A JSON body whose rejections use the contract's error shape. Read as
+/// bytes and parsed by [`json_body`], the one UTF-8 check every JSON body
+/// goes through (`axum::Json` lets serde_json skip the unchecked bytes of
+/// fields a type keeps as raw values or ignores).
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !is_json_content_type(req.headers()) {
+            return Err(Error::BadRequest(
+                "expected Content-Type: application/json".into(),
+            ));
         }
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        json_body(&bytes).map(Json)
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> Error {
-    if limits::body_timed_out(&rejection) {
-        return Error::Timeout;
+/// `application/json` or `application/…+json`, parameters allowed (what
+/// `axum::Json` accepted before).
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    let sub = sub.to_ascii_lowercase();
+    kind.eq_ignore_ascii_case("application") && (sub == "json" || sub.ends_with("+json"))
+}
+
+/// A query string parsed strictly, with the contract's `bad_request` as its
+/// rejection (axum's `Query` answers text/plain). A repeated parameter is
+/// refused rather than first- or last-wins: two readers of one URL (a proxy
+/// log, a cache, this service) must not see different values.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+        query_of(&parts.uri).map(Query)
     }
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return Error::PayloadTooLarge;
-    }
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            Error::BadRequest("expected Content-Type: application/json".into())
+}
+
+/// The query string of `uri` as `T`, each parameter at most once.
+pub fn query_of<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Error> {
+    let raw = uri.query().unwrap_or("");
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in url::form_urlencoded::parse(raw.as_bytes()) {
+        if !seen.insert(name.clone()) {
+            let shown: String = name.chars().take(40).collect();
+            return Err(Error::BadRequest(format!(
+                "query parameter {shown:?} is given more than once"
+            )));
         }
-        other => Error::BadRequest(format!("invalid JSON body: {}", other.body_text())),
     }
+    axum::extract::Query::<T>::try_from_uri(uri)
+        .map(|axum::extract::Query(v)| v)
+        .map_err(|e| Error::BadRequest(format!("invalid query string: {}", e.body_text())))
 }
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {

@@ -1,5 +1,5 @@
 //! Operations endpoints: liveness, readiness (the store answers) and
-//! Prometheus metrics.
+//! Prometheus metrics (on the main listener, or alone on its own).
 
 use axum::Router;
 use axum::extract::State;
@@ -9,12 +9,28 @@ use axum::routing::get;
 
 use super::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// The operations routes of the main listener; `/metrics` only when it
+/// has no listener of its own (QRLOGIN_METRICS_BIND).
+pub fn router(with_metrics: bool) -> Router<AppState> {
+    let router = Router::new()
         .route("/openapi.json", get(super::openapi::serve_openapi))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    if with_metrics {
+        router.route("/metrics", get(render_metrics))
+    } else {
+        router
+    }
+}
+
+/// The QRLOGIN_METRICS_BIND listener: `/metrics` and nothing else, so an
+/// operator can keep it on a private address.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
         .route("/metrics", get(render_metrics))
+        .fallback(|| async { crate::error::Error::NotFound })
+        .method_not_allowed_fallback(|| async { crate::error::Error::MethodNotAllowed })
+        .with_state(state)
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive", body = String)))]

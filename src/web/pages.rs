@@ -12,7 +12,8 @@
 //! another phone can confirm.
 
 use axum::Router;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Form, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -103,6 +104,19 @@ pub struct PageQuery {
     k: Option<String>,
 }
 
+/// A page's query: malformed or with a parameter given twice, the answer
+/// is an HTML page (400) in the browser's language, like every page error.
+impl FromRequestParts<AppState> for PageQuery {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
+        super::query_of(&parts.uri).map_err(|_| {
+            let lang = page_lang(None, &parts.headers);
+            message_page(app, lang, Message::BadLink, None)
+        })
+    }
+}
+
 impl PageQuery {
     /// `?lang=`, if given.
     pub fn lang(&self) -> Option<&str> {
@@ -154,7 +168,7 @@ struct LoginPage<'a> {
 
 async fn show_login_page(
     State(app): State<AppState>,
-    Query(q): Query<PageQuery>,
+    q: PageQuery,
     headers: HeaderMap,
 ) -> Response {
     let lang = page_lang(q.lang.as_deref(), &headers);
@@ -214,6 +228,7 @@ pub enum Message {
     OpenInApp,
     Retry,
     Rescan,
+    BadLink,
 }
 
 #[derive(Serialize)]
@@ -270,6 +285,12 @@ pub fn message_page(
             "rescan",
             t.rescan_heading,
             t.rescan_body,
+            StatusCode::BAD_REQUEST,
+        ),
+        Message::BadLink => (
+            "bad-link",
+            t.bad_link_heading,
+            t.bad_link_body,
             StatusCode::BAD_REQUEST,
         ),
     };
@@ -429,7 +450,7 @@ pub fn confirm_page(
 async fn show_phone_page(
     State(app): State<AppState>,
     path: Result<TicketPath, crate::error::Error>,
-    Query(q): Query<PageQuery>,
+    q: PageQuery,
     headers: HeaderMap,
 ) -> Response {
     let lang = page_lang(q.lang.as_deref(), &headers);
@@ -641,7 +662,7 @@ fn outcome_page(app: &AppState, lang: Lang, result: crate::error::Result<Ticket>
 async fn confirm_from_phone(
     State(app): State<AppState>,
     path: Result<TicketPath, crate::error::Error>,
-    Query(q): Query<PageQuery>,
+    q: PageQuery,
     headers: HeaderMap,
     form: Result<Form<PhoneForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -690,7 +711,7 @@ async fn confirm_from_phone(
 async fn deny_from_phone(
     State(app): State<AppState>,
     path: Result<TicketPath, crate::error::Error>,
-    Query(q): Query<PageQuery>,
+    q: PageQuery,
     headers: HeaderMap,
     form: Result<Form<PhoneForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {

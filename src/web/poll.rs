@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::Deserialize;
 use tokio::time::{Instant, sleep_until};
 
 use super::limits::Kind;
 use super::view::StateView;
-use super::{AppState, ClientIp, Json, RawBody, TicketPath, bearer};
+use super::{AppState, ClientIp, Json, Query, RawBody, TicketPath, bearer};
 use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::{Status, now_ms};
 

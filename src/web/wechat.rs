@@ -43,7 +43,7 @@ fn callback_of(
 async fn oauth_callback(
     State(app): State<AppState>,
     query: Result<Query<Callback>, axum::extract::rejection::QueryRejection>,
-    Query(page): Query<PageQuery>,
+    page: PageQuery,
     headers: HeaderMap,
 ) -> Response {
     let lang = page_lang(page.lang(), &headers);
@@ -75,7 +75,7 @@ async fn oauth_callback(
 async fn web_callback(
     State(app): State<AppState>,
     query: Result<Query<Callback>, axum::extract::rejection::QueryRejection>,
-    Query(page): Query<PageQuery>,
+    page: PageQuery,
     headers: HeaderMap,
 ) -> Response {
     let lang = page_lang(page.lang(), &headers);

@@ -9,13 +9,13 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::{AppState, RawBody};
-use crate::error::Result;
+use super::{AppState, Query, RawBody};
+use crate::error::{Error, Result};
 use crate::providers::wechat::mp::{self, PushQuery, SUCCESS};
 
 pub const EVENTS: &str = "/wechat/events";
@@ -27,16 +27,15 @@ pub fn router() -> Router<AppState> {
     Router::new().route(EVENTS, get(check_wechat_server).post(receive_wechat_push))
 }
 
-/// An unparsable query is a query without signature (refused below).
-fn query_of(
-    query: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
-) -> PushQuery {
+/// An unparsable query (or one naming a parameter twice) is a query
+/// without signature (refused below).
+fn query_of(query: Result<Query<PushQuery>, Error>) -> PushQuery {
     query.map(|Query(q)| q).unwrap_or_default()
 }
 
 async fn check_wechat_server(
     State(app): State<AppState>,
-    query: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<PushQuery>, Error>,
 ) -> Result<Response> {
     let echostr = mp::check_server(&app, &query_of(query))?;
     Ok((
@@ -48,7 +47,7 @@ async fn check_wechat_server(
 
 async fn receive_wechat_push(
     State(app): State<AppState>,
-    query: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<PushQuery>, Error>,
     RawBody(body): RawBody,
 ) -> Result<Response> {
     let query = query_of(query);

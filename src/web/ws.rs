@@ -59,14 +59,13 @@ pub fn origin_allowed(app: &AppState, headers: &HeaderMap) -> bool {
         return true;
     };
     let allowed = &app.settings.allowed_origins;
-    if allowed
-        .iter()
-        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
-    {
+    if allowed.iter().any(|a| a == "*") || super::origin_in(allowed, origin) {
         return true;
     }
-    let ours = app.settings.public_url();
-    if ours.eq_ignore_ascii_case(origin) {
+    // The public URL may carry a path; its origin is what browsers send.
+    let ours =
+        url::Url::parse(&app.settings.public_url()).map(|u| u.origin().ascii_serialization());
+    if ours.is_ok_and(|ours| super::origin_in(&[ours], origin)) {
         return true;
     }
     // Same origin as the Host the page was served from.

@@ -28,6 +28,7 @@ pub fn test_settings() -> Settings {
     // Tests make many requests from one address; the limits' own tests turn them on.
     (s.rate_tickets, s.rate_sockets, s.rate_polls) = (0, 0, 0);
     s.rate_wechat = 0;
+    (s.rate_events, s.rate_miniprogram, s.rate_renders) = (0, 0, 0);
     s
 }
 

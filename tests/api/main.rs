@@ -11,6 +11,7 @@ mod cli;
 mod core;
 mod examples;
 mod fake_wechat;
+mod hardening;
 mod logs;
 mod miniprogram;
 mod openapi;
