@@ -838,14 +838,98 @@ mod tests {
     }
 
     #[test]
-    fn tls_urls_are_refused_at_start_in_this_build() {
-        let err = Redis::open("rediss://127.0.0.1:6380").err().unwrap();
-        assert!(err.starts_with("QRLOGIN_REDIS_URL"), "{err}");
+    fn tls_forms_keep_tls_on_every_node() {
+        assert_eq!(
+            Target::parse("rediss://u:p@h:6380/1"),
+            Ok(Target::Single("rediss://u:p@h:6380/1".into()))
+        );
+        let cluster = Target::parse("rediss+cluster://:p@a:7000,b:7001").unwrap();
+        assert_eq!(
+            cluster,
+            Target::Cluster(vec!["rediss://:p@a:7000".into(), "rediss://:p@b:7001".into()])
+        );
+        assert!(cluster.tls());
+        assert!(!Target::parse("redis://a:1, rediss://b:2").unwrap().tls());
+        // TLS files with a plaintext URL are a mistake, not a quiet downgrade.
+        let tls = TlsFiles {
+            ca: Some(b"x".to_vec()),
+            client: None,
+        };
+        let err = Redis::open("redis://127.0.0.1:6379", &tls).err().unwrap();
+        assert!(err.contains("not a TLS"), "{err}");
+        assert!(Redis::open("rediss://127.0.0.1:6380", &TlsFiles::default()).is_ok());
+    }
+
+    #[test]
+    fn sentinel_urls_name_the_sentinels_the_master_and_the_data_nodes_credentials() {
+        let Ok(Target::Sentinel(s)) =
+            Target::parse("redis+sentinel://app:p%40ss@h1:26379,[::1]:26380,h3/mymaster/2")
+        else {
+            panic!("a sentinel URL")
+        };
+        assert_eq!(
+            s.sentinels,
+            vec![
+                ("h1".to_owned(), 26379),
+                ("::1".to_owned(), 26380),
+                ("h3".to_owned(), 26379)
+            ]
+        );
+        assert_eq!((s.master.as_str(), s.db), ("mymaster", 2));
+        assert_eq!(s.username.as_deref(), Some("app"));
+        assert_eq!(s.password.as_deref(), Some("p@ss"));
+        assert!(!s.tls);
+        assert!(!format!("{s:?}").contains("p@ss"));
+        let Ok(Target::Sentinel(s)) = Target::parse("rediss+sentinel://:pw@h1/m") else {
+            panic!("a TLS sentinel URL")
+        };
+        assert_eq!((s.username, s.password.as_deref(), s.tls), (None, Some("pw"), true));
+        for bad in [
+            "redis+sentinel://h1:26379",
+            "redis+sentinel://h1:26379/",
+            "redis+sentinel:///m",
+            "redis+sentinel://h1:x/m",
+            "redis+sentinel://h1/m/zero",
+            "redis+sentinel://h1/m/0/more",
+            "http://h1",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Redis::open("redis+sentinel://127.0.0.1:1/m", &TlsFiles::default()).is_ok());
+    }
+
+    #[test]
+    fn redaction_hides_the_password_in_every_url_form() {
+        for (url, shown) in [
+            ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+            ("rediss://app:s3cret@h:6380", "rediss://app:***@h:6380"),
+            (
+                "redis+cluster://app:s3cret@a:7000,b:7001",
+                "redis+cluster://app:***@a:7000,b:7001",
+            ),
+            ("rediss+cluster://:s3cret@a:7000", "rediss+cluster://:***@a:7000"),
+            (
+                "redis://:s3cret@a:7000,redis://:s3cret@b:7001",
+                "redis://:***@a:7000,redis://:***@b:7001",
+            ),
+            (
+                "redis+sentinel://app:s3cret@h1:26379,h2:26379/m/1",
+                "redis+sentinel://app:***@h1:26379,h2:26379/m/1",
+            ),
+            ("redis://user-only@h:6379", "redis://user-only@h:6379"),
+            ("redis://h:6379", "redis://h:6379"),
+        ] {
+            assert_eq!(redact(url), shown);
+            assert!(!redact(url).contains("s3cret"));
+        }
+        // A malformed URL's error does not echo the password either.
+        let err = Target::parse("redis://:s3cret@a:1,b:2").unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]
     fn a_ticket_key_carries_its_hash_tag() {
-        let store = RedisStore::new(Redis::open("redis://127.0.0.1:1").unwrap(), "p");
+        let store = RedisStore::new(Redis::open("redis://127.0.0.1:1", &TlsFiles::default()).unwrap(), "p");
         let id: TicketId = "abc".parse().unwrap();
         assert_eq!(store.ticket_key(&id), "p:t:{abc}");
         assert_eq!(store.value_key("wx:evt:1"), "p:v:wx:evt:1");
