@@ -347,6 +347,11 @@ async fn once_ready_after_a_redis_restart_every_push_arrives_within_a_second() {
     wait_ready(a, 200, 10).await;
     wait_ready(b, 200, 10).await;
     let ready_after = back.elapsed();
+    // Ready means subscribed: both subscriptions are there the moment both
+    // say so (before, `/readyz` came back with the store alone).
+    let channel = format!("{}:changes", prefix_of(a));
+    let subscribers = redis.cli(&["PUBSUB", "NUMSUB", &channel]);
+    assert_eq!(subscribers.lines().nth(1).map(str::trim), Some("2"), "{subscribers}");
     let mut worst = Duration::ZERO;
     for _ in 0..12 {
         let t = a.create_ticket().await;
