@@ -173,7 +173,10 @@ pub struct Settings {
     #[arg(long = "redis-ca-file", env = "QRLOGIN_REDIS_CA_FILE")]
     pub redis_ca_file: Option<PathBuf>,
     /// Client certificate chain (PEM) for mutual TLS to Redis.
-    #[arg(long = "redis-client-cert-file", env = "QRLOGIN_REDIS_CLIENT_CERT_FILE")]
+    #[arg(
+        long = "redis-client-cert-file",
+        env = "QRLOGIN_REDIS_CLIENT_CERT_FILE"
+    )]
     pub redis_client_cert_file: Option<PathBuf>,
     /// Private key (PEM) of the client certificate.
     #[arg(long = "redis-client-key-file", env = "QRLOGIN_REDIS_CLIENT_KEY_FILE")]
@@ -570,7 +573,10 @@ impl Settings {
         }
         for (variable, file) in [
             ("QRLOGIN_REDIS_CA_FILE", &self.redis_ca_file),
-            ("QRLOGIN_REDIS_CLIENT_CERT_FILE", &self.redis_client_cert_file),
+            (
+                "QRLOGIN_REDIS_CLIENT_CERT_FILE",
+                &self.redis_client_cert_file,
+            ),
             ("QRLOGIN_REDIS_CLIENT_KEY_FILE", &self.redis_client_key_file),
         ] {
             let Some(path) = file else { continue };

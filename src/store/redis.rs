@@ -175,10 +175,7 @@ impl SentinelTarget {
                     None => (auth, None),
                 };
                 let user = (!user.is_empty()).then(|| decode(user)).transpose()?;
-                let pass = pass
-                    .filter(|p| !p.is_empty())
-                    .map(decode)
-                    .transpose()?;
+                let pass = pass.filter(|p| !p.is_empty()).map(decode).transpose()?;
                 (user, pass)
             }
         };
@@ -441,13 +438,18 @@ impl Redis {
     pub fn open(url: &str, tls: &TlsFiles) -> Result<Self, String> {
         let target = Target::parse(url).map_err(|e| format!("QRLOGIN_REDIS_URL: {e}"))?;
         if !tls.is_empty() && !target.tls() {
-            return Err("QRLOGIN_REDIS_CA_FILE / QRLOGIN_REDIS_CLIENT_CERT_FILE are set but \
+            return Err(
+                "QRLOGIN_REDIS_CA_FILE / QRLOGIN_REDIS_CLIENT_CERT_FILE are set but \
                  QRLOGIN_REDIS_URL is not a TLS (rediss…) URL"
-                .into());
+                    .into(),
+            );
         }
         let describe = |e: redis::RedisError| format!("QRLOGIN_REDIS_URL: {e}");
         let (clients, node_urls) = match target {
-            Target::Single(url) => (Clients::Single(tls.client(&url).map_err(describe)?), vec![url]),
+            Target::Single(url) => (
+                Clients::Single(tls.client(&url).map_err(describe)?),
+                vec![url],
+            ),
             Target::Cluster(nodes) => {
                 let mut builder = ClusterClient::builder(nodes.clone())
                     .connection_timeout(CONNECT_TIMEOUT)
@@ -621,8 +623,11 @@ impl Redis {
         op: &'static str,
         cmd: &Cmd,
     ) -> Result<T, StoreError> {
-        self.run(op, |mut conn| async move { cmd.query_async(&mut conn).await })
-            .await
+        self.run(
+            op,
+            |mut conn| async move { cmd.query_async(&mut conn).await },
+        )
+        .await
     }
 
     /// Run a Lua script, retried like `query`.
@@ -846,7 +851,10 @@ mod tests {
         let cluster = Target::parse("rediss+cluster://:p@a:7000,b:7001").unwrap();
         assert_eq!(
             cluster,
-            Target::Cluster(vec!["rediss://:p@a:7000".into(), "rediss://:p@b:7001".into()])
+            Target::Cluster(vec![
+                "rediss://:p@a:7000".into(),
+                "rediss://:p@b:7001".into()
+            ])
         );
         assert!(cluster.tls());
         assert!(!Target::parse("redis://a:1, rediss://b:2").unwrap().tls());
@@ -883,7 +891,10 @@ mod tests {
         let Ok(Target::Sentinel(s)) = Target::parse("rediss+sentinel://:pw@h1/m") else {
             panic!("a TLS sentinel URL")
         };
-        assert_eq!((s.username, s.password.as_deref(), s.tls), (None, Some("pw"), true));
+        assert_eq!(
+            (s.username, s.password.as_deref(), s.tls),
+            (None, Some("pw"), true)
+        );
         for bad in [
             "redis+sentinel://h1:26379",
             "redis+sentinel://h1:26379/",
@@ -907,7 +918,10 @@ mod tests {
                 "redis+cluster://app:s3cret@a:7000,b:7001",
                 "redis+cluster://app:***@a:7000,b:7001",
             ),
-            ("rediss+cluster://:s3cret@a:7000", "rediss+cluster://:***@a:7000"),
+            (
+                "rediss+cluster://:s3cret@a:7000",
+                "rediss+cluster://:***@a:7000",
+            ),
             (
                 "redis://:s3cret@a:7000,redis://:s3cret@b:7001",
                 "redis://:***@a:7000,redis://:***@b:7001",
@@ -929,7 +943,10 @@ mod tests {
 
     #[test]
     fn a_ticket_key_carries_its_hash_tag() {
-        let store = RedisStore::new(Redis::open("redis://127.0.0.1:1", &TlsFiles::default()).unwrap(), "p");
+        let store = RedisStore::new(
+            Redis::open("redis://127.0.0.1:1", &TlsFiles::default()).unwrap(),
+            "p",
+        );
         let id: TicketId = "abc".parse().unwrap();
         assert_eq!(store.ticket_key(&id), "p:t:{abc}");
         assert_eq!(store.value_key("wx:evt:1"), "p:v:wx:evt:1");

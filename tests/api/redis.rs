@@ -351,7 +351,11 @@ async fn once_ready_after_a_redis_restart_every_push_arrives_within_a_second() {
     // say so (before, `/readyz` came back with the store alone).
     let channel = format!("{}:changes", prefix_of(a));
     let subscribers = redis.cli(&["PUBSUB", "NUMSUB", &channel]);
-    assert_eq!(subscribers.lines().nth(1).map(str::trim), Some("2"), "{subscribers}");
+    assert_eq!(
+        subscribers.lines().nth(1).map(str::trim),
+        Some("2"),
+        "{subscribers}"
+    );
     let mut worst = Duration::ZERO;
     for _ in 0..12 {
         let t = a.create_ticket().await;
@@ -363,7 +367,10 @@ async fn once_ready_after_a_redis_restart_every_push_arrives_within_a_second() {
         worst = worst.max(started.elapsed());
     }
     eprintln!("after a 2 s Redis outage: ready again after {ready_after:?}, worst push {worst:?}");
-    assert!(ready_after < Duration::from_secs(2), "ready after {ready_after:?}");
+    assert!(
+        ready_after < Duration::from_secs(2),
+        "ready after {ready_after:?}"
+    );
     assert!(worst < Duration::from_secs(1), "worst push {worst:?}");
 }
 
@@ -388,8 +395,7 @@ async fn tls_instance(url: &str, prefix: &str, certs: &TestCerts, ca: &str) -> T
 #[tokio::test]
 async fn over_tls_a_login_crosses_instances_and_a_wrong_ca_or_host_is_refused() {
     let certs = TestCerts::make();
-    let Some((redis, tls_port)) = RedisServer::start_tls("over_tls_a_login_crosses", &certs)
-    else {
+    let Some((redis, tls_port)) = RedisServer::start_tls("over_tls_a_login_crosses", &certs) else {
         return;
     };
     let url = format!("rediss://127.0.0.1:{tls_port}");
@@ -430,7 +436,11 @@ async fn over_tls_a_login_crosses_instances_and_a_wrong_ca_or_host_is_refused() 
     }
     // What the log line says (the error the store reports is what is logged).
     for (url, ca, says) in [
-        (url.clone(), "other-ca.pem", "invalid peer certificate: UnknownIssuer"),
+        (
+            url.clone(),
+            "other-ca.pem",
+            "invalid peer certificate: UnknownIssuer",
+        ),
         (
             format!("rediss://localhost:{tls_port}"),
             "ca.pem",
@@ -448,7 +458,10 @@ async fn over_tls_a_login_crosses_instances_and_a_wrong_ca_or_host_is_refused() 
             qrlogin::store::redis::Redis::open(&url, &tls).unwrap(),
             "tls",
         );
-        let err = qrlogin::store::TicketStore::ping(&store).await.unwrap_err().to_string();
+        let err = qrlogin::store::TicketStore::ping(&store)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(says), "{err}");
     }
 }

@@ -260,9 +260,21 @@ impl TestCerts {
         };
         for ca in ["ca", "other-ca"] {
             run(&[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                "-nodes", "-days", "2", "-subj", &format!("/CN={ca}"),
-                "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.pem"),
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
             ]);
         }
         for (name, ext) in [
@@ -270,15 +282,36 @@ impl TestCerts {
             ("client", "extendedKeyUsage=clientAuth"),
         ] {
             run(&[
-                "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-subj", &format!("/CN={name}"), "-keyout", &format!("{name}.key"),
-                "-out", &format!("{name}.csr"),
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
             ]);
             std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
             run(&[
-                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey",
-                "ca.key", "-CAcreateserial", "-days", "2", "-extfile", &format!("{name}.ext"),
-                "-out", &format!("{name}.pem"),
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.pem"),
             ]);
         }
         Self { dir }
@@ -376,7 +409,10 @@ impl RedisSentinels {
         };
         // The replica in sync, and every sentinel seeing it and the others.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !(set.replica.cli(&["INFO", "replication"]).contains("master_link_status:up")
+        while !(set
+            .replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
             && set.sentinels.iter().all(|s| {
                 let info = s.cli(&["SENTINEL", "MASTER", "mymaster"]);
                 let lines: Vec<&str> = info.lines().map(str::trim).collect();
