@@ -92,6 +92,12 @@ impl RedisServer {
         available(test).then(|| Self::spawn(free_port(), Vec::new()))
     }
 
+    /// A standalone server with more `redis-server` arguments.
+    pub fn start_with(test: &str, extra: &[&str]) -> Option<Self> {
+        let extra = extra.iter().map(|a| (*a).to_owned()).collect();
+        available(test).then(|| Self::spawn(free_port(), extra))
+    }
+
     fn spawn(port: u16, extra: Vec<String>) -> Self {
         let mut server = Self {
             port,
@@ -158,7 +164,11 @@ impl RedisServer {
 
     /// `redis-cli -p PORT args…`: its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
+        let mut command = Command::new("redis-cli");
+        if let Some(i) = self.extra.iter().position(|a| a == "--requirepass") {
+            command.env("REDISCLI_AUTH", &self.extra[i + 1]);
+        }
+        let out = command
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(args)
             .stderr(Stdio::null())
