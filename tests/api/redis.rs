@@ -502,3 +502,77 @@ async fn through_sentinel_a_master_failover_loses_no_confirmed_login() {
     assert_eq!(a.confirm(&waiting.id, "u2").await.status(), 200);
     assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
 }
+
+/// A 3-master, 3-replica cluster: kill the master that holds a ticket just
+/// confirmed (200); its replica is promoted, the instances follow the new
+/// slot map without a restart, and the confirmed login still reaches its
+/// browser.
+///
+/// Open: today the instances do not recover — 15 s after the surviving
+/// nodes report `cluster_state:ok`, requests for the failed master's slots
+/// still answer 503 (the cluster connection does not pick up the new slot
+/// map). Ignored until that is fixed; run it with `--ignored`.
+#[tokio::test]
+#[ignore = "open: the cluster connection does not follow a master failover yet"]
+async fn on_a_cluster_with_replicas_a_killed_master_loses_no_confirmed_login() {
+    let Some(mut cluster) = RedisCluster::start_with_replicas("on_a_cluster_with_replicas", 1)
+    else {
+        return;
+    };
+    let apps = instances(&cluster.url(), 2).await;
+    let (a, b) = (&apps[0], &apps[1]);
+    wait_ready(a, 200, 10).await;
+    wait_ready(b, 200, 10).await;
+    let t = a.create_ticket().await;
+    let waiting = a.create_ticket().await;
+    let mut ws = b.ws(&waiting).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
+    let key = format!("{}:t:{{{}}}", prefix_of(a), t.id);
+    let master = cluster
+        .nodes
+        .iter()
+        .position(|n| {
+            n.cli(&["INFO", "replication"]).contains("role:master")
+                && n.cli(&["EXISTS", &key]).trim() == "1"
+        })
+        .expect("a master holds the ticket");
+    cluster.nodes[master].kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != master)
+        .all(|(_, n)| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The instances recover by themselves (the client refreshes the slot
+    // map on the errors); until then the ticket's slot answers 503.
+    let recovering = tokio::time::Instant::now();
+    let deadline = recovering + Duration::from_secs(15);
+    let mut late = loop {
+        let protocols = format!("qrlogin.v1, secret.{}", t.secret);
+        match b.ws_with(&t.id, &protocols).await {
+            Ok(ws) => break ws,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "cluster: the ticket's slot answered again {:?} after cluster_state:ok",
+        recovering.elapsed()
+    );
+    assert_eq!(next_frame(&mut late).await["status"], "confirmed");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.confirm(&waiting.id, "u2").await.status() != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "confirms work again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+}

@@ -191,11 +191,17 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
+    /// Three masters, no replicas.
     pub fn start(test: &str) -> Option<Self> {
+        Self::start_with_replicas(test, 0)
+    }
+
+    /// Three masters with `replicas` replicas each.
+    pub fn start_with_replicas(test: &str, replicas: usize) -> Option<Self> {
         if !available(test) {
             return None;
         }
-        let nodes: Vec<RedisServer> = (0..3)
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 let port = free_cluster_port();
                 let extra = vec![
@@ -217,7 +223,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("run redis-cli --cluster create");
         assert!(
