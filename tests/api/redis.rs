@@ -508,12 +508,13 @@ async fn through_sentinel_a_master_failover_loses_no_confirmed_login() {
 /// slot map without a restart, and the confirmed login still reaches its
 /// browser.
 ///
-/// Open: today the instances do not recover — 15 s after the surviving
-/// nodes report `cluster_state:ok`, requests for the failed master's slots
-/// still answer 503 (the cluster connection does not pick up the new slot
-/// map). Ignored until that is fixed; run it with `--ignored`.
+/// Open: in this setup the failover itself does not complete — 30 s after
+/// the kill the survivors still count two masters and answer
+/// `CLUSTERDOWN`, so the service's recovery is not yet shown. Ignored until
+/// the harness (or the cluster's settings) gets a promotion; run it with
+/// `--ignored`.
 #[tokio::test]
-#[ignore = "open: the cluster connection does not follow a master failover yet"]
+#[ignore = "open: the test cluster does not promote the replica yet"]
 async fn on_a_cluster_with_replicas_a_killed_master_loses_no_confirmed_login() {
     let Some(mut cluster) = RedisCluster::start_with_replicas("on_a_cluster_with_replicas", 1)
     else {
@@ -539,12 +540,21 @@ async fn on_a_cluster_with_replicas_a_killed_master_loses_no_confirmed_login() {
         .expect("a master holds the ticket");
     cluster.nodes[master].kill();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !cluster
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != master)
-        .all(|(_, n)| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    // Failed over: three masters among the survivors, and all of them
+    // seeing the cluster whole again.
+    let survivors = || {
+        cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != master)
+            .map(|(_, n)| n)
+    };
+    while survivors()
+        .filter(|n| n.cli(&["ROLE"]).lines().next() == Some("master"))
+        .count()
+        != 3
+        || !survivors().all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
     {
         assert!(tokio::time::Instant::now() < deadline, "no failover");
         tokio::time::sleep(Duration::from_millis(100)).await;
