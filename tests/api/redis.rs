@@ -507,14 +507,7 @@ async fn through_sentinel_a_master_failover_loses_no_confirmed_login() {
 /// confirmed (200); its replica is promoted, the instances follow the new
 /// slot map without a restart, and the confirmed login still reaches its
 /// browser.
-///
-/// Open: in this setup the failover itself does not complete — 30 s after
-/// the kill the survivors still count two masters and answer
-/// `CLUSTERDOWN`, so the service's recovery is not yet shown. Ignored until
-/// the harness (or the cluster's settings) gets a promotion; run it with
-/// `--ignored`.
 #[tokio::test]
-#[ignore = "open: the test cluster does not promote the replica yet"]
 async fn on_a_cluster_with_replicas_a_killed_master_loses_no_confirmed_login() {
     let Some(mut cluster) = RedisCluster::start_with_replicas("on_a_cluster_with_replicas", 1)
     else {
