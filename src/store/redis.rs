@@ -587,6 +587,16 @@ impl Redis {
         Ok(conn)
     }
 
+    /// `connect`, counting a failure as `qrlogin_redis_errors_total{op="connect"}`
+    /// (besides the operation that needed the connection).
+    async fn connect_counted(&self) -> RedisResult<Conn> {
+        let conn = self.connect().await;
+        if conn.is_err() {
+            count_error("connect");
+        }
+        conn
+    }
+
     /// Whether `e` means this connection is no good for writes any more:
     /// it broke, or (Sentinel) its server is no longer the master.
     fn stale(&self, e: &redis::RedisError) -> bool {
@@ -604,12 +614,12 @@ impl Redis {
         Fut: Future<Output = RedisResult<T>>,
     {
         bounded(op, async {
-            match call(self.connect().await?).await {
+            match call(self.connect_counted().await?).await {
                 Err(e) if self.stale(&e) => {
                     if self.is_sentinel() {
                         self.forget();
                     }
-                    call(self.connect().await?).await
+                    call(self.connect_counted().await?).await
                 }
                 done => done,
             }
