@@ -16,7 +16,7 @@ use crate::hub::redis::RedisHub;
 use crate::hub::{Hub, MemoryHub};
 use crate::store::TicketStore;
 use crate::store::memory::MemoryStore;
-use crate::store::redis::{Redis, RedisStore};
+use crate::store::redis::{Redis, RedisStore, TlsFiles, redact};
 use crate::templates::Templates;
 use crate::token::Tokens;
 use crate::web::{AppState, Shared};
@@ -89,18 +89,55 @@ async fn engines(settings: &Settings) -> Result<(Arc<dyn TicketStore>, Arc<dyn H
         MemoryStore::maintain(&store);
         return Ok((store, Arc::new(MemoryHub::default())));
     };
-    let redis = Redis::open(url).map_err(StartError::Redis)?;
+    let tls = redis_tls_files(settings).map_err(StartError::Redis)?;
+    let redis = Redis::open(url, &tls).map_err(StartError::Redis)?;
     let store = RedisStore::new(redis.clone(), &settings.redis_prefix);
+    // A TLS failure (unknown CA, wrong hostname) is one of these errors and
+    // never a fallback to plaintext: the service stays not ready.
     match store.ping().await {
         Ok(()) => tracing::info!(
+            url = %redact(url),
             cluster = redis.is_cluster(),
             prefix = %settings.redis_prefix,
             "tickets and pushes go through redis"
         ),
-        Err(e) => tracing::warn!(error = %e, "redis does not answer yet; not ready until it does"),
+        Err(e) => tracing::warn!(
+            url = %redact(url),
+            error = %e,
+            "redis does not answer yet; not ready until it does"
+        ),
     }
     let hub = RedisHub::start(redis, &settings.redis_prefix);
     Ok((Arc::new(store), Arc::new(hub)))
+}
+
+/// The PEM files of `QRLOGIN_REDIS_CA_FILE` and the client certificate,
+/// read once at start.
+fn redis_tls_files(settings: &Settings) -> Result<TlsFiles, String> {
+    let read = |variable: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("{variable}: {}: {e}", path.display()))
+    };
+    let ca = match &settings.redis_ca_file {
+        Some(path) => Some(read("QRLOGIN_REDIS_CA_FILE", path)?),
+        None => None,
+    };
+    let client = match (
+        &settings.redis_client_cert_file,
+        &settings.redis_client_key_file,
+    ) {
+        (Some(cert), Some(key)) => Some((
+            read("QRLOGIN_REDIS_CLIENT_CERT_FILE", cert)?,
+            read("QRLOGIN_REDIS_CLIENT_KEY_FILE", key)?,
+        )),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "QRLOGIN_REDIS_CLIENT_CERT_FILE and QRLOGIN_REDIS_CLIENT_KEY_FILE go together"
+                    .into(),
+            );
+        }
+    };
+    Ok(TlsFiles { ca, client })
 }
 
 pub struct Application {

@@ -175,6 +175,19 @@ pub struct Settings {
         default_value = "qrlogin"
     )]
     pub redis_prefix: String,
+    /// CA certificate(s) (PEM) that sign the Redis servers' certificates, for
+    /// a private CA; default: the system's roots. TLS (rediss…) URLs only.
+    #[arg(long = "redis-ca-file", env = "QRLOGIN_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS to Redis.
+    #[arg(
+        long = "redis-client-cert-file",
+        env = "QRLOGIN_REDIS_CLIENT_CERT_FILE"
+    )]
+    pub redis_client_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of the client certificate.
+    #[arg(long = "redis-client-key-file", env = "QRLOGIN_REDIS_CLIENT_KEY_FILE")]
+    pub redis_client_key_file: Option<PathBuf>,
     /// Folder whose templates override the built-in ones.
     #[arg(long = "templates-dir", env = "QRLOGIN_TEMPLATES_DIR")]
     pub templates_dir: Option<PathBuf>,
@@ -441,6 +454,13 @@ impl std::fmt::Display for Problem {
 }
 
 impl Settings {
+    /// Whether any of the Redis TLS files is given.
+    fn redis_tls_files_set(&self) -> bool {
+        self.redis_ca_file.is_some()
+            || self.redis_client_cert_file.is_some()
+            || self.redis_client_key_file.is_some()
+    }
+
     /// Settings from the environment alone (no CLI), as tests and embedders start from.
     pub fn from_env() -> Result<Self, clap::Error> {
         Cli::try_parse_from(["qrlogin"]).map(|cli| cli.settings)
@@ -643,14 +663,37 @@ impl Settings {
             );
         }
         if let Some(url) = &self.redis_url {
-            // TLS (rediss://) is not built in: terminate TLS in front of
-            // Redis (stunnel, a sidecar) or use a private network.
-            if !(url.starts_with("redis://") || url.starts_with("redis+cluster://")) {
-                bad(
-                    "QRLOGIN_REDIS_URL",
-                    "must start with redis:// or redis+cluster:// (rediss:// is not supported)"
-                        .into(),
-                );
+            match crate::store::redis::Target::parse(url) {
+                Err(e) => bad("QRLOGIN_REDIS_URL", e),
+                Ok(target) if !target.tls() && self.redis_tls_files_set() => bad(
+                    "QRLOGIN_REDIS_CA_FILE",
+                    "TLS files are set but QRLOGIN_REDIS_URL is not a rediss… URL".into(),
+                ),
+                Ok(_) => {}
+            }
+        } else if self.redis_tls_files_set() {
+            bad(
+                "QRLOGIN_REDIS_CA_FILE",
+                "TLS files are set but QRLOGIN_REDIS_URL is not".into(),
+            );
+        }
+        if self.redis_client_cert_file.is_some() != self.redis_client_key_file.is_some() {
+            bad(
+                "QRLOGIN_REDIS_CLIENT_CERT_FILE",
+                "needs QRLOGIN_REDIS_CLIENT_KEY_FILE, and the other way round".into(),
+            );
+        }
+        for (variable, file) in [
+            ("QRLOGIN_REDIS_CA_FILE", &self.redis_ca_file),
+            (
+                "QRLOGIN_REDIS_CLIENT_CERT_FILE",
+                &self.redis_client_cert_file,
+            ),
+            ("QRLOGIN_REDIS_CLIENT_KEY_FILE", &self.redis_client_key_file),
+        ] {
+            let Some(path) = file else { continue };
+            if let Err(e) = std::fs::metadata(path) {
+                bad(variable, format!("{}: {e}", path.display()));
             }
         }
         if self.max_sockets_per_ticket == 0 {

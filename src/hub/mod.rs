@@ -28,6 +28,12 @@ pub trait Hub: Send + Sync + 'static {
 
     /// Local waiters per ticket (sockets and long-polls of this process).
     fn waiters_of(&self, id: &TicketId) -> usize;
+
+    /// Whether this instance hears other instances' changes right now
+    /// (`/readyz`). In one process there is nothing to hear: always true.
+    fn live(&self) -> bool {
+        true
+    }
 }
 
 /// This process's waiters, keyed by ticket: one signal per watched ticket

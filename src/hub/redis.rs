@@ -14,6 +14,16 @@
 //! exponential backoff (`qrlogin_redis_reconnects_total`,
 //! `qrlogin_redis_errors_total{op="subscribe"}`).
 //!
+//! `live()` says whether the subscription is up right now: `/readyz`
+//! answers 200 only then, so an instance that reports ready also hears
+//! other instances' pushes. The backoff is capped low (`MAX_BACKOFF`) so
+//! that, once Redis is back, readiness returns within about a second.
+//!
+//! Sentinel: the subscription goes to the master the sentinels name at
+//! each (re)connection; a failover breaks it, and the next attempt finds
+//! the new master. A publish on a master reaches subscribers on its
+//! replicas too.
+//!
 //! Redis Cluster: classic `PUBLISH`/`SUBSCRIBE` is broadcast to every node
 //! over the cluster bus, so a publish through any node reaches a subscriber
 //! on any other; the subscription goes to the first configured node that
@@ -22,6 +32,7 @@
 //! small enough that the broadcast costs nothing worth a shard-aware design.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,13 +48,19 @@ use crate::ticket::TicketId;
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// Longest a connect, subscribe or ping may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often local waiters re-read the store while the subscription is down.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(3);
+/// Low enough that readiness (and pushes) come back within about a second
+/// of Redis; a retry costs one connection attempt.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 pub struct RedisHub {
     waiters: Arc<Waiters>,
     redis: Redis,
     channel: String,
+    /// Whether the subscription is up (see `live`).
+    subscribed: Arc<AtomicBool>,
     listener: tokio::task::AbortHandle,
 }
 
@@ -53,11 +70,18 @@ impl RedisHub {
     pub fn start(redis: Redis, prefix: &str) -> Self {
         let waiters = Arc::new(Waiters::default());
         let channel = format!("{prefix}:changes");
-        let listener = tokio::spawn(listen(redis.clone(), channel.clone(), waiters.clone()));
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let listener = tokio::spawn(listen(
+            redis.clone(),
+            channel.clone(),
+            waiters.clone(),
+            subscribed.clone(),
+        ));
         Self {
             waiters,
             redis,
             channel,
+            subscribed,
             listener: listener.abort_handle(),
         }
     }
@@ -88,20 +112,25 @@ impl Hub for RedisHub {
     fn waiters_of(&self, id: &TicketId) -> usize {
         self.waiters.count(id)
     }
+
+    fn live(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
+    }
 }
 
 /// Subscribe, deliver, and on any failure reconnect with backoff — forever
 /// (until the hub is dropped).
-async fn listen(redis: Redis, channel: String, waiters: Arc<Waiters>) {
+async fn listen(redis: Redis, channel: String, waiters: Arc<Waiters>, subscribed: Arc<AtomicBool>) {
     let mut backoff = MIN_BACKOFF;
     let mut node = 0usize;
     let mut ever_subscribed = false;
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
-        let nodes = redis.nodes();
-        let Some(client) = nodes.get(node % nodes.len().max(1)) else {
-            return; // no node configured: nothing to listen to
+        let attempt = match redis.pubsub_client(node).await {
+            Ok(client) => subscribe(&client, &channel).await,
+            Err(e) => Err(e),
         };
-        match subscribe(client, &channel).await {
+        match attempt {
             Ok((sink, stream)) => {
                 if ever_subscribed {
                     metrics::counter!("qrlogin_redis_reconnects_total").increment(1);
@@ -109,9 +138,11 @@ async fn listen(redis: Redis, channel: String, waiters: Arc<Waiters>) {
                 }
                 ever_subscribed = true;
                 backoff = MIN_BACKOFF;
+                subscribed.store(true, Ordering::Release);
                 // Anything may have changed while we were not listening.
                 waiters.wake_all();
                 let cause = deliver(sink, stream, &waiters).await;
+                subscribed.store(false, Ordering::Release);
                 count_error("subscribe");
                 tracing::warn!(%cause, "redis subscription lost; reconnecting");
             }
@@ -119,6 +150,13 @@ async fn listen(redis: Redis, channel: String, waiters: Arc<Waiters>) {
                 count_error("subscribe");
                 tracing::warn!(%cause, "redis subscription failed; retrying");
                 node = node.wrapping_add(1);
+                // The safety net while deaf: local waiters re-read the
+                // store about once a second, so a change another instance
+                // made still arrives.
+                if last_sweep.elapsed() >= SWEEP_EVERY {
+                    waiters.wake_all();
+                    last_sweep = tokio::time::Instant::now();
+                }
             }
         }
         let jitter = rand::rng().random_range(0.8..1.2);

@@ -33,10 +33,10 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Script, ScriptInvocation, Value,
 };
-use tokio::sync::OnceCell;
 
 use super::{StoreError, TicketStore};
 use crate::ticket::{Change, Ticket, TicketId, now_ms};
@@ -98,20 +98,143 @@ async fn bounded<T>(
 /// Where Redis is, parsed from `QRLOGIN_REDIS_URL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// One server (`redis://…`).
+    /// One server (`redis://…` or `rediss://…`).
     Single(String),
-    /// Cluster seed nodes, each as a `redis://` URL.
+    /// Cluster seed nodes, each as a `redis://` or `rediss://` URL.
     Cluster(Vec<String>),
+    /// A master found through Sentinel.
+    Sentinel(SentinelTarget),
+}
+
+/// `redis+sentinel://[user:pass@]h1:26379,h2:26379/<master>[/db]`: the
+/// sentinels to ask, the master's name, and how to talk to the data nodes
+/// (the URL's credentials are theirs, as with a replicated Redis the
+/// sentinels usually run without a password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SentinelTarget {
+    pub sentinels: Vec<(String, u16)>,
+    pub master: String,
+    pub db: i64,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// `rediss+sentinel://`: TLS to the sentinels and the data nodes.
+    pub tls: bool,
+}
+
+/// Never shows the password, even in a test's failure message.
+impl std::fmt::Debug for SentinelTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelTarget")
+            .field("sentinels", &self.sentinels)
+            .field("master", &self.master)
+            .field("db", &self.db)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// Percent-decoding of a URL's user or password (`%40` for `@`).
+fn decode(part: &str) -> Result<String, String> {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| "the credentials are not UTF-8".to_owned())
+}
+
+/// `host:port` (IPv6 in brackets), with `default` when the port is left out.
+fn host_port(node: &str, default: u16) -> Result<(String, u16), String> {
+    let (host, port) = match node.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => {
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| format!("{node:?}: the port is not a number"))?;
+            (h, port)
+        }
+        _ => (node, default),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{node:?} names no host"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+impl SentinelTarget {
+    fn parse(rest: &str, tls: bool) -> Result<Self, String> {
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((auth, rest)) => (Some(auth), rest),
+            None => (None, rest),
+        };
+        let (username, password) = match auth {
+            None => (None, None),
+            Some(auth) => {
+                let (user, pass) = match auth.split_once(':') {
+                    Some((u, p)) => (u, Some(p)),
+                    None => (auth, None),
+                };
+                let user = (!user.is_empty()).then(|| decode(user)).transpose()?;
+                let pass = pass.filter(|p| !p.is_empty()).map(decode).transpose()?;
+                (user, pass)
+            }
+        };
+        let mut parts = rest.split('/');
+        let hosts = parts.next().unwrap_or_default();
+        let master = parts.next().unwrap_or_default().to_owned();
+        let db = match parts.next().filter(|d| !d.is_empty()) {
+            Some(d) => d
+                .parse::<i64>()
+                .map_err(|_| format!("database {d:?} is not a number"))?,
+            None => 0,
+        };
+        if parts.any(|p| !p.is_empty()) {
+            return Err("redis+sentinel:// takes /<master-name>[/db] after the hosts".into());
+        }
+        if master.is_empty() {
+            return Err("redis+sentinel:// names no master (…/<master-name>)".into());
+        }
+        let sentinels = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|h| host_port(h, 26379))
+            .collect::<Result<Vec<_>, _>>()?;
+        if sentinels.is_empty() {
+            return Err("redis+sentinel:// names no sentinel".into());
+        }
+        Ok(Self {
+            sentinels,
+            master,
+            db,
+            username,
+            password,
+            tls,
+        })
+    }
 }
 
 impl Target {
     /// `redis://[user:pass@]host:port[/db]` is one server;
     /// `redis+cluster://[user:pass@]host1:port1,host2:port2,…` or a comma list
     /// `redis://host1:port1,redis://host2:port2` is a cluster given by seed
-    /// nodes (any reachable node is enough; the rest are discovered).
+    /// nodes (any reachable node is enough; the rest are discovered);
+    /// `redis+sentinel://[user:pass@]h1:26379,h2:26379/<master>[/db]` a
+    /// master that sentinels name. Each has a TLS form (`rediss…`).
     pub fn parse(url: &str) -> Result<Self, String> {
         let url = url.trim();
-        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        for (scheme, tls) in [("redis+sentinel://", false), ("rediss+sentinel://", true)] {
+            if let Some(rest) = url.strip_prefix(scheme) {
+                return SentinelTarget::parse(rest, tls).map(Target::Sentinel);
+            }
+        }
+        for (scheme, node_scheme) in [
+            ("redis+cluster://", "redis://"),
+            ("rediss+cluster://", "rediss://"),
+        ] {
+            let Some(rest) = url.strip_prefix(scheme) else {
+                continue;
+            };
             let (auth, hosts) = match rest.rsplit_once('@') {
                 Some((auth, hosts)) => (format!("{auth}@"), hosts),
                 None => (String::new(), rest),
@@ -120,10 +243,10 @@ impl Target {
                 .split(',')
                 .map(|h| h.trim().trim_end_matches('/'))
                 .filter(|h| !h.is_empty())
-                .map(|h| format!("redis://{auth}{h}"))
+                .map(|h| format!("{node_scheme}{auth}{h}"))
                 .collect();
             if nodes.is_empty() {
-                return Err("redis+cluster:// names no node".into());
+                return Err(format!("{scheme} names no node"));
             }
             return Ok(Target::Cluster(nodes));
         }
@@ -137,11 +260,105 @@ impl Target {
                 .iter()
                 .find(|n| !(n.starts_with("redis://") || n.starts_with("rediss://")))
             {
-                return Err(format!("cluster node {bad:?} is not a redis:// URL"));
+                return Err(format!(
+                    "cluster node {:?} is not a redis:// URL",
+                    redact(bad)
+                ));
             }
             return Ok(Target::Cluster(nodes));
         }
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(
+                "must start with redis://, rediss://, redis+cluster://, rediss+cluster:// \
+                 or redis+sentinel://"
+                    .into(),
+            );
+        }
         Ok(Target::Single(url.to_owned()))
+    }
+
+    /// Whether every connection is TLS.
+    pub fn tls(&self) -> bool {
+        match self {
+            Target::Single(url) => url.starts_with("rediss://"),
+            Target::Cluster(nodes) => nodes.iter().all(|n| n.starts_with("rediss://")),
+            Target::Sentinel(s) => s.tls,
+        }
+    }
+
+    /// What the logs may say about the deployment.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Single(_) => "single",
+            Target::Cluster(_) => "cluster",
+            Target::Sentinel(_) => "sentinel",
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and error messages:
+/// every form of `QRLOGIN_REDIS_URL` (one URL, a comma list, the
+/// `+cluster` and `+sentinel` forms) keeps its hosts and loses its secret.
+pub fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|part| {
+            let (scheme, rest) = match part.split_once("://") {
+                Some((s, r)) => (Some(s), r),
+                None => (None, part),
+            };
+            let redacted = match rest.rsplit_once('@') {
+                Some((auth, hosts)) => match auth.split_once(':') {
+                    Some((user, _)) => format!("{user}:***@{hosts}"),
+                    None => format!("{auth}@{hosts}"),
+                },
+                None => rest.to_owned(),
+            };
+            match scheme {
+                Some(s) => format!("{s}://{redacted}"),
+                None => redacted,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The TLS material from `QRLOGIN_REDIS_CA_FILE` and
+/// `QRLOGIN_REDIS_CLIENT_CERT_FILE`/`…_KEY_FILE` (PEM bytes). Empty means
+/// the system's roots and no client certificate.
+#[derive(Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<Vec<u8>>,
+    /// Certificate chain and private key, for mutual TLS.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsFiles {
+    fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.client.is_none()
+    }
+
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.ca.clone(),
+        }
+    }
+
+    /// A client for one node URL: with our CA and client certificate when
+    /// the URL is TLS and any was given, else as the URL says (a
+    /// `rediss://` URL then verifies against the system's roots).
+    fn client(&self, url: &str) -> RedisResult<redis::Client> {
+        if url.starts_with("rediss://") && !self.is_empty() {
+            redis::Client::build_with_tls(url, self.certificates())
+        } else {
+            redis::Client::open(url)
+        }
     }
 }
 
@@ -184,14 +401,30 @@ impl ConnectionLike for Conn {
 enum Clients {
     Single(redis::Client),
     Cluster(ClusterClient),
+    /// Asks the sentinels for the master on every (re)connection.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
 }
 
 struct Inner {
     clients: Clients,
-    /// One plain client per node, for the hub's pub/sub connection.
+    /// One plain client per node, for the hub's pub/sub connection (none
+    /// with Sentinel: the subscription follows the master).
     nodes: Vec<redis::Client>,
-    conn: OnceCell<Conn>,
+    /// The command connection once made. With Sentinel it is dropped when
+    /// the master it leads to fails or turns replica, so the next command
+    /// asks the sentinels again.
+    conn: std::sync::Mutex<Option<Conn>>,
+    /// One connection attempt at a time.
+    connecting: tokio::sync::Mutex<()>,
 }
+
+/// How long, after a confirm, to wait for a replica to acknowledge it
+/// (`WAIT 1 <ms>`), with Sentinel: a master killed right after answering
+/// 200 then loses nothing a replica had acknowledged. Best effort: with no
+/// replica left the wait times out and the confirm still succeeds; the
+/// trade is up to this much latency per transition while no replica
+/// answers (docs/redis.md).
+const REPLICA_WAIT: Duration = Duration::from_millis(100);
 
 /// The Redis deployment of this instance: the command connection (made on
 /// first use and kept; it reconnects by itself) and what pub/sub needs.
@@ -200,36 +433,83 @@ pub struct Redis(Arc<Inner>);
 
 impl Redis {
     /// Parse the URL and prepare clients; connects on first use, so this
-    /// fails only on a malformed URL.
-    pub fn open(url: &str) -> Result<Self, String> {
-        let target = Target::parse(url)?;
+    /// fails only on a malformed URL or unusable TLS material. Errors never
+    /// contain the password.
+    pub fn open(url: &str, tls: &TlsFiles) -> Result<Self, String> {
+        let target = Target::parse(url).map_err(|e| format!("QRLOGIN_REDIS_URL: {e}"))?;
+        if !tls.is_empty() && !target.tls() {
+            return Err(
+                "QRLOGIN_REDIS_CA_FILE / QRLOGIN_REDIS_CLIENT_CERT_FILE are set but \
+                 QRLOGIN_REDIS_URL is not a TLS (rediss…) URL"
+                    .into(),
+            );
+        }
         let describe = |e: redis::RedisError| format!("QRLOGIN_REDIS_URL: {e}");
         let (clients, node_urls) = match target {
             Target::Single(url) => (
-                Clients::Single(redis::Client::open(url.as_str()).map_err(describe)?),
+                Clients::Single(tls.client(&url).map_err(describe)?),
                 vec![url],
             ),
             Target::Cluster(nodes) => {
-                let client = ClusterClient::builder(nodes.clone())
+                let mut builder = ClusterClient::builder(nodes.clone())
                     .connection_timeout(CONNECT_TIMEOUT)
                     .response_timeout(OP_TIMEOUT)
                     .retries(2)
                     .min_retry_wait(50)
-                    .max_retry_wait(500)
-                    .build()
-                    .map_err(describe)?;
-                (Clients::Cluster(client), nodes)
+                    .max_retry_wait(500);
+                if !tls.is_empty() {
+                    builder = builder.certs(tls.certificates());
+                }
+                (Clients::Cluster(builder.build().map_err(describe)?), nodes)
+            }
+            Target::Sentinel(s) => {
+                let mode = s.tls.then_some(redis::TlsMode::Secure);
+                let addrs = s.sentinels.iter().map(|(host, port)| match mode {
+                    Some(_) => redis::ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port: *port,
+                        insecure: false,
+                        tls_params: None,
+                    },
+                    None => redis::ConnectionAddr::Tcp(host.clone(), *port),
+                });
+                let mut builder =
+                    SentinelClientBuilder::new(addrs, s.master.clone(), SentinelServerType::Master)
+                        .map_err(describe)?
+                        .set_client_to_redis_db(s.db);
+                if let Some(mode) = mode {
+                    builder = builder
+                        .set_client_to_redis_tls_mode(mode)
+                        .set_client_to_sentinel_tls_mode(mode);
+                    if !tls.is_empty() {
+                        builder = builder
+                            .set_client_to_redis_certificates(tls.certificates())
+                            .set_client_to_sentinel_certificates(tls.certificates());
+                    }
+                }
+                if let Some(user) = s.username {
+                    builder = builder.set_client_to_redis_username(user);
+                }
+                if let Some(pass) = s.password {
+                    builder = builder.set_client_to_redis_password(pass);
+                }
+                let client = builder.build().map_err(describe)?;
+                (
+                    Clients::Sentinel(tokio::sync::Mutex::new(client)),
+                    Vec::new(),
+                )
             }
         };
         let nodes = node_urls
             .iter()
-            .map(|u| redis::Client::open(u.as_str()))
+            .map(|u| tls.client(u))
             .collect::<RedisResult<Vec<_>>>()
             .map_err(describe)?;
         Ok(Self(Arc::new(Inner {
             clients,
             nodes,
-            conn: OnceCell::new(),
+            conn: std::sync::Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
         })))
     }
 
@@ -237,58 +517,126 @@ impl Redis {
         matches!(self.0.clients, Clients::Cluster(_))
     }
 
-    /// One client per configured node; pub/sub connects to the first that
-    /// answers.
-    pub fn nodes(&self) -> &[redis::Client] {
-        &self.0.nodes
+    fn is_sentinel(&self) -> bool {
+        matches!(self.0.clients, Clients::Sentinel(_))
+    }
+
+    /// A client for the hub's subscription, attempt `n`: the configured
+    /// nodes in turn, or with Sentinel the master the sentinels name now.
+    pub async fn pubsub_client(&self, n: usize) -> Result<redis::Client, String> {
+        match &self.0.clients {
+            Clients::Sentinel(sentinel) => {
+                let ask = async { sentinel.lock().await.async_get_client().await };
+                match tokio::time::timeout(CONNECT_TIMEOUT * 2, ask).await {
+                    Ok(Ok(client)) => Ok(client),
+                    Ok(Err(e)) => Err(format!("sentinel: {e}")),
+                    Err(_) => Err("sentinel: timed out".into()),
+                }
+            }
+            _ => {
+                let nodes = &self.0.nodes;
+                nodes
+                    .get(n % nodes.len().max(1))
+                    .cloned()
+                    .ok_or_else(|| "no node configured".to_owned())
+            }
+        }
+    }
+
+    fn cached(&self) -> Option<Conn> {
+        self.0
+            .conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forget the command connection (Sentinel: its master failed or was
+    /// demoted), so the next command asks the sentinels again.
+    fn forget(&self) {
+        *self.0.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The command connection, connecting now if this is the first use or
     /// every earlier attempt failed.
-    pub async fn conn(&self) -> Result<Conn, StoreError> {
-        let conn = self
-            .0
-            .conn
-            .get_or_try_init(|| async {
-                let connect = async {
-                    match &self.0.clients {
-                        Clients::Single(client) => {
-                            let config = ConnectionManagerConfig::new()
-                                .set_connection_timeout(CONNECT_TIMEOUT)
-                                .set_response_timeout(OP_TIMEOUT)
-                                .set_number_of_retries(1)
-                                .set_factor(50)
-                                .set_max_delay(500);
-                            ConnectionManager::new_with_config(client.clone(), config)
-                                .await
-                                .map(Conn::Single)
-                        }
-                        Clients::Cluster(client) => {
-                            client.get_async_connection().await.map(Conn::Cluster)
-                        }
-                    }
-                };
-                bounded("connect", connect).await
-            })
-            .await?;
-        Ok(conn.clone())
+    async fn connect(&self) -> RedisResult<Conn> {
+        if let Some(conn) = self.cached() {
+            return Ok(conn);
+        }
+        let _one = self.0.connecting.lock().await;
+        if let Some(conn) = self.cached() {
+            return Ok(conn);
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(OP_TIMEOUT)
+            .set_number_of_retries(1)
+            .set_factor(50)
+            .set_max_delay(500);
+        let conn = match &self.0.clients {
+            Clients::Single(client) => {
+                Conn::Single(ConnectionManager::new_with_config(client.clone(), config).await?)
+            }
+            Clients::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+            Clients::Sentinel(sentinel) => {
+                let master = sentinel.lock().await.async_get_client().await?;
+                Conn::Single(ConnectionManager::new_with_config(master, config).await?)
+            }
+        };
+        *self.0.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        Ok(conn)
     }
 
-    /// Run `cmd`. A command that finds the connection lost is retried once
-    /// at once: the failure is what makes the connection manager reconnect,
-    /// so after an outage the first request succeeds instead of failing.
+    /// `connect`, counting a failure as `qrlogin_redis_errors_total{op="connect"}`
+    /// (besides the operation that needed the connection).
+    async fn connect_counted(&self) -> RedisResult<Conn> {
+        let conn = self.connect().await;
+        if conn.is_err() {
+            count_error("connect");
+        }
+        conn
+    }
+
+    /// Whether `e` means this connection is no good for writes any more:
+    /// it broke, or (Sentinel) its server is no longer the master.
+    fn stale(&self, e: &redis::RedisError) -> bool {
+        lost_connection(e) || (self.is_sentinel() && e.kind() == redis::ErrorKind::ReadOnly)
+    }
+
+    /// Run `call` on the command connection. A call that finds the
+    /// connection lost is retried once at once: the failure is what makes
+    /// the connection manager reconnect (or, with Sentinel, what makes us
+    /// ask the sentinels for the master again), so after an outage or a
+    /// failover the first request succeeds instead of failing.
+    async fn run<T, F, Fut>(&self, op: &'static str, call: F) -> Result<T, StoreError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        bounded(op, async {
+            match call(self.connect_counted().await?).await {
+                Err(e) if self.stale(&e) => {
+                    if self.is_sentinel() {
+                        self.forget();
+                    }
+                    call(self.connect_counted().await?).await
+                }
+                done => done,
+            }
+        })
+        .await
+    }
+
+    /// Run `cmd`, retried once after a lost connection (see `run`).
     pub async fn query<T: FromRedisValue>(
         &self,
         op: &'static str,
         cmd: &Cmd,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn().await?;
-        bounded(op, async move {
-            match cmd.query_async(&mut conn).await {
-                Err(e) if lost_connection(&e) => cmd.query_async(&mut conn).await,
-                done => done,
-            }
-        })
+        self.run(
+            op,
+            |mut conn| async move { cmd.query_async(&mut conn).await },
+        )
         .await
     }
 
@@ -298,18 +646,33 @@ impl Redis {
         op: &'static str,
         script: &ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn().await?;
-        bounded(op, async move {
-            match script.invoke_async(&mut conn).await {
-                Err(e) if lost_connection(&e) => script.invoke_async(&mut conn).await,
-                done => done,
-            }
+        self.run(op, |mut conn| async move {
+            script.invoke_async(&mut conn).await
         })
         .await
     }
 
+    /// With Sentinel, wait (up to `REPLICA_WAIT`) until a replica holds this
+    /// connection's writes so far, so a failover right after does not lose
+    /// them. Best effort: the answer and any failure are ignored (counted).
+    async fn replicate(&self) {
+        if !self.is_sentinel() {
+            return;
+        }
+        let Some(mut conn) = self.cached() else {
+            return;
+        };
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(1).arg(REPLICA_WAIT.as_millis() as u64);
+        let acked = tokio::time::timeout(OP_TIMEOUT, wait.query_async::<i64>(&mut conn)).await;
+        if !matches!(acked, Ok(Ok(n)) if n >= 1) {
+            metrics::counter!("qrlogin_redis_unreplicated_total").increment(1);
+        }
+    }
+
     /// `PUBLISH channel message`. In a cluster any node will do: classic
-    /// pub/sub messages are broadcast to every node over the cluster bus.
+    /// pub/sub messages are broadcast to every node over the cluster bus;
+    /// with Sentinel the master passes it on to its replicas.
     pub async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(message);
@@ -405,6 +768,7 @@ impl TicketStore for RedisStore {
             let mut cas = self.cas.key(&key);
             cas.arg(raw).arg(json).arg(px(ttl));
             if self.redis.invoke::<i64>("transition", &cas).await? == 1 {
+                self.redis.replicate().await;
                 return Ok(next);
             }
             metrics::counter!("qrlogin_redis_cas_retries_total").increment(1);
@@ -489,14 +853,110 @@ mod tests {
     }
 
     #[test]
-    fn tls_urls_are_refused_at_start_in_this_build() {
-        let err = Redis::open("rediss://127.0.0.1:6380").err().unwrap();
-        assert!(err.starts_with("QRLOGIN_REDIS_URL"), "{err}");
+    fn tls_forms_keep_tls_on_every_node() {
+        assert_eq!(
+            Target::parse("rediss://u:p@h:6380/1"),
+            Ok(Target::Single("rediss://u:p@h:6380/1".into()))
+        );
+        let cluster = Target::parse("rediss+cluster://:p@a:7000,b:7001").unwrap();
+        assert_eq!(
+            cluster,
+            Target::Cluster(vec![
+                "rediss://:p@a:7000".into(),
+                "rediss://:p@b:7001".into()
+            ])
+        );
+        assert!(cluster.tls());
+        assert!(!Target::parse("redis://a:1, rediss://b:2").unwrap().tls());
+        // TLS files with a plaintext URL are a mistake, not a quiet downgrade.
+        let tls = TlsFiles {
+            ca: Some(b"x".to_vec()),
+            client: None,
+        };
+        let err = Redis::open("redis://127.0.0.1:6379", &tls).err().unwrap();
+        assert!(err.contains("not a TLS"), "{err}");
+        assert!(Redis::open("rediss://127.0.0.1:6380", &TlsFiles::default()).is_ok());
+    }
+
+    #[test]
+    fn sentinel_urls_name_the_sentinels_the_master_and_the_data_nodes_credentials() {
+        let Ok(Target::Sentinel(s)) =
+            Target::parse("redis+sentinel://app:p%40ss@h1:26379,[::1]:26380,h3/mymaster/2")
+        else {
+            panic!("a sentinel URL")
+        };
+        assert_eq!(
+            s.sentinels,
+            vec![
+                ("h1".to_owned(), 26379),
+                ("::1".to_owned(), 26380),
+                ("h3".to_owned(), 26379)
+            ]
+        );
+        assert_eq!((s.master.as_str(), s.db), ("mymaster", 2));
+        assert_eq!(s.username.as_deref(), Some("app"));
+        assert_eq!(s.password.as_deref(), Some("p@ss"));
+        assert!(!s.tls);
+        assert!(!format!("{s:?}").contains("p@ss"));
+        let Ok(Target::Sentinel(s)) = Target::parse("rediss+sentinel://:pw@h1/m") else {
+            panic!("a TLS sentinel URL")
+        };
+        assert_eq!(
+            (s.username, s.password.as_deref(), s.tls),
+            (None, Some("pw"), true)
+        );
+        for bad in [
+            "redis+sentinel://h1:26379",
+            "redis+sentinel://h1:26379/",
+            "redis+sentinel:///m",
+            "redis+sentinel://h1:x/m",
+            "redis+sentinel://h1/m/zero",
+            "redis+sentinel://h1/m/0/more",
+            "http://h1",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Redis::open("redis+sentinel://127.0.0.1:1/m", &TlsFiles::default()).is_ok());
+    }
+
+    #[test]
+    fn redaction_hides_the_password_in_every_url_form() {
+        for (url, shown) in [
+            ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+            ("rediss://app:s3cret@h:6380", "rediss://app:***@h:6380"),
+            (
+                "redis+cluster://app:s3cret@a:7000,b:7001",
+                "redis+cluster://app:***@a:7000,b:7001",
+            ),
+            (
+                "rediss+cluster://:s3cret@a:7000",
+                "rediss+cluster://:***@a:7000",
+            ),
+            (
+                "redis://:s3cret@a:7000,redis://:s3cret@b:7001",
+                "redis://:***@a:7000,redis://:***@b:7001",
+            ),
+            (
+                "redis+sentinel://app:s3cret@h1:26379,h2:26379/m/1",
+                "redis+sentinel://app:***@h1:26379,h2:26379/m/1",
+            ),
+            ("redis://user-only@h:6379", "redis://user-only@h:6379"),
+            ("redis://h:6379", "redis://h:6379"),
+        ] {
+            assert_eq!(redact(url), shown);
+            assert!(!redact(url).contains("s3cret"));
+        }
+        // A malformed URL's error does not echo the password either.
+        let err = Target::parse("redis://:s3cret@a:1,b:2").unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]
     fn a_ticket_key_carries_its_hash_tag() {
-        let store = RedisStore::new(Redis::open("redis://127.0.0.1:1").unwrap(), "p");
+        let store = RedisStore::new(
+            Redis::open("redis://127.0.0.1:1", &TlsFiles::default()).unwrap(),
+            "p",
+        );
         let id: TicketId = "abc".parse().unwrap();
         assert_eq!(store.ticket_key(&id), "p:t:{abc}");
         assert_eq!(store.value_key("wx:evt:1"), "p:v:wx:evt:1");

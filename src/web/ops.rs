@@ -1,5 +1,6 @@
-//! Operations endpoints: liveness, readiness (the store answers) and
-//! Prometheus metrics (on the main listener, or alone on its own).
+//! Operations endpoints: liveness, readiness (the store answers and the
+//! change subscription is live) and Prometheus metrics (on the main
+//! listener, or alone on its own).
 
 use axum::Router;
 use axum::extract::State;
@@ -39,11 +40,17 @@ pub async fn healthz() -> &'static str {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "the store answers", body = String), (status = 503, description = "store unavailable", body = String)))]
+    responses((status = 200, description = "the store answers and, with Redis, this instance's change subscription is live", body = String), (status = 503, description = "store or subscription unavailable", body = String)))]
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+    // Both, because an instance whose store answers but whose subscription
+    // is down would take traffic and leave its sockets waiting for pushes
+    // (until the once-a-second re-read catches up).
     match app.engine.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable"),
+        Ok(()) if !app.engine.hub.live() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "change subscription down")
+        }
+        Ok(()) => (StatusCode::OK, "ready"),
     }
 }
 

@@ -431,3 +431,58 @@ async fn in_production_wechat_mp_in_plain_mode_warns_at_start() {
     .await;
     assert!(logs.text().contains(warning), "{}", logs.text());
 }
+
+/// Redis passwords, in every URL form the service logs: a working login
+/// over a password-protected Redis, a wrong password, and a Sentinel URL
+/// whose sentinels do not answer. The URLs are logged with `***`.
+#[tokio::test]
+async fn redis_passwords_appear_in_no_log_line() {
+    let Some(redis) = crate::redis_server::RedisServer::start_with(
+        "redis_passwords_appear",
+        &["--requirepass", "s3cretpw"],
+    ) else {
+        return;
+    };
+    let (logs, _guard) = Captured::start();
+    let port = redis.port;
+    let with = |url: String| {
+        move |s: &mut qrlogin::config::Settings| {
+            s.redis_url = Some(url);
+            s.redis_prefix = "logpw".into();
+        }
+    };
+    let app = spawn_app_with(with(format!("redis://:s3cretpw@127.0.0.1:{port}"))).await;
+    let t = app.create_ticket().await;
+    let mut ws = app.ws(&t).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    assert_eq!(app.confirm(&t.id, "u1").await.status(), 200);
+    assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+    let wrong = spawn_app_with(with(format!("redis://app:wr0ngpw@127.0.0.1:{port}"))).await;
+    assert_eq!(failed_creation(&wrong).await.0, 503);
+    let sentinel = spawn_app_with(with(
+        "redis+sentinel://app:sentinelpw@127.0.0.1:1,127.0.0.1:2/mymaster".into(),
+    ))
+    .await;
+    assert_eq!(failed_creation(&sentinel).await.0, 503);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = logs.text();
+    assert_logged(
+        &text,
+        &[
+            ("the working URL", &format!("redis://:***@127.0.0.1:{port}")),
+            (
+                "the wrong one",
+                &format!("redis://app:***@127.0.0.1:{port}"),
+            ),
+            (
+                "the sentinel URL",
+                "redis+sentinel://app:***@127.0.0.1:1,127.0.0.1:2/mymaster",
+            ),
+        ],
+    );
+    logs.assert_free_of(&[
+        ("password", "s3cretpw"),
+        ("wrong password", "wr0ngpw"),
+        ("sentinel password", "sentinelpw"),
+    ]);
+}

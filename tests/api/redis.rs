@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::helpers::*;
-use crate::redis_server::{RedisCluster, RedisServer};
+use crate::redis_server::{RedisCluster, RedisSentinels, RedisServer, TestCerts};
 
 /// An instance on `url` with key prefix `prefix`.
 async fn instance(url: &str, prefix: &str) -> TestApp {
@@ -323,4 +323,259 @@ async fn cross_instance_confirm_to_frame_latency() {
     );
     eprintln!("cross-instance confirm -> frame over 200 logins: p50 {p50:?}, p99 {p99:?}");
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+}
+
+/// The measurement: two instances, Redis down 2 s and back, then
+/// logins one after another (socket on B, confirm on A). Readiness must
+/// come back within 2 s of Redis, and once both say ready every push must
+/// arrive within 1 s — the worst one is asserted, not a percentile.
+#[tokio::test]
+async fn once_ready_after_a_redis_restart_every_push_arrives_within_a_second() {
+    let Some(mut redis) = RedisServer::start("once_ready_after_a_redis_restart") else {
+        return;
+    };
+    let apps = instances(&redis.url(), 2).await;
+    let (a, b) = (&apps[0], &apps[1]);
+    wait_ready(a, 200, 10).await;
+    wait_ready(b, 200, 10).await;
+    redis.kill();
+    wait_ready(a, 503, 5).await;
+    wait_ready(b, 503, 5).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.restart();
+    let back = tokio::time::Instant::now();
+    wait_ready(a, 200, 10).await;
+    wait_ready(b, 200, 10).await;
+    let ready_after = back.elapsed();
+    // Ready means subscribed: both subscriptions are there the moment both
+    // say so (before, `/readyz` came back with the store alone).
+    let channel = format!("{}:changes", prefix_of(a));
+    let subscribers = redis.cli(&["PUBSUB", "NUMSUB", &channel]);
+    assert_eq!(
+        subscribers.lines().nth(1).map(str::trim),
+        Some("2"),
+        "{subscribers}"
+    );
+    let mut worst = Duration::ZERO;
+    for _ in 0..12 {
+        let t = a.create_ticket().await;
+        let mut ws = b.ws(&t).await;
+        assert_eq!(next_frame(&mut ws).await["status"], "pending");
+        let started = std::time::Instant::now();
+        assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
+        assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+        worst = worst.max(started.elapsed());
+    }
+    eprintln!("after a 2 s Redis outage: ready again after {ready_after:?}, worst push {worst:?}");
+    assert!(
+        ready_after < Duration::from_secs(2),
+        "ready after {ready_after:?}"
+    );
+    assert!(worst < Duration::from_secs(1), "worst push {worst:?}");
+}
+
+/// An instance on a TLS Redis with the given CA (and the client certificate).
+async fn tls_instance(url: &str, prefix: &str, certs: &TestCerts, ca: &str) -> TestApp {
+    let (url, prefix) = (url.to_owned(), prefix.to_owned());
+    let (ca, cert, key) = (
+        certs.path(ca),
+        certs.path("client.pem"),
+        certs.path("client.key"),
+    );
+    spawn_app_with(move |s| {
+        s.redis_url = Some(url);
+        s.redis_prefix = prefix;
+        s.redis_ca_file = Some(ca);
+        s.redis_client_cert_file = Some(cert);
+        s.redis_client_key_file = Some(key);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn over_tls_a_login_crosses_instances_and_a_wrong_ca_or_host_is_refused() {
+    let certs = TestCerts::make();
+    let Some((redis, tls_port)) = RedisServer::start_tls("over_tls_a_login_crosses", &certs) else {
+        return;
+    };
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let a = tls_instance(&url, "tls", &certs, "ca.pem").await;
+    let b = tls_instance(&url, "tls", &certs, "ca.pem").await;
+    wait_ready(&a, 200, 10).await;
+    wait_ready(&b, 200, 10).await;
+    let t = a.create_ticket().await;
+    let mut ws = b.ws(&t).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
+    assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+    // The tickets are in the server behind the TLS port.
+    assert_ne!(redis.cli(&["DBSIZE"]).trim(), "0");
+
+    // A server the CA did not sign, and a name the certificate does not
+    // carry: refused, and never retried in plaintext.
+    let wrong_ca = tls_instance(&url, "tls", &certs, "other-ca.pem").await;
+    let wrong_host = tls_instance(
+        &format!("rediss://localhost:{tls_port}"),
+        "tls",
+        &certs,
+        "ca.pem",
+    )
+    .await;
+    for app in [&wrong_ca, &wrong_host] {
+        for _ in 0..3 {
+            assert_eq!(readyz(app).await, 503);
+        }
+        let r = app
+            .client
+            .post(app.url("/api/v1/tickets"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(r).await, (503, "unavailable".into()));
+    }
+    // What the log line says (the error the store reports is what is logged).
+    for (url, ca, says) in [
+        (
+            url.clone(),
+            "other-ca.pem",
+            "invalid peer certificate: UnknownIssuer",
+        ),
+        (
+            format!("rediss://localhost:{tls_port}"),
+            "ca.pem",
+            "certificate not valid for name \"localhost\"",
+        ),
+    ] {
+        let tls = qrlogin::store::redis::TlsFiles {
+            ca: Some(std::fs::read(certs.path(ca)).unwrap()),
+            client: Some((
+                std::fs::read(certs.path("client.pem")).unwrap(),
+                std::fs::read(certs.path("client.key")).unwrap(),
+            )),
+        };
+        let store = qrlogin::store::redis::RedisStore::new(
+            qrlogin::store::redis::Redis::open(&url, &tls).unwrap(),
+            "tls",
+        );
+        let err = qrlogin::store::TicketStore::ping(&store)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{err}");
+    }
+}
+
+/// Sentinel: kill the master right after a confirm was answered 200; the
+/// sentinels promote the replica, both instances follow without a restart,
+/// the confirmed login still reaches its browser, and a socket opened
+/// before the failover gets a confirm made after it.
+#[tokio::test]
+async fn through_sentinel_a_master_failover_loses_no_confirmed_login() {
+    let Some(mut set) = RedisSentinels::start("through_sentinel_a_master_failover") else {
+        return;
+    };
+    let apps = instances(&set.url(), 2).await;
+    let (a, b) = (&apps[0], &apps[1]);
+    wait_ready(a, 200, 10).await;
+    wait_ready(b, 200, 10).await;
+    let before = a.create_ticket().await;
+    let waiting = a.create_ticket().await;
+    let mut ws = b.ws(&waiting).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    assert_eq!(a.confirm(&before.id, "u1").await.status(), 200);
+    let old = set.master.port;
+    set.master.kill();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while set.master_port() != Some(set.replica.port) {
+        assert!(tokio::time::Instant::now() < deadline, "no failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(set.master_port(), Some(old));
+    wait_ready(a, 200, 10).await;
+    wait_ready(b, 200, 10).await;
+    // Confirmed before the kill, read after it on the new master.
+    let mut late = b.ws(&before).await;
+    assert_eq!(next_frame(&mut late).await["status"], "confirmed");
+    // The socket held through the failover hears a confirm made after it.
+    assert_eq!(a.confirm(&waiting.id, "u2").await.status(), 200);
+    assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+}
+
+/// A 3-master, 3-replica cluster: kill the master that holds a ticket just
+/// confirmed (200); its replica is promoted, the instances follow the new
+/// slot map without a restart, and the confirmed login still reaches its
+/// browser.
+#[tokio::test]
+async fn on_a_cluster_with_replicas_a_killed_master_loses_no_confirmed_login() {
+    let Some(mut cluster) = RedisCluster::start_with_replicas("on_a_cluster_with_replicas", 1)
+    else {
+        return;
+    };
+    let apps = instances(&cluster.url(), 2).await;
+    let (a, b) = (&apps[0], &apps[1]);
+    wait_ready(a, 200, 10).await;
+    wait_ready(b, 200, 10).await;
+    let t = a.create_ticket().await;
+    let waiting = a.create_ticket().await;
+    let mut ws = b.ws(&waiting).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
+    let key = format!("{}:t:{{{}}}", prefix_of(a), t.id);
+    let master = cluster
+        .nodes
+        .iter()
+        .position(|n| {
+            n.cli(&["INFO", "replication"]).contains("role:master")
+                && n.cli(&["EXISTS", &key]).trim() == "1"
+        })
+        .expect("a master holds the ticket");
+    cluster.nodes[master].kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Failed over: three masters among the survivors, and all of them
+    // seeing the cluster whole again.
+    let survivors = || {
+        cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != master)
+            .map(|(_, n)| n)
+    };
+    while survivors()
+        .filter(|n| n.cli(&["ROLE"]).lines().next() == Some("master"))
+        .count()
+        != 3
+        || !survivors().all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The instances recover by themselves (the client refreshes the slot
+    // map on the errors); until then the ticket's slot answers 503.
+    let recovering = tokio::time::Instant::now();
+    let deadline = recovering + Duration::from_secs(15);
+    let mut late = loop {
+        let protocols = format!("qrlogin.v1, secret.{}", t.secret);
+        match b.ws_with(&t.id, &protocols).await {
+            Ok(ws) => break ws,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "cluster: the ticket's slot answered again {:?} after cluster_state:ok",
+        recovering.elapsed()
+    );
+    assert_eq!(next_frame(&mut late).await["status"], "confirmed");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.confirm(&waiting.id, "u2").await.status() != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "confirms work again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
 }

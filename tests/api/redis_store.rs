@@ -25,7 +25,7 @@ pub fn fresh_store() -> Option<RedisStore> {
     let server = shared_server()?;
     let prefix = format!("conf{}", rand::random::<u64>());
     Some(RedisStore::new(
-        Redis::open(&server.url()).unwrap(),
+        Redis::open(&server.url(), &Default::default()).unwrap(),
         &prefix,
     ))
 }
