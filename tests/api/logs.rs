@@ -419,6 +419,7 @@ async fn in_production_wechat_mp_in_plain_mode_warns_at_start() {
     let (logs, _guard) = Captured::start();
     let production = |s: &mut qrlogin::Settings| {
         s.env = qrlogin::config::Environment::Production;
+        s.public_url = Some("https://login.example.com".into());
         s.providers = vec![qrlogin::ticket::Provider::WechatMp];
     };
     let warning = "wechat-mp runs in plain mode";
