@@ -19,6 +19,7 @@ use super::{AppState, ClientIp, Json, RawBody, TicketPath, bearer, poll, user_ag
 use crate::error::{Error, Result};
 use crate::qr;
 use crate::ticket::{Identity, Provider, Requester, TicketId, UserInfo};
+use crate::token::seal::PublicJwk;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -40,6 +41,11 @@ pub fn router() -> Router<AppState> {
 pub struct CreateTicket {
     #[serde(default)]
     provider: Option<String>,
+    /// The browser's P-256 public key as a JWK: the token is then sealed to
+    /// it and sent as `sealed_token`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    seal: Option<Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -82,6 +88,11 @@ pub async fn create_ticket(
             .filter(|p| app.settings.providers.contains(p))
             .ok_or_else(|| Error::BadRequest(format!("provider {name:?} is not enabled")))?,
     };
+    // Checked before anything is prepared with WeChat: a bad key costs nothing.
+    let seal = match &request.seal {
+        None | Some(Value::Null) => None,
+        Some(jwk) => Some(PublicJwk::from_jwk(jwk).map_err(|e| Error::BadRequest(format!("seal: {e}")))?),
+    };
     let id = TicketId::generate();
     let prepared = crate::providers::prepare(&app, provider, &id).await?;
     let requester = Requester {
@@ -90,7 +101,7 @@ pub async fn create_ticket(
     };
     let (ticket, secret) = app
         .engine
-        .create(id, provider, prepared.qr_content, requester)
+        .create(id, provider, prepared.qr_content, requester, seal)
         .await?;
     let base = format!("/api/v1/tickets/{}", ticket.id);
     let created = TicketCreated {
@@ -423,6 +434,7 @@ pub async fn deny_ticket(
 /// confirmed.
 pub fn without_token(mut view: StateView) -> StateView {
     view.token = None;
+    view.sealed_token = None;
     view.token_type = None;
     view.expires_in = None;
     view

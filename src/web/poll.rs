@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tokio::time::{Instant, sleep_until};
 
 use super::view::StateView;
+use crate::token::seal::Opener;
 use super::{AppState, ClientIp, Json, RawBody, TicketPath, bearer};
 use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::{Status, now_ms};
@@ -102,6 +103,7 @@ pub async fn poll_ticket(
     if !ticket.secret_hash.matches(secret) {
         return Err(Error::Unauthorized("wrong secret"));
     }
+    let opener = Opener::from_secret(secret).map_err(|_| Error::Unavailable)?;
     let _slot = app
         .limits
         .waiting_polls
@@ -111,7 +113,7 @@ pub async fn poll_ticket(
     let expiry = Instant::now() + Duration::from_millis(ticket.expires_at.saturating_sub(now_ms()));
     let mut current = Some(ticket);
     loop {
-        let view = StateView::of(current.as_ref());
+        let view = StateView::for_browser(current.as_ref(), &opener);
         if Some(view.status) != seen || Instant::now() >= give_up {
             return Ok(Json(view));
         }
