@@ -15,6 +15,7 @@ mod openapi;
 mod redis;
 mod redis_server;
 mod redis_store;
+mod sealing;
 mod tokens;
 mod wechat_mp;
 mod wechat_oauth;
