@@ -267,3 +267,101 @@ async fn jwcrypto_opens_the_sealed_token_with_the_browser_key_only() {
         "another key does not open it"
     );
 }
+
+/// Records, before the page's scripts run, the ticket request's body and
+/// every WebSocket frame the page receives.
+const RECORD: &str = r#"
+window.__frames = [];
+const realFetch = window.fetch;
+window.fetch = function (url, init) {
+  if (String(url).endsWith('/api/v1/tickets')) window.__ticketBody = init && init.body;
+  return realFetch.apply(this, arguments);
+};
+const RealSocket = window.WebSocket;
+window.WebSocket = function (url, protocols) {
+  const ws = new RealSocket(url, protocols);
+  ws.addEventListener('message', (e) => window.__frames.push(JSON.parse(e.data)));
+  return ws;
+};
+window.WebSocket.prototype = RealSocket.prototype;
+"#;
+
+/// The login page in Chromium (`setup` run before its scripts), confirmed
+/// by a trusted backend: the token the page hands `onToken`, what it asked
+/// for its ticket, and the frames it received.
+async fn browser_login(test: &str, setup: &str) -> Option<(TestApp, String, Value, Vec<Value>)> {
+    use crate::browser_cdp::{Browser, Device};
+    let app = spawn_app().await;
+    let browser = Browser::launch(test).await?;
+    let desktop = browser.page("desktop", Device::Desktop, "en-US").await;
+    desktop.before_load(RECORD).await;
+    desktop.before_load(setup).await;
+    desktop.goto(&app.url("/")).await;
+    let pending = "document.querySelector('#qrlogin').dataset.status === 'pending'";
+    desktop.wait_for("a pending code", pending).await;
+    let code = desktop.scan_qr(".qrlogin-qr").await;
+    let id = code.rsplit('/').next().unwrap();
+    assert_eq!(app.confirm(id, "u9").await.status(), 200);
+    let token = desktop
+        .wait_for("the token", "window.qrloginToken")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        desktop.text(".qrlogin-token").await.contains(&token),
+        "the page shows the token"
+    );
+    desktop.screenshot("logged-in").await;
+    let asked = desktop.eval("window.__ticketBody").await;
+    let asked: Value = serde_json::from_str(asked.as_str().unwrap()).unwrap();
+    let frames = desktop.eval("window.__frames").await;
+    Some((app, token, asked, frames.as_array().unwrap().clone()))
+}
+
+/// The page's token is a JWT of ours, still active.
+async fn assert_active(app: &TestApp, token: &str) {
+    assert_eq!(claims_of(token)["sub"], "u9");
+    let r = app
+        .client
+        .post(app.url("/api/v1/tokens/introspect"))
+        .bearer_auth(API_KEY)
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["active"], true);
+}
+
+#[tokio::test]
+async fn in_chromium_the_page_seals_by_default_and_opens_the_token() {
+    let Some((app, token, asked, frames)) =
+        browser_login("sealed_in_chromium", "/* nothing changed */").await
+    else {
+        return;
+    };
+    assert_eq!(asked["seal"]["kty"], "EC", "the page sent its key: {asked}");
+    assert!(asked["seal"].get("d").is_none(), "only the public half");
+    let confirmed = frames.iter().find(|f| f["status"] == "confirmed").unwrap();
+    assert!(confirmed.get("token").is_none(), "{confirmed}");
+    assert_eq!(
+        confirmed["sealed_token"].as_str().unwrap().split('.').count(),
+        5,
+        "a compact JWE on the wire"
+    );
+    assert_active(&app, &token).await;
+}
+
+#[tokio::test]
+async fn in_chromium_without_webcrypto_the_plain_flow_still_logs_in() {
+    let no_webcrypto = "Object.defineProperty(Crypto.prototype, 'subtle', { get: () => undefined });";
+    let Some((app, token, asked, frames)) =
+        browser_login("plain_in_chromium", no_webcrypto).await
+    else {
+        return;
+    };
+    assert!(asked.get("seal").is_none(), "no key to send: {asked}");
+    let confirmed = frames.iter().find(|f| f["status"] == "confirmed").unwrap();
+    assert_eq!(confirmed["token"].as_str(), Some(token.as_str()));
+    assert_active(&app, &token).await;
+}
