@@ -68,11 +68,11 @@ impl Engine {
             Some(key) => SealTo::Browser(key),
             None => SealTo::Secret(
                 Opener::from_secret(secret.expose())
-                    .and_then(|o| o.public())
                     .map_err(|e| {
                         tracing::error!(error = %e, "at-rest key derivation failed");
                         Error::Unavailable
-                    })?,
+                    })?
+                    .public(),
             ),
         };
         let now = now_ms();

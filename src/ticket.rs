@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::token::seal::{PublicJwk, seal};
+use crate::token::seal::{PublicJwk, RestKey, seal, seal_at_rest};
 
 const BASE62: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const BASE64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -303,15 +303,7 @@ pub enum SealTo {
     Browser(PublicJwk),
     /// The key derived from the ticket's secret: the service opens the JWE
     /// when the secret is presented and hands out the plain `token`.
-    Secret(PublicJwk),
-}
-
-impl SealTo {
-    fn key(&self) -> &PublicJwk {
-        match self {
-            SealTo::Browser(k) | SealTo::Secret(k) => k,
-        }
-    }
+    Secret(RestKey),
 }
 
 /// The token as stored: a JWE (see `token::seal`), never the JWT itself.
@@ -454,8 +446,11 @@ impl Ticket {
                     next.user = user;
                 }
                 let to = self.seal_to.as_ref().ok_or(TransitionError::Unsealable)?;
-                let jwe = seal(to.key(), token.token.as_bytes())
-                    .map_err(|_| TransitionError::Unsealable)?;
+                let jwe = match to {
+                    SealTo::Browser(key) => seal(key, token.token.as_bytes()),
+                    SealTo::Secret(key) => seal_at_rest(key, token.token.as_bytes()),
+                }
+                .map_err(|_| TransitionError::Unsealable)?;
                 next.token = Some(SealedToken {
                     jwe,
                     expires_in: token.expires_in,
@@ -502,7 +497,7 @@ mod tests {
             scanned_by: None,
             identity: None,
             seal_to: Some(SealTo::Secret(
-                Opener::from_secret("s").unwrap().public().unwrap(),
+                Opener::from_secret("s").unwrap().public(),
             )),
             token: None,
         }
@@ -638,6 +633,19 @@ mod tests {
             .status,
             Status::Denied
         );
+    }
+
+    #[test]
+    fn a_ticket_with_no_key_to_seal_to_is_not_confirmed() {
+        // A record from before sealing: confirming it would store the JWT.
+        let mut t = ticket(Status::Pending);
+        t.seal_to = None;
+        let c = Change::Confirm {
+            by: None,
+            user: None,
+            token: token(),
+        };
+        assert_eq!(t.apply(c, 0), Err(TransitionError::Unsealable));
     }
 
     #[test]

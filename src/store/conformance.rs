@@ -33,7 +33,7 @@ pub fn ticket(ttl_ms: u64) -> Ticket {
         scanned_by: None,
         identity: None,
         seal_to: Some(SealTo::Secret(
-            Opener::from_secret("conformance").unwrap().public().unwrap(),
+            Opener::from_secret("conformance").unwrap().public(),
         )),
         token: None,
     }

@@ -5,17 +5,21 @@
 //! JWT a browser could present:
 //! - to the browser's own key when it sent `seal` at ticket creation: the
 //!   JWE itself goes out as `sealed_token` and only that browser opens it;
-//! - otherwise to a key derived from the ticket's secret, which the service
-//!   never stores: it opens the JWE again only when the browser presents the
-//!   secret (WebSocket or long-poll), and sends the plain `token`.
+//! - otherwise to an X25519 key (RFC 8037) derived from the ticket's secret,
+//!   of which the ticket keeps only the public half: the service opens the
+//!   JWE again only when the browser presents the secret (WebSocket or
+//!   long-poll), and sends the plain `token`.
 //!
-//! The derived key is HMAC-SHA256(secret, "qrlogin token at rest"), not the
-//! secret's SHA-256 the store keeps, so the stored hash opens nothing.
+//! The derived private key is HMAC-SHA256(secret, "qrlogin token at rest"),
+//! not the secret's SHA-256 the store keeps, so the stored hash opens
+//! nothing. X25519 rather than P-256 for it because every ticket creation
+//! pays one base-point multiplication: curve25519-dalek's precomputed tables
+//! make that a few µs, where the `p256` crate (no tables) takes ~100 µs.
 //!
-//! Sealing uses ring (its P-256 agreement and AES-GCM are the fastest in the
-//! tree: a confirm pays one ephemeral key and one agreement); opening with a
-//! derived private key uses the `p256` crate, because ring's agreement keys
-//! are ephemeral only and cannot be made from bytes.
+//! Sealing uses ring (its P-256 and X25519 agreements and AES-GCM: a confirm
+//! pays one ephemeral key and one agreement); opening with the derived key
+//! uses curve25519-dalek, because ring's agreement keys are ephemeral only
+//! and cannot be made from bytes.
 
 use std::fmt;
 
@@ -23,7 +27,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::agreement::{self, ECDH_P256, EphemeralPrivateKey, UnparsedPublicKey};
+use curve25519_dalek::montgomery::MontgomeryPoint;
+use ring::agreement::{self, ECDH_P256, EphemeralPrivateKey, UnparsedPublicKey, X25519};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -152,7 +157,7 @@ fn aes_key(cek: &[u8; 32]) -> Result<LessSafeKey, SealError> {
         .map_err(|_| SealError::Random)
 }
 
-/// `plaintext` sealed to `to` as a compact JWE.
+/// `plaintext` sealed to the browser's P-256 key `to` as a compact JWE.
 pub fn seal(to: &PublicJwk, plaintext: &[u8]) -> Result<String, SealError> {
     let rng = SystemRandom::new();
     let ephemeral =
@@ -164,12 +169,36 @@ pub fn seal(to: &PublicJwk, plaintext: &[u8]) -> Result<String, SealError> {
     let peer = UnparsedPublicKey::new(&ECDH_P256, to.uncompressed());
     let cek = agreement::agree_ephemeral(ephemeral, &peer, concat_kdf)
         .map_err(|_| SealError::BadKey)?;
-    let header = serde_json::json!({ "alg": "ECDH-ES", "enc": ENC, "epk": epk.to_jwk() });
+    finish(&rng, epk.to_jwk(), &cek, plaintext)
+}
+
+/// `plaintext` sealed to a ticket's at-rest X25519 key `to`.
+pub fn seal_at_rest(to: &RestKey, plaintext: &[u8]) -> Result<String, SealError> {
+    let rng = SystemRandom::new();
+    let ephemeral = EphemeralPrivateKey::generate(&X25519, &rng).map_err(|_| SealError::Random)?;
+    let epk = ephemeral
+        .compute_public_key()
+        .map_err(|_| SealError::Random)
+        .and_then(|k| RestKey::from_slice(k.as_ref()))?;
+    let peer = UnparsedPublicKey::new(&X25519, to.0);
+    let cek = agreement::agree_ephemeral(ephemeral, &peer, concat_kdf)
+        .map_err(|_| SealError::BadKey)?;
+    finish(&rng, epk.to_jwk(), &cek, plaintext)
+}
+
+/// The compact JWE of `plaintext` under `cek`, with `epk` in its header.
+fn finish(
+    rng: &SystemRandom,
+    epk: Value,
+    cek: &[u8; 32],
+    plaintext: &[u8],
+) -> Result<String, SealError> {
+    let header = serde_json::json!({ "alg": "ECDH-ES", "enc": ENC, "epk": epk });
     let header = URL_SAFE_NO_PAD.encode(header.to_string());
     let mut iv = [0u8; NONCE_LEN];
     rng.fill(&mut iv).map_err(|_| SealError::Random)?;
     let mut body = plaintext.to_vec();
-    let tag = aes_key(&cek)?
+    let tag = aes_key(cek)?
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(iv),
             Aad::from(header.as_bytes()),
@@ -184,40 +213,113 @@ pub fn seal(to: &PublicJwk, plaintext: &[u8]) -> Result<String, SealError> {
     ))
 }
 
-/// The private key a ticket's secret stands for; made again from the
-/// presented secret whenever a sealed-at-rest token must be opened.
-pub struct Opener(p256::SecretKey);
+/// The public half of a ticket's at-rest key: an X25519 point, stored as an
+/// `OKP` JWK.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Value", into = "Value")]
+pub struct RestKey([u8; 32]);
+
+impl fmt::Debug for RestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RestKey({})", URL_SAFE_NO_PAD.encode(&self.0[..6]))
+    }
+}
+
+impl RestKey {
+    fn from_slice(bytes: &[u8]) -> Result<Self, SealError> {
+        bytes.try_into().map(Self).map_err(|_| SealError::BadKey)
+    }
+
+    fn from_jwk(value: &Value) -> Result<Self, SealError> {
+        let jwk = value.as_object().ok_or(SealError::BadKey)?;
+        let is = |name: &str, want: &str| jwk.get(name).and_then(Value::as_str) == Some(want);
+        if !is("kty", "OKP") || !is("crv", "X25519") {
+            return Err(SealError::BadKey);
+        }
+        coordinate(jwk, "x").map(Self)
+    }
+
+    pub fn to_jwk(&self) -> Value {
+        serde_json::json!({ "kty": "OKP", "crv": "X25519", "x": URL_SAFE_NO_PAD.encode(self.0) })
+    }
+}
+
+impl TryFrom<Value> for RestKey {
+    type Error = SealError;
+    fn try_from(value: Value) -> Result<Self, SealError> {
+        Self::from_jwk(&value)
+    }
+}
+
+impl From<RestKey> for Value {
+    fn from(key: RestKey) -> Self {
+        key.to_jwk()
+    }
+}
+
+/// The at-rest private key a ticket's secret stands for; made again from
+/// the presented secret whenever a token sealed at rest must be opened.
+pub struct Opener([u8; 32]);
 
 impl Opener {
-    /// The key derived from `secret`. HMAC outputs that are not a valid
-    /// scalar (about one in 2^32) are skipped by counting on, the same way
-    /// on every instance.
+    /// The key derived from `secret` (any 32 bytes are an X25519 key).
     pub fn from_secret(secret: &str) -> Result<Self, SealError> {
-        for counter in 0u8..=255 {
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
-                .map_err(|_| SealError::BadKey)?;
-            mac.update(AT_REST_LABEL);
-            if counter > 0 {
-                mac.update(&[counter]);
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+            .map_err(|_| SealError::BadKey)?;
+        mac.update(AT_REST_LABEL);
+        Ok(Self(mac.finalize().into_bytes().into()))
+    }
+
+    /// The public half, which the ticket keeps so a confirm can seal to it.
+    pub fn public(&self) -> RestKey {
+        RestKey(MontgomeryPoint::mul_base_clamped(self.0).to_bytes())
+    }
+
+    /// The plaintext of a compact JWE sealed to this key.
+    pub fn open(&self, jwe: &str) -> Result<Vec<u8>, SealError> {
+        open_with(jwe, |epk| {
+            let epk = RestKey::from_jwk(epk).map_err(|_| SealError::Unopenable)?;
+            let z = MontgomeryPoint(epk.0).mul_clamped(self.0).to_bytes();
+            // A low-order `epk` gives an all-zero secret (RFC 7748 §6.1).
+            if z == [0u8; 32] {
+                return Err(SealError::Unopenable);
             }
-            let seed: [u8; 32] = mac.finalize().into_bytes().into();
-            if let Ok(key) = p256::SecretKey::from_bytes(&seed.into()) {
+            Ok(concat_kdf(&z))
+        })
+    }
+}
+
+/// What a browser does with its P-256 key, for tests and tools: the service
+/// itself never holds a key that opens a token sealed to a browser.
+#[doc(hidden)]
+pub struct BrowserKey(p256::SecretKey);
+
+#[doc(hidden)]
+impl BrowserKey {
+    /// A key named by `seed` (HMAC outputs that are not a scalar, about one
+    /// in 2^32, are skipped by counting on).
+    pub fn from_seed(seed: &str) -> Result<Self, SealError> {
+        for counter in 0u8..=255 {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(seed.as_bytes())
+                .map_err(|_| SealError::BadKey)?;
+            mac.update(&[counter]);
+            let bytes: [u8; 32] = mac.finalize().into_bytes().into();
+            if let Ok(key) = p256::SecretKey::from_bytes(&bytes.into()) {
                 return Ok(Self(key));
             }
         }
         Err(SealError::BadKey)
     }
 
-    /// The public half, which the ticket keeps so a confirm can seal to it.
     pub fn public(&self) -> Result<PublicJwk, SealError> {
         use p256::elliptic_curve::sec1::ToEncodedPoint;
         let point = self.0.public_key().to_encoded_point(false);
         PublicJwk::from_uncompressed(point.as_bytes())
     }
 
-    /// The plaintext of a compact JWE sealed to this key.
     pub fn open(&self, jwe: &str) -> Result<Vec<u8>, SealError> {
         open_with(jwe, |epk| {
+            let epk = PublicJwk::from_jwk(epk).map_err(|_| SealError::Unopenable)?;
             let epk = p256::PublicKey::from_sec1_bytes(&epk.uncompressed())
                 .map_err(|_| SealError::Unopenable)?;
             let z = p256::ecdh::diffie_hellman(self.0.to_nonzero_scalar(), epk.as_affine());
@@ -227,7 +329,7 @@ impl Opener {
 }
 
 /// Opens a compact `ECDH-ES`/`A256GCM` JWE given how to agree on the
-/// content key from its `epk`. Anything else (another `alg` or `enc`, an
+/// content key from its `epk` JWK. Anything else (another `alg` or `enc`, an
 /// encrypted key, a bad tag) does not open.
 fn bad<E>(_: E) -> SealError {
     SealError::Unopenable
@@ -235,7 +337,7 @@ fn bad<E>(_: E) -> SealError {
 
 fn open_with(
     jwe: &str,
-    agree: impl FnOnce(&PublicJwk) -> Result<[u8; 32], SealError>,
+    agree: impl FnOnce(&Value) -> Result<[u8; 32], SealError>,
 ) -> Result<Vec<u8>, SealError> {
     let mut parts = jwe.split('.');
     let (Some(header_b64), Some(""), Some(iv), Some(body), Some(tag), None) = (
@@ -255,11 +357,7 @@ fn open_with(
     {
         return Err(SealError::Unopenable);
     }
-    let epk = header
-        .get("epk")
-        .ok_or(SealError::Unopenable)
-        .and_then(|k| PublicJwk::from_jwk(k).map_err(|_| SealError::Unopenable))?;
-    let cek = agree(&epk)?;
+    let cek = agree(header.get("epk").ok_or(SealError::Unopenable)?)?;
     let iv: [u8; NONCE_LEN] = URL_SAFE_NO_PAD
         .decode(iv)
         .map_err(bad)?
@@ -281,41 +379,55 @@ fn open_with(
 mod tests {
     use super::*;
 
-    fn secret_key_jwk(opener: &Opener) -> Value {
-        opener.public().unwrap().to_jwk()
+    fn browser(seed: &str) -> BrowserKey {
+        BrowserKey::from_seed(seed).unwrap()
     }
 
     #[test]
-    fn a_sealed_token_opens_with_its_key_only() {
-        let mine = Opener::from_secret("browser-secret-1").unwrap();
-        let other = Opener::from_secret("browser-secret-2").unwrap();
+    fn a_token_sealed_to_a_browser_opens_with_its_key_only() {
+        let mine = browser("browser-1");
         let jwe = seal(&mine.public().unwrap(), b"header.payload.signature").unwrap();
         assert_eq!(mine.open(&jwe).unwrap(), b"header.payload.signature");
-        assert_eq!(other.open(&jwe), Err(SealError::Unopenable));
+        assert_eq!(browser("browser-2").open(&jwe), Err(SealError::Unopenable));
+        assert!(Opener::from_secret("browser-1").unwrap().open(&jwe).is_err());
         // Two seals of one plaintext share nothing but the header's shape.
         let again = seal(&mine.public().unwrap(), b"header.payload.signature").unwrap();
         assert_ne!(jwe, again);
     }
 
     #[test]
-    fn the_jwe_has_the_contract_shape() {
-        let key = Opener::from_secret("s").unwrap().public().unwrap();
-        let jwe = seal(&key, b"x").unwrap();
+    fn a_token_sealed_at_rest_opens_with_its_secret_only() {
+        let mine = Opener::from_secret("secret-1").unwrap();
+        let jwe = seal_at_rest(&mine.public(), b"header.payload.signature").unwrap();
+        assert_eq!(mine.open(&jwe).unwrap(), b"header.payload.signature");
+        let other = Opener::from_secret("secret-2").unwrap();
+        assert_eq!(other.open(&jwe), Err(SealError::Unopenable));
+    }
+
+    fn header_of(jwe: &str) -> Value {
         let parts: Vec<&str> = jwe.split('.').collect();
         assert_eq!(parts.len(), 5);
         assert_eq!(parts[1], "", "ECDH-ES direct: no encrypted key");
-        let header: Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
-        assert_eq!(header["alg"], "ECDH-ES");
-        assert_eq!(header["enc"], "A256GCM");
-        assert_eq!(header["epk"]["crv"], "P-256");
-        assert!(PublicJwk::from_jwk(&header["epk"]).is_ok());
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_jwes_have_the_contract_shape() {
+        let to_browser = header_of(&seal(&browser("s").public().unwrap(), b"x").unwrap());
+        assert_eq!(to_browser["alg"], "ECDH-ES");
+        assert_eq!(to_browser["enc"], "A256GCM");
+        assert_eq!(to_browser["epk"]["crv"], "P-256");
+        assert!(PublicJwk::from_jwk(&to_browser["epk"]).is_ok());
+        let at_rest = Opener::from_secret("s").unwrap().public();
+        let at_rest = header_of(&seal_at_rest(&at_rest, b"x").unwrap());
+        assert_eq!((&at_rest["alg"], &at_rest["enc"]), (&"ECDH-ES".into(), &"A256GCM".into()));
+        assert_eq!(at_rest["epk"]["crv"], "X25519");
     }
 
     #[test]
     fn a_tampered_jwe_does_not_open() {
         let opener = Opener::from_secret("s").unwrap();
-        let jwe = seal(&opener.public().unwrap(), b"payload").unwrap();
+        let jwe = seal_at_rest(&opener.public(), b"payload").unwrap();
         let parts: Vec<&str> = jwe.split('.').collect();
         for i in [0, 2, 3, 4] {
             let mut p: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
@@ -326,20 +438,25 @@ mod tests {
         }
         assert!(opener.open("a.b.c").is_err());
         assert!(opener.open(&jwe.replacen("..", ".AAAA.", 1)).is_err());
+        // A low-order point as epk (all-zero shared secret) opens nothing.
+        let zero = serde_json::json!({ "alg": "ECDH-ES", "enc": "A256GCM",
+            "epk": { "kty": "OKP", "crv": "X25519", "x": URL_SAFE_NO_PAD.encode([0u8; 32]) } });
+        let forged = format!("{}..{}", URL_SAFE_NO_PAD.encode(zero.to_string()), parts[2..].join("."));
+        assert_eq!(opener.open(&forged), Err(SealError::Unopenable));
     }
 
     #[test]
     fn the_key_follows_the_secret_not_its_stored_hash() {
-        let a = Opener::from_secret("same").unwrap().public().unwrap();
-        assert_eq!(a, Opener::from_secret("same").unwrap().public().unwrap());
-        assert_ne!(a, Opener::from_secret("other").unwrap().public().unwrap());
+        let a = Opener::from_secret("same").unwrap().public();
+        assert_eq!(a, Opener::from_secret("same").unwrap().public());
+        assert_ne!(a, Opener::from_secret("other").unwrap().public());
         let hash = hex::encode(Sha256::digest(b"same"));
-        assert_ne!(a, Opener::from_secret(&hash).unwrap().public().unwrap());
+        assert_ne!(a, Opener::from_secret(&hash).unwrap().public());
     }
 
     #[test]
     fn only_public_p256_jwks_are_accepted() {
-        let good = secret_key_jwk(&Opener::from_secret("s").unwrap());
+        let good = browser("s").public().unwrap().to_jwk();
         assert!(PublicJwk::from_jwk(&good).is_ok());
         // WebCrypto's export adds members; they are fine.
         let mut webcrypto = good.clone();
@@ -376,9 +493,12 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_key_round_trips_through_json() {
-        let key = Opener::from_secret("s").unwrap().public().unwrap();
+    fn stored_keys_round_trip_through_json() {
+        let key = browser("s").public().unwrap();
         let json = serde_json::to_string(&key).unwrap();
         assert_eq!(serde_json::from_str::<PublicJwk>(&json).unwrap(), key);
+        let rest = Opener::from_secret("s").unwrap().public();
+        let json = serde_json::to_string(&rest).unwrap();
+        assert_eq!(serde_json::from_str::<RestKey>(&json).unwrap(), rest);
     }
 }

@@ -9,7 +9,7 @@
 use std::process::Command;
 
 use qrlogin::store::conformance::find_jws;
-use qrlogin::token::seal::Opener;
+use qrlogin::token::seal::{BrowserKey, Opener};
 use serde_json::{Value, json};
 
 use crate::core::poll;
@@ -18,14 +18,14 @@ use crate::redis::{instance, instances};
 use crate::redis_server::RedisServer;
 
 /// A P-256 key pair, as a browser makes one (the test names it by a seed).
-fn browser_key(seed: &str) -> (Opener, Value) {
-    let key = Opener::from_secret(seed).unwrap();
+fn browser_key(seed: &str) -> (BrowserKey, Value) {
+    let key = BrowserKey::from_seed(seed).unwrap();
     let public = key.public().unwrap().to_jwk();
     (key, public)
 }
 
 /// `sealed_token` of a confirmed view, opened with `key`: the JWT.
-fn opened(view: &Value, key: &Opener) -> String {
+fn opened(view: &Value, key: &BrowserKey) -> String {
     assert_eq!(view["status"], "confirmed", "{view}");
     assert!(view.get("token").is_none(), "never a plain token: {view}");
     assert_eq!(view["token_type"], "Bearer");
