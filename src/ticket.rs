@@ -496,9 +496,7 @@ mod tests {
             user: None,
             scanned_by: None,
             identity: None,
-            seal_to: Some(SealTo::Secret(
-                Opener::from_secret("s").unwrap().public(),
-            )),
+            seal_to: Some(SealTo::Secret(Opener::from_secret("s").unwrap().public())),
             token: None,
         }
     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::{StoreError, TicketStore};
 use crate::ticket::{
-    Change, FINAL_STATE_GRACE_MS, IssuedToken, Provider, Requester, SealTo, Secret, Status,
-    Ticket, TicketId, TransitionError, UserInfo, now_ms,
+    Change, FINAL_STATE_GRACE_MS, IssuedToken, Provider, Requester, SealTo, Secret, Status, Ticket,
+    TicketId, TransitionError, UserInfo, now_ms,
 };
 use crate::token::seal::Opener;
 
@@ -226,7 +226,8 @@ pub fn find_jws(text: &str) -> Option<String> {
 }
 
 /// A real-looking signed token, so that a store keeping it would be caught.
-pub const SAMPLE_JWS: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJlLWJ5dGVz";
+pub const SAMPLE_JWS: &str =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJlLWJ5dGVz";
 
 pub async fn a_confirmed_ticket_holds_no_presentable_token(store: &dyn TicketStore) {
     assert_eq!(find_jws(SAMPLE_JWS).as_deref(), Some(SAMPLE_JWS));
@@ -247,7 +248,10 @@ pub async fn a_confirmed_ticket_holds_no_presentable_token(store: &dyn TicketSto
     assert_eq!(find_jws(&text), None, "{text}");
     // What is kept opens with the secret's key, and only with it.
     let jwe = &kept.token.as_ref().unwrap().jwe;
-    let opened = Opener::from_secret("conformance").unwrap().open(jwe).unwrap();
+    let opened = Opener::from_secret("conformance")
+        .unwrap()
+        .open(jwe)
+        .unwrap();
     assert_eq!(opened, SAMPLE_JWS.as_bytes());
     assert!(Opener::from_secret("other").unwrap().open(jwe).is_err());
 }

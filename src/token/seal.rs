@@ -25,9 +25,9 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use curve25519_dalek::montgomery::MontgomeryPoint;
 use hmac::{Hmac, Mac};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use curve25519_dalek::montgomery::MontgomeryPoint;
 use ring::agreement::{self, ECDH_P256, EphemeralPrivateKey, UnparsedPublicKey, X25519};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
@@ -66,7 +66,10 @@ impl fmt::Debug for PublicJwk {
 }
 
 fn coordinate(jwk: &serde_json::Map<String, Value>, name: &str) -> Result<[u8; 32], SealError> {
-    let text = jwk.get(name).and_then(Value::as_str).ok_or(SealError::BadKey)?;
+    let text = jwk
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or(SealError::BadKey)?;
     let bytes = URL_SAFE_NO_PAD
         .decode(text)
         .map_err(|_| SealError::BadKey)?;
@@ -167,8 +170,8 @@ pub fn seal(to: &PublicJwk, plaintext: &[u8]) -> Result<String, SealError> {
         .map_err(|_| SealError::Random)
         .and_then(|k| PublicJwk::from_uncompressed(k.as_ref()))?;
     let peer = UnparsedPublicKey::new(&ECDH_P256, to.uncompressed());
-    let cek = agreement::agree_ephemeral(ephemeral, &peer, concat_kdf)
-        .map_err(|_| SealError::BadKey)?;
+    let cek =
+        agreement::agree_ephemeral(ephemeral, &peer, concat_kdf).map_err(|_| SealError::BadKey)?;
     finish(&rng, epk.to_jwk(), &cek, plaintext)
 }
 
@@ -181,8 +184,8 @@ pub fn seal_at_rest(to: &RestKey, plaintext: &[u8]) -> Result<String, SealError>
         .map_err(|_| SealError::Random)
         .and_then(|k| RestKey::from_slice(k.as_ref()))?;
     let peer = UnparsedPublicKey::new(&X25519, to.0);
-    let cek = agreement::agree_ephemeral(ephemeral, &peer, concat_kdf)
-        .map_err(|_| SealError::BadKey)?;
+    let cek =
+        agreement::agree_ephemeral(ephemeral, &peer, concat_kdf).map_err(|_| SealError::BadKey)?;
     finish(&rng, epk.to_jwk(), &cek, plaintext)
 }
 
@@ -389,7 +392,12 @@ mod tests {
         let jwe = seal(&mine.public().unwrap(), b"header.payload.signature").unwrap();
         assert_eq!(mine.open(&jwe).unwrap(), b"header.payload.signature");
         assert_eq!(browser("browser-2").open(&jwe), Err(SealError::Unopenable));
-        assert!(Opener::from_secret("browser-1").unwrap().open(&jwe).is_err());
+        assert!(
+            Opener::from_secret("browser-1")
+                .unwrap()
+                .open(&jwe)
+                .is_err()
+        );
         // Two seals of one plaintext share nothing but the header's shape.
         let again = seal(&mine.public().unwrap(), b"header.payload.signature").unwrap();
         assert_ne!(jwe, again);
@@ -420,7 +428,10 @@ mod tests {
         assert!(PublicJwk::from_jwk(&to_browser["epk"]).is_ok());
         let at_rest = Opener::from_secret("s").unwrap().public();
         let at_rest = header_of(&seal_at_rest(&at_rest, b"x").unwrap());
-        assert_eq!((&at_rest["alg"], &at_rest["enc"]), (&"ECDH-ES".into(), &"A256GCM".into()));
+        assert_eq!(
+            (&at_rest["alg"], &at_rest["enc"]),
+            (&"ECDH-ES".into(), &"A256GCM".into())
+        );
         assert_eq!(at_rest["epk"]["crv"], "X25519");
     }
 
@@ -441,7 +452,11 @@ mod tests {
         // A low-order point as epk (all-zero shared secret) opens nothing.
         let zero = serde_json::json!({ "alg": "ECDH-ES", "enc": "A256GCM",
             "epk": { "kty": "OKP", "crv": "X25519", "x": URL_SAFE_NO_PAD.encode([0u8; 32]) } });
-        let forged = format!("{}..{}", URL_SAFE_NO_PAD.encode(zero.to_string()), parts[2..].join("."));
+        let forged = format!(
+            "{}..{}",
+            URL_SAFE_NO_PAD.encode(zero.to_string()),
+            parts[2..].join(".")
+        );
         assert_eq!(opener.open(&forged), Err(SealError::Unopenable));
     }
 

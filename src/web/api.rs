@@ -91,7 +91,9 @@ pub async fn create_ticket(
     // Checked before anything is prepared with WeChat: a bad key costs nothing.
     let seal = match &request.seal {
         None | Some(Value::Null) => None,
-        Some(jwk) => Some(PublicJwk::from_jwk(jwk).map_err(|e| Error::BadRequest(format!("seal: {e}")))?),
+        Some(jwk) => {
+            Some(PublicJwk::from_jwk(jwk).map_err(|e| Error::BadRequest(format!("seal: {e}")))?)
+        }
     };
     let id = TicketId::generate();
     let prepared = crate::providers::prepare(&app, provider, &id).await?;

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use tokio::time::{Instant, sleep_until};
 
 use super::view::StateView;
-use crate::token::seal::Opener;
 use super::{AppState, ClientIp, Json, RawBody, TicketPath, bearer};
 use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::{Status, now_ms};
+use crate::token::seal::Opener;
 
 /// Default wait when `?wait=` is absent, in seconds.
 pub const DEFAULT_WAIT: u64 = 25;

@@ -345,7 +345,11 @@ async fn in_chromium_the_page_seals_by_default_and_opens_the_token() {
     let confirmed = frames.iter().find(|f| f["status"] == "confirmed").unwrap();
     assert!(confirmed.get("token").is_none(), "{confirmed}");
     assert_eq!(
-        confirmed["sealed_token"].as_str().unwrap().split('.').count(),
+        confirmed["sealed_token"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .count(),
         5,
         "a compact JWE on the wire"
     );
@@ -354,9 +358,9 @@ async fn in_chromium_the_page_seals_by_default_and_opens_the_token() {
 
 #[tokio::test]
 async fn in_chromium_without_webcrypto_the_plain_flow_still_logs_in() {
-    let no_webcrypto = "Object.defineProperty(Crypto.prototype, 'subtle', { get: () => undefined });";
-    let Some((app, token, asked, frames)) =
-        browser_login("plain_in_chromium", no_webcrypto).await
+    let no_webcrypto =
+        "Object.defineProperty(Crypto.prototype, 'subtle', { get: () => undefined });";
+    let Some((app, token, asked, frames)) = browser_login("plain_in_chromium", no_webcrypto).await
     else {
         return;
     };
