@@ -8,6 +8,7 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   if [ "$(id -u)" = 0 ]; then
@@ -15,6 +16,13 @@ if [ ${#need[@]} -gt 0 ]; then
   else
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
+fi
+
+# An independent JOSE library opens the sealed tokens (tests/api/sealing.rs).
+if ! python3 -c 'import jwcrypto' >/dev/null 2>&1; then
+  echo "== installing: jwcrypto (PyPI)"
+  python3 -m pip install --quiet jwcrypto 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages jwcrypto
 fi
 
 echo "== cargo fmt --check"
