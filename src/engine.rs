@@ -118,8 +118,9 @@ impl Engine {
     }
 
     /// Sign a token for `subject`, then confirm. The token is signed first so
-    /// that it is stored with the `confirmed` state in one atomic step; a
-    /// losing racer's token is simply never handed out.
+    /// that it is stored with the `confirmed` state in one atomic step, and
+    /// sealed inside that step (`Ticket::apply`), so only its JWE is ever
+    /// written; a losing racer's token is simply never handed out.
     pub async fn confirm(
         &self,
         id: &TicketId,
