@@ -69,7 +69,7 @@ fn tickets(c: &mut Criterion) {
                 let id = TicketId::generate();
                 let content = format!("http://127.0.0.1:8080/m/{id}");
                 engine
-                    .create(id, Provider::Dev, content, requester())
+                    .create(id, Provider::Dev, content, requester(), None)
                     .await
                     .expect("created")
             })
@@ -87,7 +87,7 @@ fn tickets(c: &mut Criterion) {
                 rt.block_on(async {
                     let id = TicketId::generate();
                     engine
-                        .create(id.clone(), Provider::Dev, CONTENT.into(), requester())
+                        .create(id.clone(), Provider::Dev, CONTENT.into(), requester(), None)
                         .await
                         .expect("created");
                     id

@@ -18,7 +18,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
-command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   apt_install "${need[@]}"
 fi
@@ -37,6 +37,13 @@ if ! cmp -s examples/python-flask/requirements.txt "$venv/.installed-requirement
   python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -r examples/python-flask/requirements.txt
   cp examples/python-flask/requirements.txt "$venv/.installed-requirements.txt"
+fi
+
+# An independent JOSE library opens the sealed tokens (tests/api/sealing.rs).
+if ! python3 -c 'import jwcrypto' >/dev/null 2>&1; then
+  echo "== installing: jwcrypto (PyPI)"
+  python3 -m pip install --quiet jwcrypto 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages jwcrypto
 fi
 
 echo "== cargo fmt --check"

@@ -10,9 +10,11 @@ use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::store::TicketStore;
 use crate::ticket::{
-    Change, Identity, Provider, Requester, Secret, Status, Ticket, TicketId, UserInfo, now_ms,
+    Change, Identity, Provider, Requester, SealTo, Secret, Status, Ticket, TicketId, UserInfo,
+    now_ms,
 };
 use crate::token::Tokens;
+use crate::token::seal::{Opener, PublicJwk};
 
 #[derive(Clone)]
 pub struct Engine {
@@ -46,17 +48,33 @@ impl Engine {
 
     /// Store a new pending ticket with id `id` (chosen by the caller because
     /// some providers must register it with WeChat first).
+    ///
+    /// Its token will be sealed to `seal`, the browser's key, when given;
+    /// else to a key derived from the new secret, of which only the public
+    /// half is stored, so that the store never holds a presentable token.
     pub async fn create(
         &self,
         id: TicketId,
         provider: Provider,
         qr_content: String,
         requester: Requester,
+        seal: Option<PublicJwk>,
     ) -> Result<(Ticket, Secret)> {
         if self.store.live_count().await? >= self.max_live {
             return Err(Error::OverCapacity("too many live tickets, retry shortly"));
         }
         let secret = Secret::generate();
+        let seal_to = match seal {
+            Some(key) => SealTo::Browser(key),
+            None => SealTo::Secret(
+                Opener::from_secret(secret.expose())
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "at-rest key derivation failed");
+                        Error::Unavailable
+                    })?
+                    .public(),
+            ),
+        };
         let now = now_ms();
         let ticket = Ticket {
             id,
@@ -71,6 +89,7 @@ impl Engine {
             user: None,
             scanned_by: None,
             identity: None,
+            seal_to: Some(seal_to),
             token: None,
         };
         self.store.insert(&ticket).await?;
@@ -99,8 +118,9 @@ impl Engine {
     }
 
     /// Sign a token for `subject`, then confirm. The token is signed first so
-    /// that it is stored with the `confirmed` state in one atomic step; a
-    /// losing racer's token is simply never handed out.
+    /// that it is stored with the `confirmed` state in one atomic step, and
+    /// sealed inside that step (`Ticket::apply`), so only its JWE is ever
+    /// written; a losing racer's token is simply never handed out.
     pub async fn confirm(
         &self,
         id: &TicketId,

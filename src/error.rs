@@ -124,6 +124,10 @@ impl From<StoreError> for Error {
             StoreError::Transition(TransitionError::NotScanner) => {
                 Error::Forbidden("this ticket was scanned by another device")
             }
+            StoreError::Transition(TransitionError::Unsealable) => {
+                tracing::error!("a confirmed token could not be sealed; nothing was stored");
+                Error::Unavailable
+            }
             StoreError::Transition(t) => Error::InvalidTransition(t.to_string()),
             StoreError::Unavailable(cause) => {
                 tracing::warn!(%cause, "store unavailable");

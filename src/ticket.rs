@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::token::seal::{PublicJwk, RestKey, seal, seal_at_rest};
+
 const BASE62: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const BASE64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -284,10 +286,35 @@ pub struct Identity {
     pub unionid: Option<String>,
 }
 
-/// The signed token handed to the browser on `confirmed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The signed token handed to the browser on `confirmed`, as it is signed:
+/// it lives in memory only, on its way to being sealed.
+#[derive(Clone, PartialEq, Eq)]
 pub struct IssuedToken {
     pub token: String,
+    pub expires_in: u64,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IssuedToken(.., expires_in: {})", self.expires_in)
+    }
+}
+
+/// Whose key a ticket's token is sealed to before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", content = "jwk", rename_all = "snake_case")]
+pub enum SealTo {
+    /// The browser's own key (`seal`): the JWE goes out as `sealed_token`.
+    Browser(PublicJwk),
+    /// The key derived from the ticket's secret: the service opens the JWE
+    /// when the secret is presented and hands out the plain `token`.
+    Secret(RestKey),
+}
+
+/// The token as stored: a JWE (see `token::seal`), never the JWT itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedToken {
+    pub jwe: String,
     pub expires_in: u64,
 }
 
@@ -316,8 +343,11 @@ pub struct Ticket {
     /// Who scanned, when the provider knows (WeChat ids).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
+    /// Where the token will be sealed to; fixed at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<IssuedToken>,
+    pub seal_to: Option<SealTo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SealedToken>,
 }
 
 /// A requested change of state.
@@ -329,7 +359,8 @@ pub enum Change {
         user: Option<UserInfo>,
         identity: Option<Identity>,
     },
-    /// Log the browser in with this token. `by`, when given, must be whoever
+    /// Log the browser in with this token, which is sealed to the ticket's
+    /// `seal_to` key as it is stored. `by`, when given, must be whoever
     /// scanned (the phone side); `None` is a trusted caller.
     Confirm {
         by: Option<String>,
@@ -357,6 +388,10 @@ pub enum TransitionError {
     Invalid(Status, Status),
     #[error("the ticket was scanned by someone else")]
     NotScanner,
+    /// No key to seal the token to (a ticket stored before sealing
+    /// existed), or the random generator failed: nothing is stored.
+    #[error("the token could not be sealed")]
+    Unsealable,
 }
 
 impl Ticket {
@@ -370,7 +405,8 @@ impl Ticket {
     }
 
     /// The ticket after `change`, or why not. Pure: stores call it inside
-    /// their compare-and-set.
+    /// their compare-and-set. (Pure but for the randomness of sealing a
+    /// confirm's token.)
     ///
     /// A final state reached in the ticket's last moments stays readable
     /// for `FINAL_STATE_GRACE_MS` after it was reached: the sockets waiting
@@ -414,7 +450,16 @@ impl Ticket {
                 if user.is_some() {
                     next.user = user;
                 }
-                next.token = Some(token);
+                let to = self.seal_to.as_ref().ok_or(TransitionError::Unsealable)?;
+                let jwe = match to {
+                    SealTo::Browser(key) => seal(key, token.token.as_bytes()),
+                    SealTo::Secret(key) => seal_at_rest(key, token.token.as_bytes()),
+                }
+                .map_err(|_| TransitionError::Unsealable)?;
+                next.token = Some(SealedToken {
+                    jwe,
+                    expires_in: token.expires_in,
+                });
             }
             Change::Deny { by } => check_scanner(&by)?,
         }
@@ -437,6 +482,7 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::seal::Opener;
 
     fn ticket(status: Status) -> Ticket {
         Ticket {
@@ -455,6 +501,7 @@ mod tests {
             user: None,
             scanned_by: None,
             identity: None,
+            seal_to: Some(SealTo::Secret(Opener::from_secret("s").unwrap().public())),
             token: None,
         }
     }
@@ -574,7 +621,10 @@ mod tests {
             Status::Denied
         );
         let s = t.apply(scan("p"), 0).unwrap();
-        assert_eq!(s.apply(c, 0).unwrap().token, Some(token()));
+        let sealed = s.apply(c, 0).unwrap().token.unwrap();
+        assert_eq!(sealed.expires_in, 60);
+        let opened = Opener::from_secret("s").unwrap().open(&sealed.jwe).unwrap();
+        assert_eq!(opened, b"jwt");
         assert_eq!(
             s.apply(
                 Change::Deny {
@@ -586,6 +636,19 @@ mod tests {
             .status,
             Status::Denied
         );
+    }
+
+    #[test]
+    fn a_ticket_with_no_key_to_seal_to_is_not_confirmed() {
+        // A record from before sealing: confirming it would store the JWT.
+        let mut t = ticket(Status::Pending);
+        t.seal_to = None;
+        let c = Change::Confirm {
+            by: None,
+            user: None,
+            token: token(),
+        };
+        assert_eq!(t.apply(c, 0), Err(TransitionError::Unsealable));
     }
 
     #[test]

@@ -6,8 +6,9 @@
  *     lang: "en",                           // "en" or "zh-CN" (default: the page's lang, then the browser's)
  *     onState: function (status, state) {}, // pending, scanned, confirmed, denied, expired
  *     onToken: function (token, state) {}, // the signed JWT, once confirmed
- *     wechatRedirect: "iframe"              // `wechat-web`: WeChat comes back inside its frame
+ *     wechatRedirect: "iframe",             // `wechat-web`: WeChat comes back inside its frame
  *                                           // ("iframe", default) or takes the whole page ("top")
+ *     seal: true                            // false: the plain flow even where WebCrypto exists
  *   });
  *   login.destroy();                        // stops every timer, socket and request
  *
@@ -28,6 +29,13 @@
  * login page's fragment). Only this page holds the ticket's secret, so only
  * it can redeem the code. A browser that gets a code for a login it did not
  * start (a forwarded WeChat page) is told so, and nothing is done.
+ *
+ * Where WebCrypto exists the token is sealed: each ticket gets a new
+ * non-extractable P-256 key, only its public half is sent (`seal`), and the
+ * service answers a JWE (ECDH-ES, A256GCM) that this page opens before
+ * `onToken`; so nothing recording the socket or the secret gets the token.
+ * The key is kept in IndexedDB for the ticket's life, for a page that WeChat
+ * reloads. Without WebCrypto: the plain flow.
  */
 (function (global) {
   "use strict";
@@ -136,6 +144,81 @@
     return svg;
   }
 
+  // --- sealed tokens (RFC 7516 compact JWE, ECDH-ES + A256GCM) -----------
+  var subtle = global.crypto && global.crypto.subtle;
+  var CURVE = { name: "ECDH", namedCurve: "P-256" };
+
+  function canSeal() { return !!(subtle && global.TextEncoder && global.TextDecoder && global.atob); }
+
+  function fromB64u(text) {
+    var b = String(text).replace(/-/g, "+").replace(/_/g, "/");
+    while (b.length % 4) b += "=";
+    var bin = atob(b), out = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  }
+
+  /** A fresh key pair whose private half never leaves WebCrypto. */
+  function makeSealKey() {
+    return subtle.generateKey(CURVE, false, ["deriveBits"]).then(function (pair) {
+      return subtle.exportKey("jwk", pair.publicKey).then(function (jwk) {
+        return { privateKey: pair.privateKey, jwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y } };
+      });
+    });
+  }
+
+  /** The JWT inside `jwe`, opened with `privateKey` (RFC 7518 §4.6 Concat KDF). */
+  function openSealed(privateKey, jwe) {
+    var p = String(jwe).split(".");
+    if (p.length !== 5 || p[1] !== "") return Promise.reject(new Error("not an ECDH-ES JWE"));
+    var header = JSON.parse(new TextDecoder().decode(fromB64u(p[0])));
+    if (header.alg !== "ECDH-ES" || header.enc !== "A256GCM" || !header.epk) {
+      return Promise.reject(new Error("unexpected JWE algorithms"));
+    }
+    var epk = { kty: "EC", crv: "P-256", x: header.epk.x, y: header.epk.y };
+    return subtle.importKey("jwk", epk, CURVE, false, []).then(function (peer) {
+      return subtle.deriveBits({ name: "ECDH", public: peer }, privateKey, 256);
+    }).then(function (z) {
+      var enc = new TextEncoder().encode(header.enc);
+      var info = new Uint8Array(4 + 32 + 4 + enc.length + 12);
+      var view = new DataView(info.buffer);
+      view.setUint32(0, 1);
+      info.set(new Uint8Array(z), 4);
+      view.setUint32(36, enc.length);
+      info.set(enc, 40);
+      view.setUint32(40 + enc.length + 8, 256); // empty apu and apv, then keydatalen
+      return subtle.digest("SHA-256", info);
+    }).then(function (cek) {
+      return subtle.importKey("raw", cek, { name: "AES-GCM" }, false, ["decrypt"]);
+    }).then(function (cek) {
+      var body = fromB64u(p[3]), tag = fromB64u(p[4]);
+      var data = new Uint8Array(body.length + tag.length);
+      data.set(body); data.set(tag, body.length);
+      var aad = new TextEncoder().encode(p[0]);
+      return subtle.decrypt({ name: "AES-GCM", iv: fromB64u(p[2]), additionalData: aad, tagLength: 128 }, cek, data);
+    }).then(function (plain) { return new TextDecoder().decode(plain); });
+  }
+
+  /** IndexedDB keeps a ticket's CryptoKey (still non-extractable) across a reload. */
+  function sealKeys(op, id, key) {
+    return new Promise(function (resolve) {
+      var db;
+      try { db = global.indexedDB.open("qrlogin-seal", 1); } catch (e) { resolve(null); return; }
+      db.onupgradeneeded = function () { db.result.createObjectStore("keys"); };
+      db.onerror = function () { resolve(null); };
+      db.onsuccess = function () {
+        try {
+          var tx = db.result.transaction("keys", op === "get" ? "readonly" : "readwrite");
+          var keys = tx.objectStore("keys");
+          var rq = op === "put" ? keys.put(key, id) : op === "get" ? keys.get(id) : keys["delete"](id);
+          rq.onsuccess = function () { resolve(op === "get" ? rq.result || null : null); };
+          rq.onerror = function () { resolve(null); };
+          tx.oncomplete = function () { db.result.close(); };
+        } catch (e) { resolve(null); }
+      };
+    });
+  }
+
   function pickLang(wanted) {
     var tag = String(wanted || document.documentElement.lang || navigator.language || "en");
     if (TEXT[tag]) return tag;
@@ -158,6 +241,7 @@
       destroyed: false, ticket: null, status: null, skew: 0, total: 0,
       ws: null, requests: [], timers: [], tick: null,
       attempt: 0, renewals: 0, lost: 0,
+      keys: {}, unsealing: null, // a sealed ticket's private key, and the ticket being opened
       wsBlocked: transports.indexOf("websocket") < 0 || typeof WebSocket === "undefined"
     };
 
@@ -350,6 +434,7 @@
 
     function emit(st) {
       if (!st || !st.status) return;
+      if (st.sealed_token && !st.token) { unseal(st); return; }
       var changed = st.status !== s.status;
       s.lost = 0;
       if (st.status === "scanned") s.renewals = 0;
@@ -366,6 +451,38 @@
         s.renewals++;
         later(start, 600); // long enough to read "here is a new one"
       }
+    }
+
+    /** A sealed `confirmed`: open it with this ticket's key, then emit it
+     * as the plain flow would. Final already, so the transports stop now. */
+    function unseal(st) {
+      var tk = s.ticket;
+      if (!tk || s.unsealing === tk) return;
+      s.unsealing = tk;
+      closeTransports();
+      var held = s.keys[tk.ticket];
+      (held ? Promise.resolve(held) : sealKeys("get", tk.ticket)).then(function (key) {
+        if (!key) throw new Error("this ticket's key is gone");
+        return openSealed(key, st.sealed_token);
+      }).then(function (jwt) {
+        return jwt;
+      }, function (e) {
+        report(e);
+        return null;
+      }).then(function (jwt) {
+        delete s.keys[tk.ticket];
+        sealKeys("delete", tk.ticket);
+        if (s.destroyed || s.ticket !== tk) return;
+        if (!jwt) { // never "Logged in" without a token: a new code instead
+          say(t.error);
+          later(start, backoff());
+          return;
+        }
+        var open = {};
+        for (var k in st) if (k !== "sealed_token") open[k] = st[k];
+        if (jwt) open.token = jwt;
+        emit(open);
+      });
     }
 
     function report(e) { if (global.console) console.error("qrlogin: a callback failed", e); }
@@ -410,16 +527,32 @@
       if (resumed) { follow(resumed); return; }
       say(t.connecting);
       var body = options.provider ? { provider: options.provider } : {};
-      request("/api/v1/tickets", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(body),
-        credentials: "same-origin"
+      var sealing = options.seal !== false && canSeal()
+        ? makeSealKey().then(null, function () { return null; }) // no key: the plain flow
+        : Promise.resolve(null);
+      var key = null;
+      sealing.then(function (k) {
+        key = k;
+        if (key) body.seal = key.jwk;
+        return request("/api/v1/tickets", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(body),
+          credentials: "same-origin"
+        });
       }).then(function (r) {
         if (!r.ok) throw new Error("HTTP " + r.status);
         return r.json();
       }).then(function (tk) {
         if (s.destroyed) return;
+        if (!key) return tk;
+        tk.sealed = true;
+        s.keys[tk.ticket] = key.privateKey;
+        // Kept before the page may leave for WeChat ("top"), so the page
+        // that comes back can still open its token.
+        return sealKeys("put", tk.ticket, key.privateKey).then(function () { return tk; });
+      }).then(function (tk) {
+        if (!tk || s.destroyed) return;
         s.attempt = 0;
         // Count down on this computer's clock, whatever its offset.
         s.skew = Date.parse(tk.expires_at) - (Date.now() + tk.expires_in * 1000);

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use super::{StoreError, TicketStore};
 use crate::ticket::{
-    Change, FINAL_STATE_GRACE_MS, IssuedToken, Provider, Requester, Secret, Status, Ticket,
+    Change, FINAL_STATE_GRACE_MS, IssuedToken, Provider, Requester, SealTo, Secret, Status, Ticket,
     TicketId, TransitionError, UserInfo, now_ms,
 };
+use crate::token::seal::Opener;
 
 /// A fresh pending ticket living `ttl_ms`.
 pub fn ticket(ttl_ms: u64) -> Ticket {
@@ -31,6 +32,9 @@ pub fn ticket(ttl_ms: u64) -> Ticket {
         user: None,
         scanned_by: None,
         identity: None,
+        seal_to: Some(SealTo::Secret(
+            Opener::from_secret("conformance").unwrap().public(),
+        )),
         token: None,
     }
 }
@@ -198,6 +202,60 @@ pub async fn put_replaces_and_remove_deletes(store: &dyn TicketStore) {
     assert_eq!(store.get_value(&key).await.unwrap(), None);
 }
 
+/// The first JWS (`header.payload.signature`, the header a base64url JSON
+/// object with `alg`) anywhere in `text`, in whatever it is embedded. A
+/// compact JWE does not count: its header is followed by an empty
+/// encrypted key, and its other parts are random bytes, not a JOSE header.
+pub fn find_jws(text: &str) -> Option<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let is_header = |part: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v.get("alg").is_some())
+    };
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+        .find_map(|run| {
+            let parts: Vec<&str> = run.split('.').collect();
+            parts.windows(3).find_map(|w| {
+                (w.iter().all(|p| !p.is_empty()) && is_header(w[0])).then(|| w.join("."))
+            })
+        })
+}
+
+/// A real-looking signed token, so that a store keeping it would be caught.
+pub const SAMPLE_JWS: &str =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJlLWJ5dGVz";
+
+pub async fn a_confirmed_ticket_holds_no_presentable_token(store: &dyn TicketStore) {
+    assert_eq!(find_jws(SAMPLE_JWS).as_deref(), Some(SAMPLE_JWS));
+    let t = ticket(60_000);
+    store.insert(&t).await.unwrap();
+    let change = Change::Confirm {
+        by: None,
+        user: None,
+        token: IssuedToken {
+            token: SAMPLE_JWS.into(),
+            expires_in: 60,
+        },
+    };
+    let done = store.transition(&t.id, change).await.unwrap();
+    let kept = store.get(&t.id).await.unwrap().unwrap();
+    assert_eq!(kept, done);
+    let text = format!("{} {kept:?}", serde_json::to_string(&kept).unwrap());
+    assert_eq!(find_jws(&text), None, "{text}");
+    // What is kept opens with the secret's key, and only with it.
+    let jwe = &kept.token.as_ref().unwrap().jwe;
+    let opened = Opener::from_secret("conformance")
+        .unwrap()
+        .open(jwe)
+        .unwrap();
+    assert_eq!(opened, SAMPLE_JWS.as_bytes());
+    assert!(Opener::from_secret("other").unwrap().open(jwe).is_err());
+}
+
 pub async fn live_count_counts_inserted_tickets(store: &dyn TicketStore) {
     let before = store.live_count().await.unwrap();
     for _ in 0..3 {
@@ -216,7 +274,7 @@ macro_rules! store_conformance_suite {
             inserted_ticket_reads_back_whole, unknown_ticket_is_none, ticket_is_gone_after_its_expiry,
             transitions_follow_the_state_machine, a_final_state_keeps_its_expiry_or_the_grace,
             put_new_sets_once_until_its_ttl, put_replaces_and_remove_deletes,
-            live_count_counts_inserted_tickets);
+            live_count_counts_inserted_tickets, a_confirmed_ticket_holds_no_presentable_token);
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn racing_changes_have_exactly_one_winner() {
             let store: std::sync::Arc<dyn $crate::store::TicketStore> = std::sync::Arc::new($make);

@@ -19,6 +19,7 @@
 pub mod jwk;
 pub mod jwks_verifier;
 pub mod keys;
+pub mod seal;
 pub mod verify;
 
 use std::path::Path;

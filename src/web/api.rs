@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::providers::wechat::miniprogram::RequesterView;
 use crate::qr;
 use crate::ticket::{Identity, Provider, Requester, TicketId, UserInfo};
+use crate::token::seal::PublicJwk;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -41,6 +42,11 @@ pub fn router() -> Router<AppState> {
 pub struct CreateTicket {
     #[serde(default)]
     provider: Option<String>,
+    /// The browser's P-256 public key as a JWK: the token is then sealed to
+    /// it and sent as `sealed_token`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    seal: Option<Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -83,6 +89,13 @@ pub async fn create_ticket(
             .filter(|p| app.settings.providers.contains(p))
             .ok_or_else(|| Error::BadRequest(format!("provider {name:?} is not enabled")))?,
     };
+    // Checked before anything is prepared with WeChat: a bad key costs nothing.
+    let seal = match &request.seal {
+        None | Some(Value::Null) => None,
+        Some(jwk) => {
+            Some(PublicJwk::from_jwk(jwk).map_err(|e| Error::BadRequest(format!("seal: {e}")))?)
+        }
+    };
     let id = TicketId::generate();
     let prepared = crate::providers::prepare(&app, provider, &id).await?;
     let requester = Requester {
@@ -91,7 +104,7 @@ pub async fn create_ticket(
     };
     let (ticket, secret) = app
         .engine
-        .create(id, provider, prepared.qr_content, requester)
+        .create(id, provider, prepared.qr_content, requester, seal)
         .await?;
     let base = format!("/api/v1/tickets/{}", ticket.id);
     let created = TicketCreated {
@@ -448,6 +461,7 @@ pub async fn deny_ticket(
 /// confirmed.
 pub fn without_token(mut view: StateView) -> StateView {
     view.token = None;
+    view.sealed_token = None;
     view.token_type = None;
     view.expires_in = None;
     view

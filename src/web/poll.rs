@@ -14,6 +14,7 @@ use super::view::StateView;
 use super::{AppState, ClientIp, Json, Query, RawBody, TicketPath, bearer};
 use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::{Status, now_ms};
+use crate::token::seal::Opener;
 
 /// Default wait when `?wait=` is absent, in seconds.
 pub const DEFAULT_WAIT: u64 = 25;
@@ -103,6 +104,7 @@ pub async fn poll_ticket(
     if !ticket.secret_hash.matches(secret) {
         return Err(Error::Unauthorized("wrong secret"));
     }
+    let opener = Opener::from_secret(secret).map_err(|_| Error::Unavailable)?;
     // Counted with the ticket's sockets and the IP's other polls, before
     // the wait, in one step.
     let _pass = app.limits.waiting.admit(Kind::Poll, &id, ip)?;
@@ -111,7 +113,7 @@ pub async fn poll_ticket(
     let expiry = Instant::now() + Duration::from_millis(ticket.expires_at.saturating_sub(now_ms()));
     let mut current = Some(ticket);
     loop {
-        let view = StateView::of(current.as_ref());
+        let view = StateView::for_browser(current.as_ref(), &opener);
         if Some(view.status) != seen || Instant::now() >= give_up {
             return Ok(Json(view));
         }

@@ -5,7 +5,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::ticket::{Status, Ticket, UserInfo, now_ms};
+use crate::ticket::{SealTo, Status, Ticket, UserInfo, now_ms};
+use crate::token::seal::Opener;
 
 /// The browser's view of a ticket.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -17,6 +18,10 @@ pub struct StateView {
     pub user: Option<UserInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Instead of `token` for a ticket created with `seal`: the JWT as a
+    /// compact JWE only the browser's key opens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub token_type: Option<&'static str>,
@@ -32,27 +37,48 @@ pub enum Frame<'a> {
 }
 
 impl StateView {
-    /// The view of `ticket` now; `None` (gone) reads as expired.
+    /// The view of `ticket` now, without any token (for whoever is not the
+    /// browser: a backend, the phone side); `None` (gone) reads as expired.
     pub fn of(ticket: Option<&Ticket>) -> Self {
         let Some(t) = ticket else {
             return Self::bare(Status::Expired);
         };
         let status = t.status_at(now_ms());
         let mut view = Self::bare(status);
-        match status {
-            Status::Pending | Status::Scanned => view.expires_at = Some(rfc3339(t.expires_at)),
-            Status::Confirmed => {
-                if let Some(token) = &t.token {
-                    view.token = Some(token.token.clone());
-                    view.token_type = Some("Bearer");
-                    view.expires_in = Some(token.expires_in);
-                }
-            }
-            Status::Denied | Status::Expired => {}
+        if matches!(status, Status::Pending | Status::Scanned) {
+            view.expires_at = Some(rfc3339(t.expires_at));
         }
         if matches!(status, Status::Scanned | Status::Confirmed) {
             view.user = t.user.clone();
         }
+        view
+    }
+
+    /// The view the browser that presented the ticket's secret gets: with
+    /// the token once confirmed. A token sealed to the browser's key goes
+    /// out as stored; one sealed to the secret's key is opened with
+    /// `opener`, made from the secret just presented — the store alone
+    /// could not open it.
+    pub fn for_browser(ticket: Option<&Ticket>, opener: &Opener) -> Self {
+        let mut view = Self::of(ticket);
+        let Some(t) = ticket.filter(|_| view.status == Status::Confirmed) else {
+            return view;
+        };
+        let Some(token) = &t.token else {
+            return view;
+        };
+        match &t.seal_to {
+            Some(SealTo::Browser(_)) => view.sealed_token = Some(token.jwe.clone()),
+            _ => match opener.open(&token.jwe).map(String::from_utf8) {
+                Ok(Ok(jwt)) => view.token = Some(jwt),
+                _ => {
+                    tracing::error!(ticket = t.id.short(), "a stored token did not open");
+                    return view;
+                }
+            },
+        }
+        view.token_type = Some("Bearer");
+        view.expires_in = Some(token.expires_in);
         view
     }
 
@@ -62,6 +88,7 @@ impl StateView {
             expires_at: None,
             user: None,
             token: None,
+            sealed_token: None,
             token_type: None,
             expires_in: None,
         }

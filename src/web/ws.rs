@@ -23,6 +23,7 @@ use super::view::StateView;
 use super::{AppState, ClientIp, TicketPath};
 use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::{Ticket, TicketId};
+use crate::token::seal::Opener;
 
 /// The subprotocol we speak; the secret rides in a second one.
 pub const PROTOCOL: &str = "qrlogin.v1";
@@ -106,6 +107,9 @@ pub async fn upgrade_ws(
     if !ticket.secret_hash.matches(secret) {
         return Err(Error::Unauthorized("wrong secret"));
     }
+    // The key that opens a token sealed at rest to this secret: the socket
+    // keeps it (32 bytes) instead of the secret.
+    let opener = Opener::from_secret(secret).map_err(|_| Error::Unavailable)?;
     let upgrade =
         upgrade.map_err(|e| Error::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
     // Counted here, before the upgrade is answered, in the same step as the
@@ -123,7 +127,7 @@ pub async fn upgrade_ws(
             // A task of its own, with the socket boxed: axum's upgrade task
             // keeps the stream in several places of its state and finishes
             // here, so a waiting browser holds ~1 KiB instead of ~2.5 KiB.
-            tokio::spawn(session(app, id, Box::new(socket), pass));
+            tokio::spawn(session(app, id, opener, Box::new(socket), pass));
             std::future::ready(())
         }))
 }
@@ -178,8 +182,8 @@ struct Look {
 /// Built apart from the session so that no `Ticket` or `StateView` is held
 /// across an `.await`: whatever a session holds across one is held by every
 /// idle socket for as long as it waits.
-fn look(ticket: Option<&Ticket>) -> Look {
-    let view = StateView::of(ticket);
+fn look(ticket: Option<&Ticket>, opener: &Opener) -> Look {
+    let view = StateView::for_browser(ticket, opener);
     Look {
         terminal: view.status.is_terminal(),
         expires_at: ticket.filter(|t| !t.status.is_terminal()).map(|t| {
@@ -211,7 +215,13 @@ enum Event {
 /// tungstenite's buffers): the socket is not split (no shared lock, no
 /// second half), events are gathered by one `select!` and handled after
 /// its futures are gone, and only a fingerprint of the last frame is kept.
-async fn session(app: AppState, id: TicketId, mut socket: Box<WebSocket>, _pass: Pass) {
+async fn session(
+    app: AppState,
+    id: TicketId,
+    opener: Opener,
+    mut socket: Box<WebSocket>,
+    _pass: Pass,
+) {
     let _open = OpenSocket::new();
     // Registered before the first read: nothing can slip between.
     let mut waiter = app.engine.hub.watch(&id);
@@ -229,7 +239,7 @@ async fn session(app: AppState, id: TicketId, mut socket: Box<WebSocket>, _pass:
             // In a statement of its own: the ticket read is dropped here, not
             // kept in this future's state across the sends below (~700 bytes
             // per waiting browser).
-            let looked = app.engine.get(&id).await.map(|t| look(t.as_ref()));
+            let looked = app.engine.get(&id).await.map(|t| look(t.as_ref(), &opener));
             match looked {
                 Ok(Look {
                     frame,

@@ -462,7 +462,7 @@ async fn confirming_a_denied_ticket_is_invalid_transition() {
 
 // ---------- long-poll ----------
 
-async fn poll(app: &TestApp, t: &Ticket, body: Value, wait: u64) -> reqwest::Response {
+pub(crate) async fn poll(app: &TestApp, t: &Ticket, body: Value, wait: u64) -> reqwest::Response {
     app.client
         .post(app.url(&format!("/api/v1/tickets/{}/poll?wait={wait}", t.id)))
         .bearer_auth(&t.secret)

@@ -19,6 +19,7 @@ mod phone_binding;
 mod redis;
 mod redis_server;
 mod redis_store;
+mod sealing;
 mod tokens;
 mod wechat_mp;
 mod wechat_oauth;

@@ -11,7 +11,7 @@ use crate::helpers::*;
 use crate::redis_server::{RedisCluster, RedisSentinels, RedisServer, TestCerts};
 
 /// An instance on `url` with key prefix `prefix`.
-async fn instance(url: &str, prefix: &str) -> TestApp {
+pub(crate) async fn instance(url: &str, prefix: &str) -> TestApp {
     let (url, prefix) = (url.to_owned(), prefix.to_owned());
     spawn_app_with(move |s| {
         s.redis_url = Some(url);
@@ -20,7 +20,7 @@ async fn instance(url: &str, prefix: &str) -> TestApp {
     .await
 }
 
-async fn instances(url: &str, n: usize) -> Vec<TestApp> {
+pub(crate) async fn instances(url: &str, n: usize) -> Vec<TestApp> {
     let prefix = format!("it{}", rand::random::<u32>());
     let mut apps = Vec::new();
     for _ in 0..n {
