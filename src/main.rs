@@ -82,6 +82,11 @@ fn check_config(settings: &qrlogin::Settings, matches: &clap::ArgMatches) -> Exi
     // Writes ignore a closed pipe (`| head`): the exit code still tells.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", qrlogin::config::describe(matches));
+    if let Some(path) = &settings.oidc_clients_file {
+        if let Ok(clients) = qrlogin::oidc::Clients::load(path) {
+            let _ = writeln!(out, "{}", clients.describe());
+        }
+    }
     let problems = settings.problems();
     for p in &problems {
         let _ = writeln!(out, "problem: {p}");

@@ -6,6 +6,8 @@
  *     lang: "en",                           // "en" or "zh-CN" (default: the page's lang, then the browser's)
  *     onState: function (status, state) {}, // pending, scanned, confirmed, denied, expired
  *     onToken: function (token, state) {}   // the signed JWT, once confirmed
+ *     // onState's third argument is the ticket ({ticket, secret, …});
+ *     // ticketPath: where tickets are created (default /api/v1/tickets)
  *   });
  *   login.destroy();                        // stops every timer, socket and request
  *
@@ -125,7 +127,9 @@
     var t = TEXT[lang];
     var transports = options.transports || ["websocket", "poll"];
     var canPoll = transports.indexOf("poll") >= 0;
-    var storageKey = "qrlogin.ticket." + (options.provider || "default");
+    var ticketPath = options.ticketPath || "/api/v1/tickets";
+    var storageKey = "qrlogin.ticket." + (options.provider || "default") +
+      (options.ticketPath ? "." + options.ticketPath : "");
     var s = {
       destroyed: false, ticket: null, status: null, skew: 0, total: 0,
       ws: null, requests: [], timers: [], tick: null,
@@ -328,7 +332,7 @@
       s.status = st.status;
       show(st);
       if (changed && typeof options.onState === "function") {
-        try { options.onState(st.status, st); } catch (e) { report(e); }
+        try { options.onState(st.status, st, s.ticket); } catch (e) { report(e); }
       }
       if (FINAL[st.status]) { closeTransports(); forget(); }
       if (st.status === "confirmed" && st.token && typeof options.onToken === "function") {
@@ -369,7 +373,7 @@
       if (resumed) { follow(resumed); return; }
       say(t.connecting);
       var body = options.provider ? { provider: options.provider } : {};
-      request("/api/v1/tickets", {
+      request(ticketPath, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify(body),

@@ -11,6 +11,7 @@ mod core;
 mod fake_wechat;
 mod logs;
 mod miniprogram;
+mod oidc;
 mod openapi;
 mod redis;
 mod redis_server;
