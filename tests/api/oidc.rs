@@ -799,3 +799,64 @@ async fn rs256_signs_id_tokens_too() {
     assert_eq!(jsonwebtoken::decode_header(id_token).unwrap().alg, Algorithm::RS256);
     verify_from_jwks(&app, id_token, "spa").await;
 }
+
+#[tokio::test]
+async fn over_redis_one_instance_authorizes_and_another_redeems_once() {
+    let Some(redis) = crate::redis_server::RedisServer::start("oidc over redis") else {
+        return;
+    };
+    let files = OidcFiles::new(Algorithm::ES256, &[]);
+    let prefix = format!("oidc{}", rand::random::<u32>());
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let (url, prefix) = (redis.url(), prefix.clone());
+        apps.push(
+            spawn_app_with(|s| {
+                files.apply(s, Algorithm::ES256);
+                s.redis_url = Some(url);
+                s.redis_prefix = prefix;
+                // One issuer for both, as behind one balancer.
+                s.public_url = Some("http://login.test".into());
+            })
+            .await,
+        );
+    }
+    let (a, b) = (&apps[0], &apps[1]);
+    let (verifier, challenge) = pkce();
+    let request = open_login_page(a, &spa_request(&challenge, &[])).await;
+    let t = ticket_for(a, &request).await;
+    assert_eq!(a.confirm(&t.id, "u-redis").await.status(), 200);
+    // The page's completion lands on the other instance.
+    let r = complete(b, &request, &t.id, &t.secret).await;
+    assert_eq!(r.status(), 200);
+    let to = r.json::<Value>().await.unwrap()["redirect_to"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let code = query_of(&to)["code"].clone();
+    assert_eq!(query_of(&to)["iss"], "http://login.test");
+    let r = complete(a, &request, &t.id, &t.secret).await;
+    assert_eq!(error_of(r).await.0, 409, "completed once across instances");
+    let r = spa_token(b, &code, &verifier).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let info: Value = a
+        .client
+        .get(a.url("/oauth2/userinfo"))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["sub"], "u-redis");
+    // Spent on every instance.
+    for app in [a, b] {
+        let r = spa_token(app, &code, &verifier).await;
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    }
+    // At rest the code is only a digest.
+    let keys = redis.cli(&["--scan", "--pattern", &format!("{prefix}*")]);
+    assert!(!keys.contains(&code), "{keys}");
+}
