@@ -12,6 +12,7 @@ mod fake_wechat;
 mod logs;
 mod miniprogram;
 mod oidc;
+mod oidc_rp;
 mod openapi;
 mod redis;
 mod redis_server;
