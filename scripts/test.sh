@@ -8,6 +8,10 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# Relying parties of the OpenID provider's tests (tests/api/oidc_rp.rs).
+[ -x /usr/sbin/apache2 ] || need+=(apache2)
+[ -e /usr/lib/apache2/modules/mod_auth_openidc.so ] || need+=(libapache2-mod-auth-openidc)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   if [ "$(id -u)" = 0 ]; then
@@ -15,6 +19,11 @@ if [ ${#need[@]} -gt 0 ]; then
   else
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
+fi
+
+if [ ! -d tests/rp/openid-client/node_modules/openid-client ]; then
+  echo "== npm ci (openid-client relying party)"
+  (cd tests/rp/openid-client && npm ci --no-audit --no-fund --silent)
 fi
 
 echo "== cargo fmt --check"

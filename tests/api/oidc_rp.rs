@@ -279,3 +279,108 @@ async fn a_deny_ends_on_mod_auth_openidc_s_error_never_the_content() {
             .contains("qrlogin_oidc_authorizations_total{client=\"apache\",outcome=\"denied\"} 1")
     );
 }
+
+/// The openid-client relying party (`tests/rp/openid-client/rp.js`) on
+/// `port`, until dropped.
+struct NodeRp(Child);
+
+impl NodeRp {
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/rp/openid-client")
+    }
+
+    fn available(test: &str) -> bool {
+        let node = Command::new("node")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let ok = node && Self::dir().join("node_modules/openid-client").is_dir();
+        if !ok {
+            if ci() {
+                panic!("{test}: needs node and `npm ci` in tests/rp/openid-client (scripts/test.sh does it), and CI=true");
+            }
+            eprintln!(
+                "\n*** SKIPPED: {test} needs node and `npm ci` in tests/rp/openid-client ***\n"
+            );
+        }
+        ok
+    }
+
+    fn start(port: u16, issuer: &str, client_id: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new("node")
+            .arg(Self::dir().join("rp.js"))
+            .env("ISSUER", issuer)
+            .env("CLIENT_ID", client_id)
+            .env("PORT", port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start node");
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "listening", "the relying party started");
+        Self(child)
+    }
+}
+
+impl Drop for NodeRp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn openid_client_runs_the_code_flow_with_pkce_and_validates_the_id_token() {
+    if !NodeRp::available("openid-client login") {
+        return;
+    }
+    let port = Apache::free_port();
+    let files = OidcFiles::new(
+        Algorithm::ES256,
+        &[json!({"client_id": "node-rp", "token_endpoint_auth_method": "none",
+                 "redirect_uris": [format!("http://127.0.0.1:{port}/callback")]})],
+    );
+    let app = spawn_app_with(|s| files.apply(s, Algorithm::ES256)).await;
+    let Some(browser) = Browser::launch("oidc_openid_client").await else {
+        return;
+    };
+    let issuer = app.address.clone();
+    let _rp = tokio::task::spawn_blocking(move || NodeRp::start(port, &issuer, "node-rp"))
+        .await
+        .unwrap();
+    let desktop = browser.page("desktop", Device::Desktop, "en-US").await;
+    desktop
+        .goto(&format!("http://127.0.0.1:{port}/login"))
+        .await;
+    desktop
+        .wait_for("qrlogin's QR page", &format!("{STATUS} === 'pending'"))
+        .await;
+    let code = desktop.scan_qr(".qrlogin-qr").await;
+    let phone = browser.page("phone", Device::Phone, "en-US").await;
+    phone.goto(&code).await;
+    phone
+        .wait_for("the confirm page", "document.querySelector('form.confirm button')")
+        .await;
+    phone.tap("#name").await;
+    phone.type_text("Ann").await;
+    phone.tap("form.confirm button").await;
+    desktop
+        .wait_for(
+            "the relying party's answer",
+            "document.querySelector('#content') || document.querySelector('#error')",
+        )
+        .await;
+    desktop.screenshot("logged-in").await;
+    let error = desktop
+        .eval("(document.querySelector('#error') || {}).textContent || ''")
+        .await;
+    assert_eq!(error, json!(""), "{}", desktop.eval("document.body.innerText").await);
+    assert!(!desktop.text("#sub").await.is_empty());
+    assert_eq!(desktop.text("#name").await, "Ann");
+    assert_eq!(desktop.text("#aud").await, "node-rp");
+    assert_eq!(desktop.text("#nonce").await, "true");
+}
