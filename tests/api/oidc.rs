@@ -860,3 +860,49 @@ async fn over_redis_one_instance_authorizes_and_another_redeems_once() {
     let keys = redis.cli(&["--scan", "--pattern", &format!("{prefix}*")]);
     assert!(!keys.contains(&code), "{keys}");
 }
+
+/// `qrlogin check-config` with only `vars` set.
+fn check_config(vars: &[(&str, &std::path::Path)]) -> (Option<i32>, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_qrlogin"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("QRLOGIN_") {
+            command.env_remove(key);
+        }
+    }
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    let out = command.arg("check-config").output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_shows_the_clients_with_secrets_redacted_and_names_bad_fields() {
+    let files = OidcFiles::new(Algorithm::ES256, &[]);
+    let es256 = std::path::Path::new("ES256");
+    let (code, text) = check_config(&[
+        ("QRLOGIN_JWT_ALG", es256),
+        ("QRLOGIN_JWT_KEY_FILE", &files.key),
+        ("QRLOGIN_OIDC_CLIENTS_FILE", &files.clients),
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("oidc client \"wiki\" (Team wiki)"), "{text}");
+    assert!(text.contains("client_secret=<redacted>"), "{text}");
+    assert!(text.contains(WIKI_CB), "{text}");
+    assert!(!text.contains(CLIENT_SECRET), "{text}");
+    // HS256 with clients; a client with a typo.
+    let bad = OidcFiles::new(
+        Algorithm::ES256,
+        &[json!({"client_id": "typo", "redirect_uri": ["https://t/cb"]})],
+    );
+    let (code, text) = check_config(&[("QRLOGIN_OIDC_CLIENTS_FILE", &bad.clients)]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("problem: QRLOGIN_OIDC_CLIENTS_FILE") && text.contains("QRLOGIN_JWT_ALG"),
+        "{text}"
+    );
+    assert!(text.contains("client \"typo\": unknown field `redirect_uri`"), "{text}");
+}
