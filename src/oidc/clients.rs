@@ -218,9 +218,7 @@ impl RawClient {
             (Some("client_secret_post"), Some(_)) => AuthMethod::SecretPost,
             (None | Some("none"), None) => AuthMethod::None,
             (Some("none"), Some(_)) => {
-                errors.push(
-                    "token_endpoint_auth_method is none but a client_secret is set".into(),
-                );
+                errors.push("token_endpoint_auth_method is none but a client_secret is set".into());
                 AuthMethod::None
             }
             (Some("client_secret_basic" | "client_secret_post"), None) => {
@@ -250,7 +248,9 @@ impl RawClient {
         }
         if let Some(grants) = &self.grant_types {
             if !grants.iter().any(|g| g == "authorization_code") {
-                errors.push("grant_types must include authorization_code (the only one served)".into());
+                errors.push(
+                    "grant_types must include authorization_code (the only one served)".into(),
+                );
             }
         }
         if let Some(types) = &self.response_types {
@@ -288,9 +288,11 @@ pub fn problems(settings: &Settings) -> Vec<Problem> {
         })
     };
     if settings.jwt_alg == JwtAlg::Hs256 {
-        bad("the OpenID provider signs ID tokens that relying parties verify from the JWKS: \
+        bad(
+            "the OpenID provider signs ID tokens that relying parties verify from the JWKS: \
              QRLOGIN_JWT_ALG must be RS256, ES256 or EdDSA, not HS256"
-            .into());
+                .into(),
+        );
     }
     if let Some(issuer) = &settings.jwt_issuer {
         if issuer.trim_end_matches('/') != settings.public_url() {

@@ -272,7 +272,12 @@ impl Provider {
 
     /// `redirect_uri` with the authorization response's parameters, always
     /// with `state` (when sent) and `iss` (RFC 9207).
-    pub fn redirect(&self, redirect_uri: &str, state: Option<&str>, params: &[(&str, &str)]) -> String {
+    pub fn redirect(
+        &self,
+        redirect_uri: &str,
+        state: Option<&str>,
+        params: &[(&str, &str)],
+    ) -> String {
         let Ok(mut url) = url::Url::parse(redirect_uri) else {
             // Registered URIs are checked at start; unreachable in practice.
             return redirect_uri.to_owned();
@@ -291,7 +296,12 @@ impl Provider {
     }
 
     /// The error redirect of a request whose client and redirect URI are good.
-    pub fn error_redirect(&self, redirect_uri: &str, state: Option<&str>, e: &OAuthError) -> String {
+    pub fn error_redirect(
+        &self,
+        redirect_uri: &str,
+        state: Option<&str>,
+        e: &OAuthError,
+    ) -> String {
         self.redirect(
             redirect_uri,
             state,
@@ -315,7 +325,11 @@ impl Provider {
                 repeated = Some(k.clone());
             }
         }
-        let get = |name: &str| seen.get(name).and_then(Value::as_str).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            seen.get(name)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+        };
         let client_id = get("client_id")
             .ok_or_else(|| Refusal::Page(NoRedirect("the request names no client_id".into())))?;
         if repeated.as_deref() == Some("client_id") || repeated.as_deref() == Some("redirect_uri") {
@@ -327,9 +341,8 @@ impl Provider {
             .clients
             .get(client_id)
             .ok_or_else(|| Refusal::Page(NoRedirect("this client is not registered".into())))?;
-        let redirect_uri = get("redirect_uri").ok_or_else(|| {
-            Refusal::Page(NoRedirect("the request names no redirect_uri".into()))
-        })?;
+        let redirect_uri = get("redirect_uri")
+            .ok_or_else(|| Refusal::Page(NoRedirect("the request names no redirect_uri".into())))?;
         if !client.has_redirect_uri(redirect_uri) {
             return Err(Refusal::Page(NoRedirect(
                 "this redirect_uri is not registered for this client".into(),
@@ -362,7 +375,10 @@ impl Provider {
             return Err(refuse("invalid_scope", "scope must include openid"));
         }
         if get("request").is_some() {
-            return Err(refuse("request_not_supported", "request objects are not supported"));
+            return Err(refuse(
+                "request_not_supported",
+                "request objects are not supported",
+            ));
         }
         if get("request_uri").is_some() {
             return Err(refuse(
@@ -371,7 +387,10 @@ impl Provider {
             ));
         }
         if get("response_mode").is_some_and(|m| m != "query") {
-            return Err(refuse("invalid_request", "only response_mode=query is served"));
+            return Err(refuse(
+                "invalid_request",
+                "only response_mode=query is served",
+            ));
         }
         let challenge = get("code_challenge");
         match (challenge, get("code_challenge_method")) {
@@ -429,7 +448,9 @@ impl Provider {
             nonce: nonce.map(str::to_owned),
             code_challenge: challenge.map(str::to_owned),
             scope,
-            provider: get("provider").filter(|p| enabled_provider(p)).map(str::to_owned),
+            provider: get("provider")
+                .filter(|p| enabled_provider(p))
+                .map(str::to_owned),
         })
     }
 
@@ -471,9 +492,21 @@ impl Provider {
         let ttl = self.ticket_ttl
             + Duration::from_millis(crate::ticket::FINAL_STATE_GRACE_MS)
             + Duration::from_secs(5);
-        store
-            .put(&binding_key(ticket), request.as_str(), ttl)
-            .await
+        store.put(&binding_key(ticket), request.as_str(), ttl).await
+    }
+
+    /// The page a browser returns to after a provider navigated it away
+    /// (`/oauth2/authorize/{request}`), when `ticket` was made for an
+    /// authorization request; `None` for ordinary tickets (back to `/`).
+    pub async fn return_path(
+        &self,
+        store: &dyn TicketStore,
+        ticket: &TicketId,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(store
+            .get_value(&binding_key(ticket))
+            .await?
+            .map(|request| format!("/oauth2/authorize/{request}")))
     }
 
     /// Finish request `request_id` with `ticket`, whose secret the caller
@@ -606,7 +639,9 @@ impl Provider {
             return Err(invalid("the code was issued to another client"));
         }
         if grant.redirect_uri != redirect_uri {
-            return Err(invalid("redirect_uri differs from the authorization request's"));
+            return Err(invalid(
+                "redirect_uri differs from the authorization request's",
+            ));
         }
         match (&grant.code_challenge, verifier) {
             (Some(challenge), Some(v)) => {
@@ -625,7 +660,9 @@ impl Provider {
             // RFC 9700 §4.8.2: a verifier for a code issued without a
             // challenge is an injection attempt.
             (None, Some(_)) => return Err(invalid("the code was issued without a code_challenge")),
-            (None, None) if client.is_public() => return Err(invalid("a public client must use PKCE")),
+            (None, None) if client.is_public() => {
+                return Err(invalid("a public client must use PKCE"));
+            }
             (None, None) => {}
         }
         self.sign(tokens, &grant).map_err(RedeemError::Sign)
@@ -750,7 +787,10 @@ fn code_key(code: &str) -> String {
 }
 
 fn spent_key(code: &str) -> String {
-    format!("oidc:spent:{}", hex::encode(Sha256::digest(code.as_bytes())))
+    format!(
+        "oidc:spent:{}",
+        hex::encode(Sha256::digest(code.as_bytes()))
+    )
 }
 
 #[cfg(test)]

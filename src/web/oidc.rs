@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/oauth2/authorize", get(authorize_get).post(authorize_post))
+        .route("/oauth2/authorize/{request}", get(resume))
         .route("/oauth2/authorize/{request}/tickets", post(create_ticket))
         .route("/oauth2/authorize/{request}/complete", post(complete))
         .route("/oauth2/token", post(token))
@@ -91,7 +92,11 @@ struct AuthorizePage<'a> {
     oidc_request: &'a str,
 }
 
-async fn authorize(app: AppState, params: Vec<(String, String)>, headers: HeaderMap) -> Result<Response> {
+async fn authorize(
+    app: AppState,
+    params: Vec<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
     let p = provider(&app)?;
     let lang_param = params
         .iter()
@@ -109,9 +114,44 @@ async fn authorize(app: AppState, params: Vec<(String, String)>, headers: Header
         Err(Refusal::Redirect(to)) => return Ok(Redirect::to(&to).into_response()),
     };
     let id = p.save_request(app.engine.store.as_ref(), &request).await?;
-    let provider_name = request
-        .provider
-        .clone()
+    Ok(login_page(&app, lang, &id, request.provider.as_deref()))
+}
+
+/// The login page of a stored request again: where a provider that
+/// navigates the whole page away (WeChat's website QR at top level) brings
+/// the browser back; the client resumes its ticket from session storage.
+async fn resume(
+    State(app): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let p = provider(&app)?;
+    let lang = page_lang(None, &headers);
+    let stored = match raw.parse::<TicketId>() {
+        Ok(id) => p
+            .request(app.engine.store.as_ref(), &id)
+            .await?
+            .map(|r| (id, r)),
+        Err(_) => None,
+    };
+    let Some((id, request)) = stored else {
+        return Ok(error_page(
+            lang.texts(),
+            lang.tag(),
+            "this login request is unknown or has expired; go back to the application and start again",
+        ));
+    };
+    Ok(login_page(&app, lang, &id, request.provider.as_deref()))
+}
+
+fn login_page(
+    app: &AppState,
+    lang: crate::templates::Lang,
+    id: &TicketId,
+    provider: Option<&str>,
+) -> Response {
+    let provider_name = provider
+        .map(str::to_owned)
         .unwrap_or_else(|| app.settings.default_provider().as_str().to_owned());
     let page = AuthorizePage {
         lang: lang.tag(),
@@ -120,10 +160,7 @@ async fn authorize(app: AppState, params: Vec<(String, String)>, headers: Header
         provider: &provider_name,
         oidc_request: id.as_str(),
     };
-    Ok(page_response(
-        StatusCode::OK,
-        app.templates.render("login.html", page),
-    ))
+    page_response(StatusCode::OK, app.templates.render("login.html", page))
 }
 
 /// An authorization error that cannot be redirected: HTML, 400, no QR.
@@ -217,7 +254,9 @@ async fn complete(
         .await
         .map_err(|e| match e {
             CompleteError::Store(s) => Error::from(s),
-            CompleteError::NotBound => Error::Forbidden("this ticket was not made for this authorization request"),
+            CompleteError::NotBound => {
+                Error::Forbidden("this ticket was not made for this authorization request")
+            }
             CompleteError::UnknownRequest => Error::BadRequest(e.to_string()),
             CompleteError::NotFinished | CompleteError::AlreadyCompleted => {
                 Error::InvalidTransition(e.to_string())
@@ -401,7 +440,10 @@ async fn token(
             token_outcome("unsupported_grant_type");
             return Ok(oauth_error(
                 StatusCode::BAD_REQUEST,
-                &OAuthError::new("unsupported_grant_type", "only authorization_code is served"),
+                &OAuthError::new(
+                    "unsupported_grant_type",
+                    "only authorization_code is served",
+                ),
                 false,
             ));
         }

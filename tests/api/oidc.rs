@@ -45,11 +45,7 @@ impl OidcFiles {
         ];
         clients.extend(extra_clients.iter().cloned());
         let clients_path = dir.join("clients.json");
-        std::fs::write(
-            &clients_path,
-            json!({ "clients": clients }).to_string(),
-        )
-        .unwrap();
+        std::fs::write(&clients_path, json!({ "clients": clients }).to_string()).unwrap();
         let pem = match alg {
             Algorithm::RS256 => include_str!("../../src/token/testdata/rsa_pkcs8.pem").to_owned(),
             other => SigningKey::generate(other)
@@ -127,7 +123,10 @@ fn spa_request<'a>(challenge: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a
 
 /// The authorization request's id from its login page.
 pub fn request_of(html: &str) -> String {
-    let start = html.find("data-oidc-request=\"").expect("an OIDC login page") + 19;
+    let start = html
+        .find("data-oidc-request=\"")
+        .expect("an OIDC login page")
+        + 19;
     html[start..start + html[start..].find('"').unwrap()].to_owned()
 }
 
@@ -259,7 +258,9 @@ async fn verify_from_jwks(app: &TestApp, token: &str, aud: &str) -> Value {
         .await
         .unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("kid in JWKS");
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("kid in JWKS");
     let mut validation = Validation::new(header.alg);
     validation.set_audience(&[aud]);
     validation.set_issuer(&[discovery["issuer"].as_str().unwrap()]);
@@ -281,7 +282,10 @@ async fn discovery_names_the_endpoints_under_the_issuer() {
     let d: Value = r.json().await.unwrap();
     let issuer = d["issuer"].as_str().unwrap();
     assert_eq!(issuer, app.address);
-    assert_eq!(d["authorization_endpoint"], format!("{issuer}/oauth2/authorize"));
+    assert_eq!(
+        d["authorization_endpoint"],
+        format!("{issuer}/oauth2/authorize")
+    );
     assert_eq!(d["token_endpoint"], format!("{issuer}/oauth2/token"));
     assert_eq!(d["userinfo_endpoint"], format!("{issuer}/oauth2/userinfo"));
     assert_eq!(d["jwks_uri"], format!("{issuer}/.well-known/jwks.json"));
@@ -357,7 +361,10 @@ async fn userinfo_takes_only_access_tokens() {
     let t = app.create_ticket().await;
     app.confirm(&t.id, "u1").await;
     let mut ws = app.ws(&t).await;
-    let service_jwt = next_frame(&mut ws).await["token"].as_str().unwrap().to_owned();
+    let service_jwt = next_frame(&mut ws).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for bad in [id_token, service_jwt.as_str(), "junk", ""] {
         let r = app
             .client
@@ -406,7 +413,12 @@ async fn a_confidential_client_authenticates_by_basic_or_form_and_wrong_secrets_
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
     // As a public client (no secret at all): refused too.
     let mut as_public = form.to_vec();
@@ -454,12 +466,21 @@ async fn a_code_works_once_for_its_client_redirect_uri_and_verifier() {
     // Reused.
     let code = query_of(&login_redirect(&app, &params, "Ann").await)["code"].clone();
     assert_eq!(spa_token(&app, &code, &verifier).await.status(), 200);
-    assert_eq!(invalid_grant(spa_token(&app, &code, &verifier).await).await, "invalid_grant");
+    assert_eq!(
+        invalid_grant(spa_token(&app, &code, &verifier).await).await,
+        "invalid_grant"
+    );
     // Wrong verifier: refused, and the code is spent.
     let code = query_of(&login_redirect(&app, &params, "Ann").await)["code"].clone();
     let (other, _) = pkce();
-    assert_eq!(invalid_grant(spa_token(&app, &code, &other).await).await, "invalid_grant");
-    assert_eq!(invalid_grant(spa_token(&app, &code, &verifier).await).await, "invalid_grant");
+    assert_eq!(
+        invalid_grant(spa_token(&app, &code, &other).await).await,
+        "invalid_grant"
+    );
+    assert_eq!(
+        invalid_grant(spa_token(&app, &code, &verifier).await).await,
+        "invalid_grant"
+    );
     // Wrong redirect_uri.
     let code = query_of(&login_redirect(&app, &params, "Ann").await)["code"].clone();
     let r = token_request(
@@ -510,7 +531,11 @@ async fn a_code_works_once_for_its_client_redirect_uri_and_verifier() {
     );
     let r = token_request(
         &app,
-        &[("grant_type", "refresh_token"), ("client_id", "spa"), ("refresh_token", "x")],
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "spa"),
+            ("refresh_token", "x"),
+        ],
     )
     .await;
     assert_eq!(invalid_grant(r).await, "unsupported_grant_type");
@@ -529,8 +554,8 @@ async fn a_code_works_once_for_its_client_redirect_uri_and_verifier() {
 async fn an_expired_code_is_refused() {
     let (app, _files) = provider_app(|s| s.oidc_code_ttl = 1).await;
     let (verifier, challenge) = pkce();
-    let code = query_of(&login_redirect(&app, &spa_request(&challenge, &[]), "Ann").await)["code"]
-        .clone();
+    let code =
+        query_of(&login_redirect(&app, &spa_request(&challenge, &[]), "Ann").await)["code"].clone();
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     let r = spa_token(&app, &code, &verifier).await;
     assert_eq!(r.status(), 400);
@@ -544,16 +569,34 @@ async fn an_unknown_client_or_redirect_uri_gets_a_page_never_a_redirect() {
     let cases: Vec<Vec<(&str, &str)>> = vec![
         spa_request(&challenge, &[])
             .into_iter()
-            .map(|(k, v)| if k == "client_id" { (k, "nobody") } else { (k, v) })
+            .map(|(k, v)| {
+                if k == "client_id" {
+                    (k, "nobody")
+                } else {
+                    (k, v)
+                }
+            })
             .collect(),
         spa_request(&challenge, &[])
             .into_iter()
-            .map(|(k, v)| if k == "redirect_uri" { (k, "https://evil.example/cb") } else { (k, v) })
+            .map(|(k, v)| {
+                if k == "redirect_uri" {
+                    (k, "https://evil.example/cb")
+                } else {
+                    (k, v)
+                }
+            })
             .collect(),
         // A prefix match would let this through.
         spa_request(&challenge, &[])
             .into_iter()
-            .map(|(k, v)| if k == "redirect_uri" { (k, "http://127.0.0.1:9/callback/../x") } else { (k, v) })
+            .map(|(k, v)| {
+                if k == "redirect_uri" {
+                    (k, "http://127.0.0.1:9/callback/../x")
+                } else {
+                    (k, v)
+                }
+            })
             .collect(),
         spa_request(&challenge, &[])
             .into_iter()
@@ -569,9 +612,17 @@ async fn an_unknown_client_or_redirect_uri_gets_a_page_never_a_redirect() {
             .unwrap();
         assert_eq!(r.status(), 400, "{params:?}");
         assert!(r.headers().get("location").is_none());
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
         let html = r.text().await.unwrap();
-        assert!(!html.contains("qrlogin.js") && !html.contains("data-oidc-request"), "no QR");
+        assert!(
+            !html.contains("qrlogin.js") && !html.contains("data-oidc-request"),
+            "no QR"
+        );
     }
 }
 
@@ -599,7 +650,10 @@ async fn bad_requests_redirect_with_rfc_6749_codes_state_and_iss() {
         (with("response_type", "token"), "unsupported_response_type"),
         (without("response_type"), "invalid_request"),
         (with("scope", "profile"), "invalid_scope"),
-        (spa_request(&challenge, &[("prompt", "none")]), "login_required"),
+        (
+            spa_request(&challenge, &[("prompt", "none")]),
+            "login_required",
+        ),
         (repeated, "invalid_request"),
     ];
     for (params, code) in cases {
@@ -652,7 +706,10 @@ async fn only_the_browser_holding_a_ticket_made_for_the_request_gets_the_code() 
     let r = complete(&app, &other, &t.id, &t.secret).await;
     assert_eq!(error_of(r).await, (403, "forbidden".into()));
     // The holder gets it, once.
-    assert_eq!(complete(&app, &request, &t.id, &t.secret).await.status(), 200);
+    assert_eq!(
+        complete(&app, &request, &t.id, &t.secret).await.status(),
+        200
+    );
     let r = complete(&app, &request, &t.id, &t.secret).await;
     assert_eq!(error_of(r).await, (409, "invalid_transition".into()));
     // Unknown requests make no tickets.
@@ -713,7 +770,10 @@ async fn an_expired_ticket_is_replaced_for_the_same_request() {
     let first = ticket_for(&app, &request).await;
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     let r = complete(&app, &request, &first.id, &first.secret).await;
-    assert!(r.status().is_client_error(), "an expired ticket finishes nothing");
+    assert!(
+        r.status().is_client_error(),
+        "an expired ticket finishes nothing"
+    );
     let second = ticket_for(&app, &request).await;
     phone_confirms(&app, &second, "Ann").await;
     let r = complete(&app, &request, &second.id, &second.secret).await;
@@ -721,7 +781,12 @@ async fn an_expired_ticket_is_replaced_for_the_same_request() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(spa_token(&app, &query_of(&to)["code"], &verifier).await.status(), 200);
+    assert_eq!(
+        spa_token(&app, &query_of(&to)["code"], &verifier)
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -779,7 +844,8 @@ async fn a_bad_clients_file_stops_the_start_naming_client_and_field() {
     };
     let text = e.to_string();
     assert!(
-        text.contains("QRLOGIN_OIDC_CLIENTS_FILE") && text.contains(r#"client "bad": client_secret"#),
+        text.contains("QRLOGIN_OIDC_CLIENTS_FILE")
+            && text.contains(r#"client "bad": client_secret"#),
         "{text}"
     );
 }
@@ -796,7 +862,10 @@ async fn rs256_signs_id_tokens_too() {
         .await
         .unwrap();
     let id_token = body["id_token"].as_str().unwrap();
-    assert_eq!(jsonwebtoken::decode_header(id_token).unwrap().alg, Algorithm::RS256);
+    assert_eq!(
+        jsonwebtoken::decode_header(id_token).unwrap().alg,
+        Algorithm::RS256
+    );
     verify_from_jwks(&app, id_token, "spa").await;
 }
 
@@ -904,5 +973,67 @@ fn check_config_shows_the_clients_with_secrets_redacted_and_names_bad_fields() {
         text.contains("problem: QRLOGIN_OIDC_CLIENTS_FILE") && text.contains("QRLOGIN_JWT_ALG"),
         "{text}"
     );
-    assert!(text.contains("client \"typo\": unknown field `redirect_uri`"), "{text}");
+    assert!(
+        text.contains("client \"typo\": unknown field `redirect_uri`"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn provider_picks_an_enabled_provider_and_the_page_can_be_resumed() {
+    use qrlogin::ticket::Provider;
+    let (app, _files) = provider_app(|s| {
+        s.providers = vec![Provider::Dev, Provider::WechatOauth];
+        s.wechat_app_id = Some("wx-test".into());
+        s.wechat_app_secret = Some("wx-test-secret".into());
+    })
+    .await;
+    let (_, challenge) = pkce();
+    let params = spa_request(&challenge, &[("provider", "wechat-oauth")]);
+    let r = app
+        .client
+        .get(authorize_url(&app, &params))
+        .send()
+        .await
+        .unwrap();
+    let html = r.text().await.unwrap();
+    assert!(html.contains("data-provider=\"wechat-oauth\""), "{html}");
+    let request = request_of(&html);
+    let r = app
+        .client
+        .post(app.url(&format!("/oauth2/authorize/{request}/tickets")))
+        .json(&json!({"provider": "wechat-oauth"}))
+        .send()
+        .await
+        .unwrap();
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(t["provider"], "wechat-oauth");
+    // A provider that is not enabled falls back to the default.
+    let params = spa_request(&challenge, &[("provider", "wechat-mp")]);
+    let html = app
+        .client
+        .get(authorize_url(&app, &params))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("data-provider=\"dev\""), "{html}");
+    // The same request's page again, and an unknown one.
+    let r = app
+        .client
+        .get(app.url(&format!("/oauth2/authorize/{request}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(request_of(&r.text().await.unwrap()), request);
+    let r = app
+        .client
+        .get(app.url("/oauth2/authorize/AAAAAAAAAAAAAAAAAAAAAAAA"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }
