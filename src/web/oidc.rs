@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::pages::{page_lang, page_response};
 use super::{AppState, ClientIp, Json, RawBody, bearer};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorBody, Result};
 use crate::oidc::{Client, CompleteError, Completion, OAuthError, Provider, RedeemError, Refusal};
 use crate::templates::Texts;
 use crate::ticket::{Provider as Idp, TicketId};
@@ -30,7 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/oauth2/authorize/{request}/tickets", post(create_ticket))
         .route("/oauth2/authorize/{request}/complete", post(complete))
         .route("/oauth2/token", post(token))
-        .route("/oauth2/userinfo", get(userinfo).post(userinfo))
+        .route("/oauth2/userinfo", get(userinfo_get).post(userinfo_post))
         .route(
             "/static/oidc.js",
             get(|| async {
@@ -54,7 +54,10 @@ fn provider(app: &AppState) -> Result<&Provider> {
     app.oidc.as_deref().ok_or(Error::NotFound)
 }
 
-async fn discovery(State(app): State<AppState>) -> Result<Response> {
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "oidc",
+    responses((status = 200, description = "OpenID Connect discovery document", body = Object),
+        (status = 404, description = "no OIDC clients configured", body = ErrorBody)))]
+pub async fn discovery(State(app): State<AppState>) -> Result<Response> {
     let p = provider(&app)?;
     let doc = p.discovery(&app.engine.tokens);
     Ok((
@@ -64,7 +67,19 @@ async fn discovery(State(app): State<AppState>) -> Result<Response> {
         .into_response())
 }
 
-async fn authorize_get(
+#[utoipa::path(get, path = "/oauth2/authorize", tag = "oidc",
+    params(("client_id" = String, Query), ("redirect_uri" = String, Query),
+        ("response_type" = String, Query, description = "code"),
+        ("scope" = String, Query, description = "must include openid"),
+        ("state" = Option<String>, Query), ("nonce" = Option<String>, Query),
+        ("code_challenge" = Option<String>, Query, description = "S256; required for public clients"),
+        ("code_challenge_method" = Option<String>, Query, description = "S256"),
+        ("prompt" = Option<String>, Query, description = "none answers login_required"),
+        ("provider" = Option<String>, Query, description = "an enabled provider")),
+    responses((status = 200, description = "the QR login page (HTML)", content_type = "text/html", body = String),
+        (status = 303, description = "an RFC 6749 error redirect to the registered redirect_uri, with state and iss"),
+        (status = 400, description = "unknown client or unregistered redirect_uri: an HTML error page, no redirect", content_type = "text/html", body = String)))]
+pub async fn authorize_get(
     State(app): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
@@ -193,7 +208,12 @@ fn request_id(raw: &str) -> Result<TicketId> {
 /// A ticket for an authorization request: the ordinary ticket creation
 /// (same body, same answer), then the record that binds the ticket to the
 /// request, so only its holder can finish this request.
-async fn create_ticket(
+#[utoipa::path(post, path = "/oauth2/authorize/{request}/tickets", tag = "oidc",
+    params(("request" = String, Path, description = "the authorization request's id (from its page)")),
+    request_body(content = Option<super::api::CreateTicket>, description = "as POST /api/v1/tickets"),
+    responses((status = 201, description = "a new pending ticket bound to the request", body = super::api::TicketCreated),
+        (status = 400, description = "unknown or expired authorization request", body = ErrorBody)))]
+pub async fn create_ticket(
     State(app): State<AppState>,
     Path(raw): Path<String>,
     ip: ClientIp,
@@ -219,16 +239,24 @@ async fn create_ticket(
     Ok((status, axum::Json(value)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CompleteBody {
+pub struct CompleteBody {
     ticket: String,
 }
 
 /// Where the page goes once its ticket is final. Only the holder of the
 /// ticket's secret gets an answer, only for the request the ticket was made
 /// for, and only once per request.
-async fn complete(
+#[utoipa::path(post, path = "/oauth2/authorize/{request}/complete", tag = "oidc",
+    params(("request" = String, Path)),
+    request_body = CompleteBody,
+    security(("secret" = [])),
+    responses((status = 200, description = "`{\"redirect_to\", \"status\"}`: the authorization response URL", body = Object),
+        (status = 401, description = "missing or wrong secret", body = ErrorBody),
+        (status = 403, description = "the ticket was not made for this request", body = ErrorBody),
+        (status = 409, description = "the ticket is not final yet, or the request was completed", body = ErrorBody)))]
+pub async fn complete(
     State(app): State<AppState>,
     Path(raw): Path<String>,
     headers: HeaderMap,
@@ -371,7 +399,14 @@ fn authenticate<'a>(
     }
 }
 
-async fn token(
+#[utoipa::path(post, path = "/oauth2/token", tag = "oidc",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+        description = "grant_type=authorization_code, code, redirect_uri, code_verifier; client_id (public) or client authentication"),
+    responses((status = 200, description = "access_token, token_type, expires_in, id_token, scope", body = Object),
+        (status = 400, description = "RFC 6749 §5.2 error (invalid_grant, invalid_request, unsupported_grant_type)", body = Object),
+        (status = 401, description = "invalid_client", body = Object),
+        (status = 429, description = "the client's quota is spent (Retry-After)", body = ErrorBody)))]
+pub async fn token(
     State(app): State<AppState>,
     headers: HeaderMap,
     RawBody(body): RawBody,
@@ -487,6 +522,20 @@ async fn token(
             Err(Error::Unavailable)
         }
     }
+}
+
+#[utoipa::path(get, path = "/oauth2/userinfo", tag = "oidc", security(("access_token" = [])),
+    responses((status = 200, description = "sub, and with profile name and picture", body = Object),
+        (status = 401, description = "RFC 6750 error (WWW-Authenticate)", body = Object)))]
+pub async fn userinfo_get(state: State<AppState>, headers: HeaderMap) -> Result<Response> {
+    userinfo(state, headers).await
+}
+
+#[utoipa::path(post, path = "/oauth2/userinfo", tag = "oidc", security(("access_token" = [])),
+    responses((status = 200, description = "sub, and with profile name and picture", body = Object),
+        (status = 401, description = "RFC 6750 error (WWW-Authenticate)", body = Object)))]
+pub async fn userinfo_post(state: State<AppState>, headers: HeaderMap) -> Result<Response> {
+    userinfo(state, headers).await
 }
 
 /// RFC 6750 §3: a missing token gets a bare challenge, a bad one
