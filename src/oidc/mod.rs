@@ -624,7 +624,12 @@ impl Provider {
         let key = code_key(code);
         let grant: CodeGrant = match store.get_value(&key).await? {
             Some(v) => serde_json::from_str(&v).map_err(|_| invalid("unreadable code"))?,
-            None => return Err(invalid("unknown, expired or spent code")),
+            None => {
+                if store.get_value(&spent_key(code)).await?.is_some() {
+                    tracing::warn!(client = %client.id, "an authorization code was presented twice");
+                }
+                return Err(invalid("unknown, expired or spent code"));
+            }
         };
         let ttl = Duration::from_millis(self.code_ttl_ms + 1000);
         if !store.put_new(&spent_key(code), "1", ttl).await? {

@@ -1037,3 +1037,58 @@ async fn provider_picks_an_enabled_provider_and_the_page_can_be_resumed() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn an_oidc_login_logs_no_client_secret_code_or_token() {
+    let (logs, _guard) = crate::logs::Captured::start();
+    let (app, _files) = provider_app(|_| {}).await;
+    let wiki = [
+        ("response_type", "code"),
+        ("client_id", "wiki"),
+        ("redirect_uri", WIKI_CB),
+        ("scope", "openid profile"),
+        ("state", "s"),
+    ];
+    let request = open_login_page(&app, &wiki).await;
+    let t = ticket_for(&app, &request).await;
+    phone_confirms(&app, &t, "Ann").await;
+    let to = complete(&app, &request, &t.id, &t.secret)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["redirect_to"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let code = query_of(&to)["code"].clone();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", WIKI_CB),
+        ("client_id", "wiki"),
+        ("client_secret", CLIENT_SECRET),
+    ];
+    let body: Value = token_request(&app, &form).await.json().await.unwrap();
+    // A replay and a wrong secret are logged as events, without the values.
+    token_request(&app, &form).await;
+    let r = app
+        .client
+        .post(app.url("/oauth2/token"))
+        .basic_auth("wiki", Some("a-guess-a-guess-a-guess-a-guess-a-guess"))
+        .form(&form[..3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let text = logs.text();
+    assert!(text.contains("presented twice"), "the replay is logged");
+    let sig = |t: &str| t.rsplit('.').next().unwrap().to_owned();
+    logs.assert_free_of(&[
+        ("client secret", CLIENT_SECRET),
+        ("guessed secret", "a-guess-a-guess"),
+        ("code", &code),
+        ("ticket secret", &t.secret),
+        ("ID token", &sig(body["id_token"].as_str().unwrap())),
+        ("access token", &sig(body["access_token"].as_str().unwrap())),
+    ]);
+}
