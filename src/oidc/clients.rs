@@ -296,12 +296,21 @@ pub fn problems(settings: &Settings) -> Vec<Problem> {
     }
     if let Some(issuer) = &settings.jwt_issuer {
         if issuer.trim_end_matches('/') != settings.public_url() {
-            bad(format!(
-                "QRLOGIN_JWT_ISSUER ({issuer}) must equal QRLOGIN_PUBLIC_URL ({}): discovery is served under the issuer",
-                settings.public_url()
-            ));
+            out.push(Problem {
+                variable: "QRLOGIN_JWT_ISSUER",
+                message: format!(
+                    "{issuer} must equal QRLOGIN_PUBLIC_URL ({}) when QRLOGIN_OIDC_CLIENTS_FILE is set: discovery is served under the issuer",
+                    settings.public_url()
+                ),
+            });
         }
     }
+    let mut bad = |message: String| {
+        out.push(Problem {
+            variable: VARIABLE,
+            message,
+        })
+    };
     match Clients::load(path) {
         Err(errors) => {
             for e in errors {

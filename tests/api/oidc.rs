@@ -1092,3 +1092,32 @@ async fn an_oidc_login_logs_no_client_secret_code_or_token() {
         ("access token", &sig(body["access_token"].as_str().unwrap())),
     ]);
 }
+
+#[tokio::test]
+async fn the_issuer_must_be_the_public_url_and_no_client_may_be_the_service_audience() {
+    let files = OidcFiles::new(
+        Algorithm::ES256,
+        &[
+            json!({"client_id": "qrlogin", "token_endpoint_auth_method": "none",
+                 "redirect_uris": ["https://x.example/cb"]}),
+        ],
+    );
+    let mut s = test_settings();
+    files.apply(&mut s, Algorithm::ES256);
+    s.public_url = Some("https://login.example.com".into());
+    s.jwt_issuer = Some("https://elsewhere.example.com".into());
+    let Err(e) = qrlogin::Application::build(s).await else {
+        panic!("started with a foreign issuer");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "QRLOGIN_JWT_ISSUER: https://elsewhere.example.com must equal QRLOGIN_PUBLIC_URL"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"client "qrlogin": client_id equals QRLOGIN_JWT_AUDIENCE"#),
+        "{text}"
+    );
+}
