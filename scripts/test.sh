@@ -19,6 +19,9 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv python3-pip)
+# Relying parties of the OpenID provider's tests (tests/api/oidc_rp.rs).
+[ -x /usr/sbin/apache2 ] || need+=(apache2)
+[ -e /usr/lib/apache2/modules/mod_auth_openidc.so ] || need+=(libapache2-mod-auth-openidc)
 if [ ${#need[@]} -gt 0 ]; then
   apt_install "${need[@]}"
 fi
@@ -44,6 +47,11 @@ if ! python3 -c 'import jwcrypto' >/dev/null 2>&1; then
   echo "== installing: jwcrypto (PyPI)"
   python3 -m pip install --quiet jwcrypto 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages jwcrypto
+fi
+
+if [ ! -d tests/rp/openid-client/node_modules/openid-client ]; then
+  echo "== npm ci (openid-client relying party)"
+  (cd tests/rp/openid-client && npm ci --no-audit --no-fund --silent)
 fi
 
 echo "== cargo fmt --check"

@@ -33,6 +33,8 @@ pub enum StartError {
     Wechat(#[from] crate::providers::wechat::WechatError),
     #[error("{0}")]
     Redis(String),
+    #[error("{0}")]
+    Oidc(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -213,6 +215,9 @@ impl Application {
             }
         }
         let tokens = Arc::new(Tokens::from_settings(&settings)?);
+        let oidc = crate::oidc::Provider::from_settings(&settings, &tokens)
+            .map_err(StartError::Oidc)?
+            .map(Arc::new);
         let templates = Templates::load(settings.templates_dir.as_deref())?;
         let (store, hub) = engines(&settings).await?;
         let engine = Engine::new(
@@ -242,6 +247,7 @@ impl Application {
             qr_cache,
             wechat,
             limits,
+            oidc,
         };
         Ok(Self {
             listener,

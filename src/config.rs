@@ -430,6 +430,17 @@ pub struct Settings {
     /// (not on QRLOGIN_BIND), so it need not be exposed with the service.
     #[arg(long = "metrics-bind", env = "QRLOGIN_METRICS_BIND")]
     pub metrics_bind: Option<SocketAddr>,
+    /// OpenID Connect clients (JSON, RFC 7591 names); the provider is off when unset.
+    #[arg(long = "oidc-clients-file", env = "QRLOGIN_OIDC_CLIENTS_FILE")]
+    pub oidc_clients_file: Option<PathBuf>,
+    /// Token requests one OpenID Connect client may make per minute.
+    #[arg(long = "oidc-token-rate", env = "QRLOGIN_OIDC_TOKEN_RATE", default_value_t = 600,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub oidc_token_rate: u32,
+    /// Seconds an authorization code stays redeemable (at most 60).
+    #[arg(long = "oidc-code-ttl", env = "QRLOGIN_OIDC_CODE_TTL", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub oidc_code_ttl: u64,
     /// `text` or `json` log lines.
     #[arg(
         long = "log-format",
@@ -769,6 +780,7 @@ impl Settings {
             &self.miniprogram_app_secret,
             "miniprogram",
         );
+        problems.extend(crate::oidc::clients::problems(self));
         if let Some(key) = &self.wechat_encoding_aes_key {
             if key.len() != 43 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 problems.push(Problem {

@@ -14,6 +14,7 @@
 //! - [`token`]: JWT signing, verification and JWKS.
 //! - [`qr`]: PNG and SVG images of a ticket's QR content.
 //! - [`providers`]: the phone sides (WeChat flavours).
+//! - [`oidc`]: qrlogin as an OpenID Provider over the same logins.
 //! - [`web`]: the HTTP edge: JSON API, WebSocket, long-poll, pages, ops.
 //! - [`app`]: building and running it all; `main.rs` is a thin shell.
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod hub;
+pub mod oidc;
 pub mod providers;
 pub mod qr;
 pub mod store;

@@ -118,6 +118,11 @@ fn check_config(
     for p in env_problems {
         let _ = writeln!(out, "problem: {}", p.text);
     }
+    if let Some(path) = &settings.oidc_clients_file {
+        if let Ok(clients) = qrlogin::oidc::Clients::load(path) {
+            let _ = writeln!(out, "{}", clients.describe());
+        }
+    }
     let problems = settings.problems();
     for p in &problems {
         let _ = writeln!(out, "problem: {p}");

@@ -9,6 +9,8 @@
  *     wechatRedirect: "iframe",             // `wechat-web`: WeChat comes back inside its frame
  *                                           // ("iframe", default) or takes the whole page ("top")
  *     seal: true                            // false: the plain flow even where WebCrypto exists
+ *     // onState's third argument is the ticket ({ticket, secret, …});
+ *     // ticketPath: where tickets are created (default /api/v1/tickets)
  *   });
  *   login.destroy();                        // stops every timer, socket and request
  *
@@ -232,7 +234,9 @@
     var t = TEXT[lang];
     var transports = options.transports || ["websocket", "poll"];
     var canPoll = transports.indexOf("poll") >= 0;
-    var storageKey = "qrlogin.ticket." + (options.provider || "default");
+    var ticketPath = options.ticketPath || "/api/v1/tickets";
+    var storageKey = "qrlogin.ticket." + (options.provider || "default") +
+      (options.ticketPath ? "." + options.ticketPath : "");
     var topRedirect = options.wechatRedirect === "top";
     // Where the service (and so its `wechat-web` callback) lives.
     var serviceOrigin = new URL(base || location.origin, location.href).origin;
@@ -441,7 +445,7 @@
       s.status = st.status;
       show(st);
       if (changed && typeof options.onState === "function") {
-        try { options.onState(st.status, st); } catch (e) { report(e); }
+        try { options.onState(st.status, st, s.ticket); } catch (e) { report(e); }
       }
       if (FINAL[st.status]) { closeTransports(); forget(); }
       if (st.status === "confirmed" && st.token && typeof options.onToken === "function") {
@@ -534,7 +538,7 @@
       sealing.then(function (k) {
         key = k;
         if (key) body.seal = key.jwk;
-        return request("/api/v1/tickets", {
+        return request(ticketPath, {
           method: "POST",
           headers: { "Content-Type": "application/json" },
           body: JSON.stringify(body),

@@ -254,6 +254,37 @@ impl Tokens {
         })
     }
 
+    /// A JWS of `claims` with header `typ`, signed by the signing key: the
+    /// OpenID provider's ID tokens (`JWT`) and access tokens (`at+jwt`,
+    /// RFC 9068), which carry claims of their own.
+    pub fn sign_claims(
+        &self,
+        typ: &str,
+        claims: &impl serde::Serialize,
+    ) -> Result<String, TokenError> {
+        let header = json!({
+            "alg": jwk::jwk_alg(self.signer.algorithm()),
+            "typ": typ,
+            "kid": self.signer.kid(),
+        });
+        let payload = serde_json::to_vec(claims).map_err(|e| TokenError::Sign(e.to_string()))?;
+        let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = self
+            .signer
+            .sign(token.as_bytes())
+            .map_err(|e| TokenError::Sign(e.to_string()))?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+        Ok(token)
+    }
+
+    /// The key that signs (its public half verifies what `sign_claims` made).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signer
+    }
+
     /// The claims of a token one of our keys signed and that is still valid.
     pub fn verify(&self, token: &str) -> Result<Map<String, Value>, VerifyError> {
         self.verifier.verify(token)

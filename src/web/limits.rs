@@ -288,6 +288,10 @@ fn quota_of<'a>(
     let ticket_path = path.strip_prefix("/api/v1/tickets/");
     match *method {
         Method::POST if path == "/api/v1/tickets" => Some((&limits.tickets, "tickets")),
+        // The OpenID login page's tickets are tickets too.
+        Method::POST if path.starts_with("/oauth2/authorize/") && path.ends_with("/tickets") => {
+            Some((&limits.tickets, "tickets"))
+        }
         Method::GET if ticket_path.is_some_and(|p| p.ends_with("/ws")) => {
             Some((&limits.sockets, "sockets"))
         }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod limits;
 pub mod miniprogram;
+pub mod oidc;
 pub mod openapi;
 pub mod ops;
 pub mod pages;
@@ -54,6 +55,8 @@ pub struct Shared {
     /// WeChat's HTTP client (one connection pool for every WeChat flow).
     pub wechat: crate::providers::wechat::WechatClient,
     pub limits: limits::Limits,
+    /// The OpenID Provider, when clients are configured.
+    pub oidc: Option<Arc<crate::oidc::Provider>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -101,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .merge(wechat::router())
         .merge(wechat_events::router())
         .merge(miniprogram::router())
+        .merge(oidc::router())
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

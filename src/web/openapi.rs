@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, miniprogram, ops, poll, wechat, ws};
+use super::{api, miniprogram, oidc, ops, poll, wechat, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,8 @@ use super::{api, miniprogram, ops, poll, wechat, ws};
         miniprogram::scan_with_miniprogram, miniprogram::confirm_with_miniprogram,
         miniprogram::deny_with_miniprogram,
         ops::healthz, ops::readyz, ops::render_metrics,
+        oidc::discovery, oidc::authorize_get, oidc::create_ticket, oidc::complete,
+        oidc::token, oidc::userinfo_get, oidc::userinfo_post,
     ),
     modifiers(&Security),
 )]
@@ -38,6 +40,7 @@ impl Modify for Security {
         };
         components.add_security_scheme("secret", bearer("the ticket's secret (browser side)"));
         components.add_security_scheme("api_key", bearer("QRLOGIN_API_KEY (trusted backends)"));
+        components.add_security_scheme("access_token", bearer("an OpenID Connect access token"));
     }
 }
 

@@ -14,6 +14,8 @@ mod fake_wechat;
 mod hardening;
 mod logs;
 mod miniprogram;
+mod oidc;
+mod oidc_rp;
 mod openapi;
 mod phone_binding;
 mod redis;
