@@ -215,6 +215,14 @@ impl Application {
             }
         }
         let tokens = Arc::new(Tokens::from_settings(&settings)?);
+        // The phone pages' CSRF key, derived from the signing key so that a
+        // form served by one instance is accepted by every other (and after
+        // a restart): a random key per process broke confirms behind a
+        // load balancer.
+        let page_key = tokens
+            .signing_key()
+            .derive(b"qrlogin phone page CSRF")
+            .map_err(|e| crate::token::TokenError::Key(e.to_string()))?;
         let oidc = crate::oidc::Provider::from_settings(&settings, &tokens)
             .map_err(StartError::Oidc)?
             .map(Arc::new);
@@ -228,8 +236,6 @@ impl Application {
             settings.max_live_tickets,
         );
         let (stop, shutdown) = watch::channel(false);
-        let mut page_key = [0u8; 32];
-        rand::Rng::fill(&mut rand::rng(), &mut page_key);
         let qr_cache = moka::sync::Cache::builder()
             .max_capacity(32 * 1024 * 1024)
             .weigher(|_, v: &bytes::Bytes| v.len() as u32)

@@ -138,6 +138,20 @@ impl SigningKey {
         pem.map_err(|e| format_error(format!("PEM encoding failed: {e}")))
     }
 
+    /// A 32-byte key for another job (`label` names it), derived from this
+    /// key's private part: the same on every instance that holds the key,
+    /// unguessable to anyone who does not.
+    pub fn derive(&self, label: &[u8]) -> Result<[u8; 32], KeyError> {
+        let material: Zeroizing<Vec<u8>> = match &self.inner {
+            Inner::Hs256(_, secret) => secret.clone(),
+            _ => Zeroizing::new(self.to_pkcs8_pem()?.as_bytes().to_vec()),
+        };
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&material)
+            .map_err(|_| format_error("an empty key derives nothing"))?;
+        mac.update(label);
+        Ok(mac.finalize().into_bytes().into())
+    }
+
     pub fn algorithm(&self) -> Algorithm {
         match &self.inner {
             Inner::Hs256(..) => Algorithm::HS256,

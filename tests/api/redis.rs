@@ -579,3 +579,36 @@ async fn on_a_cluster_with_replicas_a_killed_master_loses_no_confirmed_login() {
     }
     assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
 }
+
+/// Behind a load balancer a phone's confirm page and its form post may
+/// reach different instances: the CSRF token of one is good on the other.
+#[tokio::test]
+async fn a_phone_page_from_one_instance_confirms_on_another() {
+    let Some(redis) = RedisServer::start("a_phone_page_from_one_instance") else {
+        return;
+    };
+    let apps = instances(&redis.url(), 2).await;
+    let (a, b) = (&apps[0], &apps[1]);
+    let t = a.create_ticket().await;
+    let mut ws = a.ws(&t).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    let phone = phone(IPHONE_UA);
+    let page = phone
+        .get(a.url(&format!("/m/{}", t.id)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b.tap_confirm(&phone, &t.id, &page).await;
+    assert_eq!(r.status(), 200);
+    loop {
+        let frame = next_frame(&mut ws).await;
+        if frame["status"] == "confirmed" {
+            assert!(frame["token"].is_string(), "{frame}");
+            break;
+        }
+        assert_eq!(frame["status"], "scanned", "{frame}");
+    }
+}
