@@ -194,6 +194,7 @@ pub struct Provider {
     userinfo_audience: String,
     access_verifier: Verifier,
     token_limit: DefaultKeyedRateLimiter<String>,
+    token_checks: std::sync::atomic::AtomicU32,
     code_ttl_ms: u64,
     ticket_ttl: Duration,
 }
@@ -236,6 +237,7 @@ impl Provider {
             userinfo_audience,
             access_verifier,
             token_limit: RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
+            token_checks: std::sync::atomic::AtomicU32::new(0),
             code_ttl_ms: settings.oidc_code_ttl.min(60) * 1000,
             ticket_ttl: settings.ticket_ttl(),
         }))
@@ -602,13 +604,26 @@ impl Provider {
     }
 
     /// The token endpoint's per-client quota: Ok, or the seconds to wait.
-    pub fn check_rate(&self, client_id: &str) -> Result<(), u64> {
-        self.token_limit
-            .check_key(&client_id.to_owned())
-            .map_err(|not_until| {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-            })
+    ///
+    /// Keyed by client *and* caller address: an outsider who sends bad
+    /// secrets for a client id spends only their own address's share, not
+    /// the relying party's (whose backend calls from its own addresses).
+    pub fn check_rate(&self, client_id: &str, ip: std::net::IpAddr) -> Result<(), u64> {
+        // Forget idle callers now and then, so the table tracks active ones.
+        if self
+            .token_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % 4096
+            == 4095
+        {
+            self.token_limit.retain_recent();
+            self.token_limit.shrink_to_fit();
+        }
+        let key = format!("{client_id} {}", crate::web::limits::ip_key(ip));
+        self.token_limit.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
     }
 
     /// Spend `code` for the authenticated `client` and sign its tokens.

@@ -288,6 +288,8 @@ fn quota_of<'a>(
     let ticket_path = path.strip_prefix("/api/v1/tickets/");
     match *method {
         Method::POST if path == "/api/v1/tickets" => Some((&limits.tickets, "tickets")),
+        // Each authorization stores its request as a ticket does.
+        _ if path == "/oauth2/authorize" => Some((&limits.tickets, "tickets")),
         // The OpenID login page's tickets are tickets too.
         Method::POST if path.starts_with("/oauth2/authorize/") && path.ends_with("/tickets") => {
             Some((&limits.tickets, "tickets"))

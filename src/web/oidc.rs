@@ -428,6 +428,7 @@ fn authenticate<'a>(
         (status = 429, description = "the client's quota is spent (Retry-After)", body = ErrorBody)))]
 pub async fn token(
     State(app): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response> {
@@ -466,9 +467,9 @@ pub async fn token(
         }
     };
     // The quota is drawn before the secret is checked, so guessing a
-    // client's secret is as slow as its quota.
+    // client's secret is as slow as its quota (per caller address).
     if p.clients.get(&creds.id).is_some() {
-        if let Err(retry_after) = p.check_rate(&creds.id) {
+        if let Err(retry_after) = p.check_rate(&creds.id, ip) {
             token_outcome("rate_limited");
             return Err(Error::RateLimited {
                 message: "too many token requests for this client, slow down",

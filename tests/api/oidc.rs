@@ -816,6 +816,44 @@ async fn the_token_endpoint_limits_each_client() {
     assert_eq!(r.status(), 400);
 }
 
+/// An outsider sending bad secrets for a client id spends their own
+/// address's share only: the relying party's backend, calling from
+/// another address, still redeems.
+#[tokio::test]
+async fn bad_token_requests_from_one_address_do_not_lock_the_client_out() {
+    let (app, _files) = provider_app(|s| {
+        s.oidc_token_rate = 6;
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let from = |ip: &'static str| {
+        app.client
+            .post(app.url("/oauth2/token"))
+            .header("x-forwarded-for", ip)
+            .basic_auth("wiki", Some("not-the-secret-not-the-secret-xx"))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", "x"),
+                ("redirect_uri", "x"),
+            ])
+    };
+    assert_eq!(from("203.0.113.7").send().await.unwrap().status(), 401);
+    assert_eq!(from("203.0.113.7").send().await.unwrap().status(), 429);
+    assert_eq!(from("198.51.100.9").send().await.unwrap().status(), 401);
+}
+
+/// Each authorization stores its request: a loop of them from one address
+/// meets the ticket-creation limit.
+#[tokio::test]
+async fn authorizations_are_limited_per_address() {
+    let (app, _files) = provider_app(|s| s.rate_tickets = 6).await;
+    let (_, challenge) = pkce();
+    let url = authorize_url(&app, &spa_request(&challenge, &[]));
+    assert_eq!(app.client.get(&url).send().await.unwrap().status(), 200);
+    let r = app.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+}
+
 #[tokio::test]
 async fn hs256_with_clients_refuses_to_start_naming_both_variables() {
     let files = OidcFiles::new(Algorithm::ES256, &[]);
