@@ -274,6 +274,9 @@ impl FromRequestParts<AppState> for ClientIp {
 
 /// Walk `X-Forwarded-For` from the right while hops are trusted proxies.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    // On a dual-stack listener an IPv4 proxy arrives as `::ffff:a.b.c.d`:
+    // compared in its IPv4 form, so `127.0.0.1/32` still names it.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -283,7 +286,8 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
         .collect();
     let mut client = peer;
     for hop in hops.into_iter().rev() {
@@ -343,6 +347,8 @@ mod tests {
                 headers.insert("x-forwarded-for", v);
             }
             let client = client_ip(peer, &headers, &trusted);
+            let (peer, hops): (IpAddr, Vec<IpAddr>) =
+                (peer.to_canonical(), hops.iter().map(IpAddr::to_canonical).collect());
             proptest::prop_assert!(client == peer || hops.contains(&client));
             if !trusted[0].contains(&peer) {
                 proptest::prop_assert_eq!(client, peer);
@@ -362,6 +368,18 @@ mod tests {
         assert_eq!(
             client_ip("198.51.100.1".parse().unwrap(), &headers, &trusted),
             "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    /// A dual-stack listener sees an IPv4 proxy as `::ffff:a.b.c.d`.
+    #[test]
+    fn an_ipv4_proxy_on_a_dual_stack_listener_is_still_trusted() {
+        let trusted: Vec<ipnet::IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        assert_eq!(
+            client_ip("::ffff:127.0.0.1".parse().unwrap(), &headers, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
         );
     }
 
