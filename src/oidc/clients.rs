@@ -281,6 +281,24 @@ pub fn problems(settings: &Settings) -> Vec<Problem> {
         return Vec::new();
     };
     let mut out = Vec::new();
+    // Access tokens are signed by the same key for the userinfo audience: a
+    // service audience equal to it would let them pass as the service's JWT.
+    let userinfo = format!(
+        "{}/oauth2/userinfo",
+        settings
+            .jwt_issuer
+            .clone()
+            .unwrap_or_else(|| settings.public_url())
+            .trim_end_matches('/')
+    );
+    if settings.jwt_audience == userinfo {
+        out.push(Problem {
+            variable: "QRLOGIN_JWT_AUDIENCE",
+            message: format!(
+                "{userinfo} is the OpenID provider's access-token audience: access tokens would pass as the service's own tokens"
+            ),
+        });
+    }
     let mut bad = |message: String| {
         out.push(Problem {
             variable: VARIABLE,

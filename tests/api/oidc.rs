@@ -1159,3 +1159,18 @@ async fn the_issuer_must_be_the_public_url_and_no_client_may_be_the_service_audi
         "{text}"
     );
 }
+
+/// Access tokens are for the userinfo audience: the service's own tokens
+/// may not have it, or an access token would pass as one.
+#[tokio::test]
+async fn the_service_audience_may_not_be_the_access_tokens() {
+    let (_ok, files) = provider_app(|_| {}).await;
+    let mut s = test_settings();
+    files.apply(&mut s, Algorithm::ES256);
+    s.public_url = Some("https://login.example.com".into());
+    s.jwt_audience = "https://login.example.com/oauth2/userinfo".into();
+    let Err(e) = qrlogin::Application::build(s).await else {
+        panic!("started with the access tokens' audience");
+    };
+    assert!(e.to_string().contains("QRLOGIN_JWT_AUDIENCE"), "{e}");
+}
