@@ -37,7 +37,7 @@ async fn check_wechat_server(
     State(app): State<AppState>,
     query: Result<Query<PushQuery>, Error>,
 ) -> Result<Response> {
-    let echostr = mp::check_server(&app, &query_of(query))?;
+    let echostr = mp::check_server(&app, &query_of(query)).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         echostr,

@@ -168,33 +168,63 @@ async fn wechat_refusing_the_qr_is_an_upstream_error() {
 #[tokio::test]
 async fn the_server_check_echoes_only_for_a_valid_signature() {
     let (app, _fake) = spawn().await;
-    let (ts, nonce) = ("1714036504", "1514711492");
-    let good = sha1_sorted(&[PUSH_TOKEN, ts, nonce]);
-    let r = app
-        .client
-        .get(app.url(&format!(
-            "/wechat/events?signature={good}&timestamp={ts}&nonce={nonce}&echostr=4375120948345356249"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), "4375120948345356249");
-    let bad = sha1_sorted(&["other-token", ts, nonce]);
+    let ts = now().to_string();
+    let nonce = "1514711492";
+    let check = |ts: &str, nonce: &str, echostr: &str| {
+        let good = sha1_sorted(&[PUSH_TOKEN, ts, nonce]);
+        format!("signature={good}&timestamp={ts}&nonce={nonce}&echostr={echostr}")
+    };
+    let get = |query: String| {
+        let url = app.url(&format!("/wechat/events?{query}"));
+        let client = app.client.clone();
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let first = check(&ts, nonce, "4375120948345356249");
+    assert_eq!(
+        get(first.clone()).await,
+        (200, "4375120948345356249".into())
+    );
+    // WeChat's retry of the same check is answered the same.
+    assert_eq!(get(first).await.0, 200);
+    let bad = sha1_sorted(&["other-token", &ts, nonce]);
     for query in [
         format!("signature={bad}&timestamp={ts}&nonce={nonce}&echostr=1"),
         format!("timestamp={ts}&nonce={nonce}&echostr=1"),
         "".to_owned(),
     ] {
-        let r = app
-            .client
-            .get(app.url(&format!("/wechat/events?{query}")))
-            .send()
-            .await
-            .unwrap();
-        let text = r.status().as_u16();
-        assert_eq!(text, 401, "{query}");
+        assert_eq!(get(query.clone()).await.0, 401, "{query}");
     }
+    // A stale check, or a captured one carrying another echostr, echoes nothing.
+    let stale = (now() - 3600).to_string();
+    assert_eq!(get(check(&stale, "9", "1")).await.0, 403);
+    assert_eq!(get(check(&ts, nonce, "reflected")).await.0, 403);
+}
+
+/// A server check's query signs as a plain push's does: once used for the
+/// check, it carries no push.
+#[tokio::test]
+async fn a_captured_server_check_cannot_carry_a_push() {
+    let (app, _fake) = spawn_plain().await;
+    let t = app.create_ticket().await;
+    let openid = openid();
+    let ts = now().to_string();
+    let nonce = "271828";
+    let signature = sha1_sorted(&[PUSH_TOKEN, &ts, nonce]);
+    let r = app
+        .client
+        .get(app.url(&format!(
+            "/wechat/events?signature={signature}&timestamp={ts}&nonce={nonce}&echostr=42"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let push = Pusher::default().plain_at(&scan_event(&openid, &t.id, now()), &openid, &ts, nonce);
+    assert_eq!(deliver(&app, &push).await.0, 403);
+    assert_eq!(status_of(&app, &t.id).await, "pending");
 }
 
 // ---------- pushes ----------

@@ -150,8 +150,10 @@ fn push_token(app: &AppState) -> Result<&str> {
 }
 
 /// `GET /wechat/events`: WeChat's server check. The `echostr` back only
-/// for a valid signature.
-pub fn check_server(app: &AppState, q: &PushQuery) -> Result<String> {
+/// for a valid, fresh signature, whose `(timestamp, nonce)` it spends like
+/// a push: its query signs the same way as a plain push's, so a captured
+/// check must not become a push of someone else's making.
+pub async fn check_server(app: &AppState, q: &PushQuery) -> Result<String> {
     let token = push_token(app)?;
     let (Some(signature), Some(timestamp), Some(nonce), Some(echostr)) =
         (&q.signature, &q.timestamp, &q.nonce, &q.echostr)
@@ -163,6 +165,14 @@ pub fn check_server(app: &AppState, q: &PushQuery) -> Result<String> {
     if !crypto::check_signature(token, timestamp, nonce, signature) {
         return Err(Error::Unauthorized("bad signature"));
     }
+    check_fresh(timestamp)?;
+    claim_stamp(
+        app,
+        timestamp,
+        nonce,
+        format!("echostr:{echostr}").as_bytes(),
+    )
+    .await?;
     Ok(echostr.clone())
 }
 
