@@ -54,6 +54,19 @@ if [ ! -d tests/rp/openid-client/node_modules/openid-client ]; then
   (cd tests/rp/openid-client && npm ci --no-audit --no-fund --silent)
 fi
 
+# The shipped nginx recipe must load in a real nginx (with throwaway certificates).
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_install nginx-light
+echo "== nginx -t deploy/nginx.conf"
+ngx=$(mktemp -d)
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$ngx/key.pem" -out "$ngx/cert.pem" \
+  -days 1 -subj /CN=login.example.com >/dev/null 2>&1
+sed -e "s#/etc/ssl/login.example.com.pem#$ngx/cert.pem#; s#/etc/ssl/login.example.com.key#$ngx/key.pem#" \
+  deploy/nginx.conf > "$ngx/site.conf"
+printf 'pid %s/pid;\nerror_log %s/error.log;\nevents {}\nhttp { access_log off; include %s/site.conf; }\n' \
+  "$ngx" "$ngx" "$ngx" > "$ngx/main.conf"
+/usr/sbin/nginx -t -q -c "$ngx/main.conf"
+rm -rf "$ngx"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
