@@ -54,6 +54,12 @@ if [ ! -d tests/rp/openid-client/node_modules/openid-client ]; then
   (cd tests/rp/openid-client && npm ci --no-audit --no-fund --silent)
 fi
 
+# The widget's npm package: its tarball, as it would be published (the
+# browser test installs one itself; this checks it packs).
+echo "== npm pack (packages/qrlogin-widget)"
+mkdir -p target/npm
+(cd packages/qrlogin-widget && npm pack --silent --pack-destination ../../target/npm >/dev/null)
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

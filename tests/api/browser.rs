@@ -844,3 +844,92 @@ async fn the_pinned_widget_url_is_immutable_and_its_integrity_matches_its_bytes(
     let plain = app.client.get(app.url("/static/qrlogin.js")).send().await.unwrap();
     assert_eq!(plain.bytes().await.unwrap(), bytes, "one widget, two URLs");
 }
+
+/// `npm pack` of `packages/qrlogin-widget`, installed as a product would
+/// (`npm install <tarball>`) in a temporary directory; answers the
+/// installed ES module's text, or None (SKIPPED) without npm outside CI.
+fn installed_package() -> Option<String> {
+    let dir = std::env::temp_dir().join(format!("qrlogin-npm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    let pkg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packages/qrlogin-widget");
+    let pack = std::process::Command::new("npm")
+        .args(["pack", "--silent", "--pack-destination"])
+        .arg(&dir)
+        .current_dir(&pkg)
+        .output();
+    let Ok(pack) = pack else {
+        assert!(std::env::var("CI").is_err(), "npm is needed under CI");
+        eprintln!("SKIPPED: no npm");
+        return None;
+    };
+    assert!(pack.status.success(), "npm pack: {pack:?}");
+    let tarball = dir.join(String::from_utf8(pack.stdout).unwrap().trim());
+    let install = std::process::Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--offline", "--silent"])
+        .arg(&tarball)
+        .current_dir(dir.join("app"))
+        .status()
+        .unwrap();
+    assert!(install.success(), "npm install of the tarball");
+    let installed = dir.join("app/node_modules/qrlogin-widget");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(installed.join("package.json")).unwrap())
+            .unwrap();
+    assert!(manifest.get("dependencies").is_none(), "no dependencies");
+    assert!(installed.join("index.d.ts").exists(), "its TypeScript declarations");
+    let entry = manifest["exports"]["."]["import"].as_str().unwrap();
+    let module = std::fs::read_to_string(installed.join(entry)).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    Some(module)
+}
+
+#[tokio::test]
+async fn the_npm_package_installs_and_its_es_module_logs_in_on_a_product_page() {
+    let Some(module) = installed_package() else {
+        return;
+    };
+    let port = free_port();
+    let app = service_allowing(&format!("http://127.0.0.1:{port}")).await;
+    let host_js = format!(
+        r#"import {{ mount }} from "/qrlogin-widget.mjs";
+window.hadGlobal = "QRLogin" in window;
+window.qrloginHandle = mount(document.getElementById("qrlogin"), {{
+  baseUrl: "{svc}",
+  onToken: function (token) {{ window.qrloginToken = token; return Promise.resolve(); }}
+}});"#,
+        svc = app.address
+    );
+    let html = r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Product</title></head>
+<body><div id="qrlogin"></div><script type="module" src="/host.mjs"></script></body></html>"#;
+    let csp = host_csp(&app.address);
+    let js = |body: String| ([("content-type", "text/javascript")], body);
+    let router = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || async move {
+                ([("content-security-policy", csp)], axum::response::Html(html))
+            }),
+        )
+        .route("/host.mjs", axum::routing::get(move || async move { js(host_js) }))
+        .route(
+            "/qrlogin-widget.mjs",
+            axum::routing::get(move || async move { js(module) }),
+        );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let Some(browser) = Browser::launch("embed-npm-module").await else {
+        return;
+    };
+    let page = browser.page("product", Device::Desktop, EN).await;
+    page.goto(&format!("http://127.0.0.1:{port}/")).await;
+    page.wait_for("a pending code", &format!("{STATUS} === 'pending'"))
+        .await;
+    assert_eq!(page.eval("window.hadGlobal || 'QRLogin' in window").await, false, "no global");
+    confirm_on_phone(&page, &app).await;
+    assert_eq!(wait_status(&page, "confirmed").await, "Logged in");
+    let token = page.eval("window.qrloginToken").await;
+    assert_active(&app, token.as_str().unwrap()).await;
+}
