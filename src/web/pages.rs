@@ -51,9 +51,7 @@ pub fn router() -> Router<AppState> {
         .route("/", get(show_login_page))
         .route(
             "/static/qrlogin.js",
-            get(|| {
-                static_file("application/javascript", WIDGET)
-            }),
+            get(|| static_file("application/javascript", WIDGET)),
         )
         .route(
             "/static/login.js",

@@ -691,12 +691,17 @@ async fn host_page(app: &TestApp, port: u16, mode: &str) -> tokio::task::JoinHan
         .route(
             "/",
             axum::routing::get(move || async move {
-                ([("content-security-policy", csp)], axum::response::Html(html))
+                (
+                    [("content-security-policy", csp)],
+                    axum::response::Html(html),
+                )
             }),
         )
         .route(
             "/host.js",
-            axum::routing::get(|| async { ([("content-type", "application/javascript")], HOST_JS) }),
+            axum::routing::get(|| async {
+                ([("content-type", "application/javascript")], HOST_JS)
+            }),
         );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -742,11 +747,13 @@ async fn the_embedded_widget_styles_itself_under_a_strict_csp_and_leaves_the_pag
     page.wait_for("a pending code", &format!("{STATUS} === 'pending'"))
         .await;
     // Its own look with no stylesheet: the QR at its size, a styled status.
-    let css = |sel: &str, prop: &str| {
-        format!("getComputedStyle(document.querySelector('{sel}')).{prop}")
-    };
+    let css =
+        |sel: &str, prop: &str| format!("getComputedStyle(document.querySelector('{sel}')).{prop}");
     assert_eq!(page.eval(&css(".qrlogin-qr", "width")).await, "220px");
-    assert_eq!(page.eval(&css(".qrlogin-status", "fontWeight")).await, "650");
+    assert_eq!(
+        page.eval(&css(".qrlogin-status", "fontWeight")).await,
+        "650"
+    );
     // Nothing outside its element changed: the browser's defaults remain.
     assert_eq!(page.eval(&css("body", "margin")).await, "8px");
     assert_eq!(page.eval(&css("#host", "marginTop")).await, "16px");
@@ -757,7 +764,11 @@ async fn the_embedded_widget_styles_itself_under_a_strict_csp_and_leaves_the_pag
     assert_eq!(page.eval(&css(".qrlogin-icon", "width")).await, "64px");
     // The token went to onToken, never onto the page.
     assert!(page.eval("window.qrloginToken").await.is_string());
-    assert_eq!(page.eval("document.querySelector('.qrlogin-token').hidden").await, true);
+    assert_eq!(
+        page.eval("document.querySelector('.qrlogin-token').hidden")
+            .await,
+        true
+    );
     let violations = page.logs();
     assert!(
         !violations.contains("Content Security Policy"),
@@ -787,8 +798,11 @@ async fn a_rejected_on_token_promise_shows_its_message_and_offers_a_new_code() {
     assert_eq!(page.text(".qrlogin-hint").await, "the backend said no");
     page.screenshot("rejected").await;
     page.click(".qrlogin-button").await;
-    page.wait_for("a new code", &format!("{STATUS} === 'pending' && {QR_SRC} !== {first}"))
-        .await;
+    page.wait_for(
+        "a new code",
+        &format!("{STATUS} === 'pending' && {QR_SRC} !== {first}"),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -828,7 +842,10 @@ async fn the_pinned_widget_url_is_immutable_and_its_integrity_matches_its_bytes(
         .await
         .unwrap();
     let url = info["url"].as_str().unwrap();
-    assert_eq!(url, format!("/static/qrlogin.v{}.js", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        url,
+        format!("/static/qrlogin.v{}.js", env!("CARGO_PKG_VERSION"))
+    );
     let r = app.client.get(app.url(url)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(
@@ -841,7 +858,12 @@ async fn the_pinned_widget_url_is_immutable_and_its_integrity_matches_its_bytes(
         base64::engine::general_purpose::STANDARD.encode(sha2::Sha384::digest(&bytes))
     );
     assert_eq!(info["integrity"], sri);
-    let plain = app.client.get(app.url("/static/qrlogin.js")).send().await.unwrap();
+    let plain = app
+        .client
+        .get(app.url("/static/qrlogin.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(plain.bytes().await.unwrap(), bytes, "one widget, two URLs");
 }
 
@@ -866,7 +888,13 @@ fn installed_package() -> Option<String> {
     assert!(pack.status.success(), "npm pack: {pack:?}");
     let tarball = dir.join(String::from_utf8(pack.stdout).unwrap().trim());
     let install = std::process::Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--offline", "--silent"])
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--offline",
+            "--silent",
+        ])
         .arg(&tarball)
         .current_dir(dir.join("app"))
         .status()
@@ -877,7 +905,10 @@ fn installed_package() -> Option<String> {
         serde_json::from_str(&std::fs::read_to_string(installed.join("package.json")).unwrap())
             .unwrap();
     assert!(manifest.get("dependencies").is_none(), "no dependencies");
-    assert!(installed.join("index.d.ts").exists(), "its TypeScript declarations");
+    assert!(
+        installed.join("index.d.ts").exists(),
+        "its TypeScript declarations"
+    );
     let entry = manifest["exports"]["."]["import"].as_str().unwrap();
     let module = std::fs::read_to_string(installed.join(entry)).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -908,10 +939,16 @@ window.qrloginHandle = mount(document.getElementById("qrlogin"), {{
         .route(
             "/",
             axum::routing::get(move || async move {
-                ([("content-security-policy", csp)], axum::response::Html(html))
+                (
+                    [("content-security-policy", csp)],
+                    axum::response::Html(html),
+                )
             }),
         )
-        .route("/host.mjs", axum::routing::get(move || async move { js(host_js) }))
+        .route(
+            "/host.mjs",
+            axum::routing::get(move || async move { js(host_js) }),
+        )
         .route(
             "/qrlogin-widget.mjs",
             axum::routing::get(move || async move { js(module) }),
@@ -927,9 +964,31 @@ window.qrloginHandle = mount(document.getElementById("qrlogin"), {{
     page.goto(&format!("http://127.0.0.1:{port}/")).await;
     page.wait_for("a pending code", &format!("{STATUS} === 'pending'"))
         .await;
-    assert_eq!(page.eval("window.hadGlobal || 'QRLogin' in window").await, false, "no global");
+    assert_eq!(
+        page.eval("window.hadGlobal || 'QRLogin' in window").await,
+        false,
+        "no global"
+    );
     confirm_on_phone(&page, &app).await;
     assert_eq!(wait_status(&page, "confirmed").await, "Logged in");
     let token = page.eval("window.qrloginToken").await;
     assert_active(&app, token.as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn in_dev_mode_the_login_page_shows_the_phone_link_as_text() {
+    let app = spawn_app().await;
+    let Some(browser) = Browser::launch("dev-phone-link").await else {
+        return;
+    };
+    let (desktop, code) = desktop_with_code(&browser, &app, "/", EN).await;
+    let link = desktop
+        .wait_for(
+            "the phone link",
+            "document.querySelector('.qrlogin-link a')?.href",
+        )
+        .await;
+    assert_eq!(link, code.as_str(), "the link is the code's own");
+    assert_eq!(desktop.text(".qrlogin-link a").await, code);
+    desktop.screenshot("pending-with-link").await;
 }
