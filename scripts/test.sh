@@ -67,6 +67,12 @@ printf 'pid %s/pid;\nerror_log %s/error.log;\nevents {}\nhttp { access_log off; 
 /usr/sbin/nginx -t -q -c "$ngx/main.conf"
 rm -rf "$ngx"
 
+# The widget's npm package: its tarball, as it would be published (the
+# browser test installs one itself; this checks it packs).
+echo "== npm pack (packages/qrlogin-widget)"
+mkdir -p target/npm
+(cd packages/qrlogin-widget && npm pack --silent --pack-destination ../../target/npm >/dev/null)
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -13,6 +13,8 @@
     lang: root.getAttribute("data-lang") || undefined,
     transports: only === "poll" || only === "websocket" ? [only] : undefined,
     wechatRedirect: params.get("wechat") === "top" ? "top" : undefined,
+    showToken: true,
+    showLink: root.hasAttribute("data-show-link"),
     onToken: function (token) { window.qrloginToken = token; }
   });
 })();

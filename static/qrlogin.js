@@ -8,7 +8,12 @@
  *     onToken: function (token, state) {}, // the signed JWT, once confirmed
  *     wechatRedirect: "iframe",             // `wechat-web`: WeChat comes back inside its frame
  *                                           // ("iframe", default) or takes the whole page ("top")
- *     seal: true                            // false: the plain flow even where WebCrypto exists
+ *     seal: true,                           // false: the plain flow even where WebCrypto exists
+ *     showToken: false,                     // true: show the JWT under the code (the built-in page)
+ *     showLink: false                       // true: the phone link as text (dev codes only)
+ *     // onToken may return a promise (e.g. the product's backend taking the
+ *     // token): "Logged in" only once it resolves; a rejection shows its
+ *     // message and a button for a new code.
  *     // onState's third argument is the ticket ({ticket, secret, …});
  *     // ticketPath: where tickets are created (default /api/v1/tickets)
  *   });
@@ -38,6 +43,12 @@
  * `onToken`; so nothing recording the socket or the secret gets the token.
  * The key is kept in IndexedDB for the ticket's life, for a page that WeChat
  * reloads. Without WebCrypto: the plain flow.
+ *
+ * No stylesheet is needed: the widget adds its own rules, every one scoped
+ * under `.qrlogin`, as a constructable stylesheet (which a host page's CSP
+ * `style-src` does not block), so it looks right anywhere and restyles
+ * nothing outside its element. `styles: false` leaves the styling to the
+ * page.
  */
 (function (global) {
   "use strict";
@@ -75,7 +86,12 @@
       wechatRefused: "Cancelled in WeChat",
       wechatRefusedHint: "Nobody was logged in. You can try again.",
       wechatFailed: "WeChat did not accept the login",
-      wechatFailedHint: "Nobody was logged in. Get a new code and scan it again."
+      wechatFailedHint: "Nobody was logged in. Get a new code and scan it again.",
+      checking: "Logging in…",
+      rejected: "The login was not accepted",
+      originRefused: "This page's origin is not allowed by the login service",
+      originRefusedHint: "Ask its operator to add {origin} to QRLOGIN_ALLOWED_ORIGINS.",
+      phoneLink: "Or open this link on the phone:"
     },
     "zh-CN": {
       pending: "请使用手机扫描二维码",
@@ -109,7 +125,12 @@
       wechatRefused: "已在微信中取消",
       wechatRefusedHint: "没有任何人登录。你可以重试。",
       wechatFailed: "微信未接受此次登录",
-      wechatFailedHint: "没有任何人登录。请获取新的二维码后重新扫描。"
+      wechatFailedHint: "没有任何人登录。请获取新的二维码后重新扫描。",
+      checking: "正在登录…",
+      rejected: "登录未被接受",
+      originRefused: "登录服务不允许此页面的来源",
+      originRefusedHint: "请联系其运维人员将 {origin} 加入 QRLOGIN_ALLOWED_ORIGINS。",
+      phoneLink: "或在手机上打开此链接："
     }
   };
 
@@ -125,6 +146,65 @@
     denied: "M12 2a10 10 0 1 1 0 20 10 10 0 0 1 0-20zm0 2a8 8 0 1 0 0 16 8 8 0 0 0 0-16zm3.5 3.1 1.4 1.4-3.5 3.5 3.5 3.5-1.4 1.4-3.5-3.5-3.5 3.5-1.4-1.4 3.5-3.5-3.5-3.5 1.4-1.4 3.5 3.5z",
     expired: "M12 2a10 10 0 1 1 0 20 10 10 0 0 1 0-20zm0 2a8 8 0 1 0 0 16 8 8 0 0 0 0-16zm1 3v4.6l3.4 2-1 1.7-4.4-2.6V7z"
   };
+
+
+  // The widget's own look, every rule under `.qrlogin` (nothing global).
+  // Colours meet WCAG AA contrast on their backgrounds.
+  var STYLE = [
+    ".qrlogin{--qrl-fg:#1b1f24;--qrl-muted:#4a5360;--qrl-line:#d5dbe1;--qrl-accent:#0b6e4f;--qrl-accent-dark:#08553d;--qrl-danger:#a4262c;--qrl-soft:#f6f8fa;",
+    "display:flex;flex-direction:column;align-items:center;gap:.75rem;outline:none;text-align:center;color:var(--qrl-fg);",
+    "font:16px/1.5 system-ui,-apple-system,\"Segoe UI\",\"PingFang SC\",\"Hiragino Sans GB\",\"Microsoft YaHei\",\"Noto Sans CJK SC\",sans-serif}",
+    ".qrlogin,.qrlogin *{box-sizing:border-box}",
+    ".qrlogin [hidden]{display:none!important}",
+    ".qrlogin .qrlogin-stage{position:relative;width:236px;height:236px;border:1px solid var(--qrl-line);border-radius:12px;padding:7px;background:#fff}",
+    ".qrlogin .qrlogin-stage-wechat{width:302px;height:402px;padding:0;border:0}",
+    ".qrlogin .qrlogin-qr{display:block;width:220px;height:220px;max-width:none;margin:0;image-rendering:pixelated}",
+    ".qrlogin .qrlogin-wechat{display:block;width:300px;height:400px;border:0}",
+    ".qrlogin .qrlogin-overlay{position:absolute;inset:0;border-radius:12px;background:rgba(255,255,255,.93);display:flex;flex-direction:column;align-items:center;justify-content:center;gap:.75rem}",
+    ".qrlogin .qrlogin-icon{display:block;width:64px;height:64px;fill:currentColor}",
+    ".qrlogin .qrlogin-icon-scanned,.qrlogin .qrlogin-icon-confirmed{color:var(--qrl-accent)}",
+    ".qrlogin .qrlogin-icon-denied{color:var(--qrl-danger)}",
+    ".qrlogin .qrlogin-icon-expired{color:var(--qrl-muted)}",
+    ".qrlogin .qrlogin-live{min-height:4.5rem}",
+    ".qrlogin .qrlogin-status{font-size:1.15rem;font-weight:650;margin:0 0 .25rem}",
+    ".qrlogin[data-status=confirmed] .qrlogin-status{color:var(--qrl-accent-dark)}",
+    ".qrlogin[data-status=denied] .qrlogin-status,.qrlogin[data-status=rejected] .qrlogin-status,.qrlogin[data-status=origin] .qrlogin-status{color:var(--qrl-danger)}",
+    ".qrlogin .qrlogin-hint{color:var(--qrl-muted);font-size:.95rem;margin:0}",
+    ".qrlogin .qrlogin-hint:empty{display:none}",
+    ".qrlogin .qrlogin-user{display:flex;align-items:center;justify-content:center;gap:.6rem;margin:.5rem 0;font-weight:600}",
+    ".qrlogin .qrlogin-avatar{width:40px;height:40px;border-radius:50%;object-fit:cover;flex:none}",
+    ".qrlogin .qrlogin-initial{display:inline-flex;align-items:center;justify-content:center;background:var(--qrl-accent);color:#fff;font-weight:700}",
+    ".qrlogin .qrlogin-countdown{display:flex;flex-direction:column;align-items:center;gap:.3rem;width:220px;color:var(--qrl-muted);font-size:.9rem;font-variant-numeric:tabular-nums}",
+    ".qrlogin .qrlogin-bar{width:100%;height:6px;border-radius:3px;background:#e3e7eb;overflow:hidden}",
+    ".qrlogin .qrlogin-bar-fill{display:block;height:100%;background:var(--qrl-accent);transform-origin:left center;transition:transform 1s linear}",
+    ".qrlogin .qrlogin-countdown-low{color:var(--qrl-danger)}",
+    ".qrlogin .qrlogin-countdown-low .qrlogin-bar-fill{background:var(--qrl-danger)}",
+    ".qrlogin .qrlogin-token,.qrlogin .qrlogin-link{width:100%;max-height:9rem;overflow:auto;margin:0;white-space:pre-wrap;word-break:break-all;text-align:left;font:.75rem/1.4 ui-monospace,\"SFMono-Regular\",Menlo,Consolas,monospace;background:var(--qrl-soft);border:1px solid var(--qrl-line);padding:.6rem .75rem;border-radius:8px}",
+    ".qrlogin .qrlogin-link a{color:var(--qrl-accent-dark)}",
+    ".qrlogin .qrlogin-button{font:inherit;font-weight:650;border:0;border-radius:12px;min-height:48px;min-width:8rem;width:auto;padding:.7rem 1.4rem;margin:0;cursor:pointer;background:var(--qrl-accent);color:#fff}",
+    ".qrlogin .qrlogin-button:hover{background:var(--qrl-accent-dark)}",
+    ".qrlogin .qrlogin-button:focus-visible{outline:3px solid #1f5fd1;outline-offset:2px}",
+    "@media (prefers-reduced-motion:reduce){.qrlogin .qrlogin-bar-fill{transition:none}}"
+  ].join("\n");
+  var styled = false;
+
+  /** The rules above, once per document: adopted where the browser can
+   *  (no `style-src` needed), else a <style> element. */
+  function addStyles() {
+    if (styled) return;
+    styled = true;
+    try {
+      if (global.CSSStyleSheet && "adoptedStyleSheets" in document) {
+        var sheet = new CSSStyleSheet();
+        sheet.replaceSync(STYLE);
+        document.adoptedStyleSheets = document.adoptedStyleSheets.concat([sheet]);
+        return;
+      }
+    } catch (e) {}
+    var tag = document.createElement("style");
+    tag.textContent = STYLE;
+    (document.head || document.documentElement).appendChild(tag);
+  }
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -250,6 +330,7 @@
     };
 
     // --- the view -------------------------------------------------------
+    if (options.styles !== false) addStyles();
     root.classList.add("qrlogin");
     root.setAttribute("lang", lang);
     root.innerHTML = "";
@@ -288,8 +369,10 @@
     var tokenBox = el("pre", "qrlogin-token");
     tokenBox.hidden = true;
     tokenBox.tabIndex = 0; // scrollable: reachable by keyboard
+    var link = el("p", "qrlogin-link");
+    link.hidden = true;
     root.appendChild(stage); root.appendChild(live);
-    root.appendChild(countdown); root.appendChild(tokenBox);
+    root.appendChild(countdown); root.appendChild(link); root.appendChild(tokenBox);
     button.addEventListener("click", onButton);
 
     // --- timers and requests that destroy() must be able to stop ---------
@@ -376,6 +459,21 @@
       who.hidden = false;
     }
 
+    /** `showLink`: a dev code's phone link as text, to copy into a second
+     *  window (only an http(s) link: WeChat's codes are not for copying). */
+    function showLink(tk) {
+      link.textContent = "";
+      var url = options.showLink === true && tk && tk.provider === "dev" && tk.qr_content;
+      link.hidden = !(url && /^https?:\/\//.test(url));
+      if (link.hidden) return;
+      var a = el("a", null, url);
+      a.href = url;
+      a.target = "_blank";
+      a.rel = "noopener noreferrer";
+      link.appendChild(document.createTextNode(t.phoneLink + " "));
+      link.appendChild(a);
+    }
+
     function showOverlay(name, withButton, label) {
       badge.textContent = "";
       if (name) badge.appendChild(icon(name));
@@ -387,6 +485,7 @@
 
     function show(st) {
       root.setAttribute("data-status", st.status);
+      if (st.status !== "pending") link.hidden = true;
       showUser(st.status === "scanned" || st.status === "confirmed" ? st.user : null);
       tokenBox.hidden = true;
       switch (st.status) {
@@ -405,7 +504,7 @@
           showOverlay("confirmed");
           say(t.confirmed, t.confirmedHint);
           stopCountdown();
-          if (st.token && options.showToken !== false) {
+          if (st.token && options.showToken === true) {
             tokenBox.textContent = t.token + ":\n" + st.token;
             tokenBox.hidden = false;
           }
@@ -443,13 +542,19 @@
       s.lost = 0;
       if (st.status === "scanned") s.renewals = 0;
       s.status = st.status;
-      show(st);
-      if (changed && typeof options.onState === "function") {
-        try { options.onState(st.status, st, s.ticket); } catch (e) { report(e); }
-      }
+      var taken = null;
       if (FINAL[st.status]) { closeTransports(); forget(); }
       if (st.status === "confirmed" && st.token && typeof options.onToken === "function") {
-        try { options.onToken(st.token, st); } catch (e) { report(e); }
+        try { taken = options.onToken(st.token, st); } catch (e) { report(e); }
+      }
+      if (taken && typeof taken.then === "function") {
+        // The product is still taking the token: not "Logged in" yet.
+        accepting(st, taken);
+      } else {
+        show(st);
+      }
+      if (changed && typeof options.onState === "function") {
+        try { options.onState(st.status, st, s.ticket); } catch (e) { report(e); }
       }
       if (st.status === "expired" && s.renewals < AUTO_RENEWALS) {
         s.renewals++;
@@ -486,6 +591,25 @@
         for (var k in st) if (k !== "sealed_token") open[k] = st[k];
         if (jwt) open.token = jwt;
         emit(open);
+      });
+    }
+
+    /** `onToken`'s promise: "Logged in" once it resolves; its rejection's
+     *  message and a button for a new code when it rejects. */
+    function accepting(st, taken) {
+      var tk = s.ticket;
+      root.setAttribute("data-status", "checking");
+      showUser(st.user);
+      showOverlay("scanned");
+      stopCountdown();
+      say(t.checking);
+      taken.then(function () {
+        if (s.destroyed || s.ticket !== tk) return;
+        show(st);
+      }, function (e) {
+        if (s.destroyed || s.ticket !== tk) return;
+        var why = e && e.message ? String(e.message) : String(e || "");
+        local("rejected", t.rejected, why, t.retry);
       });
     }
 
@@ -565,6 +689,23 @@
         follow(tk);
       }).catch(function (e) {
         if (s.destroyed || (e && e.name === "AbortError")) return;
+        if (serviceOrigin !== location.origin && e instanceof TypeError) { refusedOrNot(); return; }
+        say(t.error);
+        later(start, backoff());
+      });
+    }
+
+    /** The ticket request failed without an answer. From another origin
+     *  that is either an unreachable service or one that refuses this
+     *  page's origin (CORS hides which): an opaque request that does not
+     *  need CORS tells them apart. A refusal waits for the person: no
+     *  amount of retrying fixes a setting. */
+    function refusedOrNot() {
+      request("/healthz", { mode: "no-cors", cache: "no-store", credentials: "omit" }).then(function () {
+        if (s.destroyed) return;
+        local("origin", t.originRefused, t.originRefusedHint.replace("{origin}", location.origin), t.retry);
+      }, function (e) {
+        if (s.destroyed || (e && e.name === "AbortError")) return;
         say(t.error);
         later(start, backoff());
       });
@@ -595,6 +736,7 @@
         stage.classList.remove("qrlogin-stage-wechat");
         img.src = base + tk.qr_svg;
       }
+      showLink(tk);
       show({ status: "pending", expires_at: tk.expires_at });
       root.setAttribute("data-status", "pending");
       connect();
@@ -677,7 +819,8 @@
       root.setAttribute("data-status", name);
       showUser(null);
       tokenBox.hidden = true;
-      showOverlay(name === "elsewhere" ? "denied" : "expired", true, label);
+      link.hidden = true;
+      showOverlay(name === "elsewhere" || name === "rejected" || name === "origin" ? "denied" : "expired", true, label);
       say(text, more);
       if (typeof options.onState === "function") {
         try { options.onState(name, { status: name }); } catch (e) { report(e); }

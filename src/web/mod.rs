@@ -78,7 +78,14 @@ fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
         // The list was normalised at start; the request's Origin is
         // normalised the same way (what the WebSocket check does too).
         let origins = origins.clone();
-        AllowOrigin::predicate(move |origin, _| origin_in(&origins, origin.to_str().unwrap_or("")))
+        AllowOrigin::predicate(move |origin, parts| {
+            let origin = origin.to_str().unwrap_or("");
+            let allowed = origin_in(&origins, origin);
+            if !allowed && !same_host(origin, &parts.headers) {
+                note_refused_origin(origin);
+            }
+            allowed
+        })
     };
     CorsLayer::new()
         .allow_origin(allow)
@@ -86,6 +93,64 @@ fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
         .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
         .expose_headers([trace::REQUEST_ID])
         .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Whether `origin` names the host the request was sent to (the service's
+/// own pages: never a refusal worth telling).
+pub fn same_host(origin: &str, headers: &axum::http::HeaderMap) -> bool {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host))
+}
+
+/// How often one refused origin is logged.
+const REFUSED_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Origins remembered at most (a flood of made-up ones forgets, not grows).
+const REFUSED_KEPT: usize = 1024;
+
+/// Logs, at warn and at most once a minute per origin, a browser request
+/// refused for its Origin: the page itself only sees a failed request, so
+/// this is where an operator learns which origin to allow.
+pub fn note_refused_origin(origin: &str) {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+    static SEEN: OnceLock<Mutex<HashMap<String, Instant>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(|| Mutex::new(HashMap::new()));
+    let Ok(mut seen) = seen.lock() else { return };
+    if refused_is_news(&mut seen, origin, Instant::now()) {
+        tracing::warn!(
+            origin = %origin.chars().take(200).collect::<String>(),
+            "refused a browser request from an origin not in QRLOGIN_ALLOWED_ORIGINS"
+        );
+    }
+}
+
+/// Whether `origin`'s refusal at `now` is to be logged (none in the last
+/// `REFUSED_EVERY`), remembering it if so.
+fn refused_is_news(
+    seen: &mut std::collections::HashMap<String, std::time::Instant>,
+    origin: &str,
+    now: std::time::Instant,
+) -> bool {
+    if seen
+        .get(origin)
+        .is_some_and(|at| now.duration_since(*at) < REFUSED_EVERY)
+    {
+        return false;
+    }
+    if seen.len() >= REFUSED_KEPT {
+        seen.retain(|_, at| now.duration_since(*at) < REFUSED_EVERY);
+        if seen.len() >= REFUSED_KEPT {
+            seen.clear();
+        }
+    }
+    seen.insert(origin.to_owned(), now);
+    true
 }
 
 /// Whether the request Origin `origin` is one of `allowed` (normalised at
@@ -321,6 +386,22 @@ pub fn user_agent(headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_origin_is_logged_once_a_minute_and_the_memory_stays_bounded() {
+        let mut seen = std::collections::HashMap::new();
+        let t0 = std::time::Instant::now();
+        assert!(refused_is_news(&mut seen, "http://localhost:3000", t0));
+        let soon = t0 + std::time::Duration::from_secs(59);
+        assert!(!refused_is_news(&mut seen, "http://localhost:3000", soon));
+        assert!(refused_is_news(&mut seen, "http://127.0.0.1:3000", soon));
+        let later = t0 + REFUSED_EVERY;
+        assert!(refused_is_news(&mut seen, "http://localhost:3000", later));
+        for i in 0..3 * REFUSED_KEPT {
+            refused_is_news(&mut seen, &format!("http://h{i}.example"), later);
+        }
+        assert!(seen.len() <= REFUSED_KEPT);
+    }
 
     fn any_ip() -> impl proptest::strategy::Strategy<Value = IpAddr> {
         use proptest::prelude::*;

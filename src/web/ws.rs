@@ -99,6 +99,9 @@ pub async fn upgrade_ws(
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response> {
     if !origin_allowed(&app, &headers) {
+        if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+            super::note_refused_origin(origin.to_str().unwrap_or("(not text)"));
+        }
         return Err(Error::Forbidden("this Origin may not open sockets"));
     }
     let ticket = app.engine.require(&id).await?;

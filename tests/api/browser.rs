@@ -634,3 +634,361 @@ async fn a_forwarded_wechat_page_tells_the_person_and_logs_nobody_in() {
         "nobody logged in"
     );
 }
+
+// --- the widget embedded in a product page on another origin -----------
+
+/// The host page's script: mounts the widget from the service, whose
+/// `onToken` answers a promise like a product's backend would: resolved, or
+/// rejected with "the backend said no" (`data-mode="reject"`).
+const HOST_JS: &str = r#"
+(function () {
+  var d = document.documentElement.dataset;
+  window.qrloginHandle = QRLogin.mount(document.getElementById("qrlogin"), {
+    baseUrl: d.svc,
+    onToken: function (token) {
+      window.qrloginToken = token;
+      return new Promise(function (resolve, reject) {
+        setTimeout(function () {
+          if (d.mode === "reject") reject(new Error("the backend said no")); else resolve();
+        }, 200);
+      });
+    }
+  });
+})();
+"#;
+
+/// The host CSP that README's embedding section documents, for a service
+/// at `svc`: nothing else is allowed (not even styles).
+fn host_csp(svc: &str) -> String {
+    let ws = svc.replacen("http", "ws", 1);
+    format!("default-src 'none'; script-src 'self' {svc}; connect-src {svc} {ws}; img-src {svc}")
+}
+
+/// A product page at `http://{host}:{port}` (another origin than the
+/// service), with no stylesheet of its own and exactly `host_csp`: it
+/// loads the pinned widget with its SRI hash, as the embed snippet does.
+async fn host_page(app: &TestApp, port: u16, mode: &str) -> tokio::task::JoinHandle<()> {
+    let info: Value = app
+        .client
+        .get(app.url("/static/qrlogin.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let html = format!(
+        r#"<!doctype html><html lang="en" data-svc="{svc}" data-mode="{mode}"><head><meta charset="utf-8"><title>Product</title></head>
+<body><h1>Product</h1><p id="host">The product's own text.</p><div id="qrlogin"></div>
+<script src="{svc}{url}" integrity="{integrity}" crossorigin="anonymous"></script>
+<script src="/host.js"></script></body></html>"#,
+        svc = app.address,
+        url = info["url"].as_str().unwrap(),
+        integrity = info["integrity"].as_str().unwrap(),
+    );
+    let csp = host_csp(&app.address);
+    let router = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || async move {
+                (
+                    [("content-security-policy", csp)],
+                    axum::response::Html(html),
+                )
+            }),
+        )
+        .route(
+            "/host.js",
+            axum::routing::get(|| async {
+                ([("content-type", "application/javascript")], HOST_JS)
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A service that allows the product page at `origin`.
+async fn service_allowing(origin: &str) -> TestApp {
+    let origin = origin.to_owned();
+    spawn_app_with(move |s| s.allowed_origins = vec![origin]).await
+}
+
+/// Scan the page's code and confirm it on the dev phone page.
+async fn confirm_on_phone(page: &Page, app: &TestApp) {
+    let code = page.scan_qr(".qrlogin-qr").await;
+    let phone = crate::helpers::phone(crate::browser_cdp::IPHONE_UA);
+    let confirm = phone.get(&code).send().await.unwrap().text().await.unwrap();
+    let r = app.tap_confirm(&phone, ticket_of(&code), &confirm).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn the_embedded_widget_styles_itself_under_a_strict_csp_and_leaves_the_page_alone() {
+    let port = free_port();
+    let app = service_allowing(&format!("http://127.0.0.1:{port}")).await;
+    let _host = host_page(&app, port, "resolve").await;
+    let Some(browser) = Browser::launch("embed-styles-csp").await else {
+        return;
+    };
+    let page = browser.page("product", Device::Desktop, EN).await;
+    page.goto(&format!("http://127.0.0.1:{port}/")).await;
+    page.wait_for("a pending code", &format!("{STATUS} === 'pending'"))
+        .await;
+    // Its own look with no stylesheet: the QR at its size, a styled status.
+    let css =
+        |sel: &str, prop: &str| format!("getComputedStyle(document.querySelector('{sel}')).{prop}");
+    assert_eq!(page.eval(&css(".qrlogin-qr", "width")).await, "220px");
+    assert_eq!(
+        page.eval(&css(".qrlogin-status", "fontWeight")).await,
+        "650"
+    );
+    // Nothing outside its element changed: the browser's defaults remain.
+    assert_eq!(page.eval(&css("body", "margin")).await, "8px");
+    assert_eq!(page.eval(&css("#host", "marginTop")).await, "16px");
+    assert_eq!(page.eval(&css("h1", "fontWeight")).await, "700");
+    assert_eq!(page.eval("document.styleSheets.length").await, 0);
+    confirm_on_phone(&page, &app).await;
+    assert_eq!(wait_status(&page, "confirmed").await, "Logged in");
+    assert_eq!(page.eval(&css(".qrlogin-icon", "width")).await, "64px");
+    // The token went to onToken, never onto the page.
+    assert!(page.eval("window.qrloginToken").await.is_string());
+    assert_eq!(
+        page.eval("document.querySelector('.qrlogin-token').hidden")
+            .await,
+        true
+    );
+    let violations = page.logs();
+    assert!(
+        !violations.contains("Content Security Policy"),
+        "the documented CSP is enough: {violations}"
+    );
+    page.screenshot("logged-in").await;
+}
+
+#[tokio::test]
+async fn a_rejected_on_token_promise_shows_its_message_and_offers_a_new_code() {
+    let port = free_port();
+    let app = service_allowing(&format!("http://127.0.0.1:{port}")).await;
+    let _host = host_page(&app, port, "reject").await;
+    let Some(browser) = Browser::launch("embed-on-token-rejected").await else {
+        return;
+    };
+    let page = browser.page("product", Device::Desktop, EN).await;
+    page.goto(&format!("http://127.0.0.1:{port}/")).await;
+    page.wait_for("a pending code", &format!("{STATUS} === 'pending'"))
+        .await;
+    let first = page.eval(QR_SRC).await;
+    confirm_on_phone(&page, &app).await;
+    assert_eq!(
+        wait_status(&page, "rejected").await,
+        "The login was not accepted"
+    );
+    assert_eq!(page.text(".qrlogin-hint").await, "the backend said no");
+    page.screenshot("rejected").await;
+    page.click(".qrlogin-button").await;
+    page.wait_for(
+        "a new code",
+        &format!("{STATUS} === 'pending' && {QR_SRC} !== {first}"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_page_on_an_origin_the_service_refuses_is_told_so() {
+    let port = free_port();
+    // The classic mistake: 127.0.0.1 allowed, the page opened as localhost.
+    let app = service_allowing(&format!("http://127.0.0.1:{port}")).await;
+    let _host = host_page(&app, port, "resolve").await;
+    let Some(browser) = Browser::launch("embed-origin-refused").await else {
+        return;
+    };
+    let page = browser.page("product", Device::Desktop, EN).await;
+    page.goto(&format!("http://localhost:{port}/")).await;
+    assert_eq!(
+        wait_status(&page, "origin").await,
+        "This page's origin is not allowed by the login service"
+    );
+    assert_eq!(
+        page.text(".qrlogin-hint").await,
+        format!("Ask its operator to add http://localhost:{port} to QRLOGIN_ALLOWED_ORIGINS.")
+    );
+    page.screenshot("origin-refused").await;
+}
+
+#[tokio::test]
+async fn the_pinned_widget_url_is_immutable_and_its_integrity_matches_its_bytes() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let app = spawn_app().await;
+    let info: Value = app
+        .client
+        .get(app.url("/static/qrlogin.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = info["url"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!("/static/qrlogin.v{}.js", env!("CARGO_PKG_VERSION"))
+    );
+    let r = app.client.get(app.url(url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let bytes = r.bytes().await.unwrap();
+    let sri = format!(
+        "sha384-{}",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha384::digest(&bytes))
+    );
+    assert_eq!(info["integrity"], sri);
+    let plain = app
+        .client
+        .get(app.url("/static/qrlogin.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.bytes().await.unwrap(), bytes, "one widget, two URLs");
+}
+
+/// `npm pack` of `packages/qrlogin-widget`, installed as a product would
+/// (`npm install <tarball>`) in a temporary directory; answers the
+/// installed ES module's text, or None (SKIPPED) without npm outside CI.
+fn installed_package() -> Option<String> {
+    let dir = std::env::temp_dir().join(format!("qrlogin-npm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    let pkg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packages/qrlogin-widget");
+    let pack = std::process::Command::new("npm")
+        .args(["pack", "--silent", "--pack-destination"])
+        .arg(&dir)
+        .current_dir(&pkg)
+        .output();
+    let Ok(pack) = pack else {
+        assert!(std::env::var("CI").is_err(), "npm is needed under CI");
+        eprintln!("SKIPPED: no npm");
+        return None;
+    };
+    assert!(pack.status.success(), "npm pack: {pack:?}");
+    let tarball = dir.join(String::from_utf8(pack.stdout).unwrap().trim());
+    let install = std::process::Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--offline",
+            "--silent",
+        ])
+        .arg(&tarball)
+        .current_dir(dir.join("app"))
+        .status()
+        .unwrap();
+    assert!(install.success(), "npm install of the tarball");
+    let installed = dir.join("app/node_modules/qrlogin-widget");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(installed.join("package.json")).unwrap())
+            .unwrap();
+    assert!(manifest.get("dependencies").is_none(), "no dependencies");
+    assert!(
+        installed.join("index.d.ts").exists(),
+        "its TypeScript declarations"
+    );
+    let entry = manifest["exports"]["."]["import"].as_str().unwrap();
+    let module = std::fs::read_to_string(installed.join(entry)).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    Some(module)
+}
+
+#[tokio::test]
+async fn the_npm_package_installs_and_its_es_module_logs_in_on_a_product_page() {
+    let Some(module) = installed_package() else {
+        return;
+    };
+    let port = free_port();
+    let app = service_allowing(&format!("http://127.0.0.1:{port}")).await;
+    let host_js = format!(
+        r#"import {{ mount }} from "/qrlogin-widget.mjs";
+window.hadGlobal = "QRLogin" in window;
+window.qrloginHandle = mount(document.getElementById("qrlogin"), {{
+  baseUrl: "{svc}",
+  onToken: function (token) {{ window.qrloginToken = token; return Promise.resolve(); }}
+}});"#,
+        svc = app.address
+    );
+    let html = r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Product</title></head>
+<body><div id="qrlogin"></div><script type="module" src="/host.mjs"></script></body></html>"#;
+    let csp = host_csp(&app.address);
+    let js = |body: String| ([("content-type", "text/javascript")], body);
+    let router = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || async move {
+                (
+                    [("content-security-policy", csp)],
+                    axum::response::Html(html),
+                )
+            }),
+        )
+        .route(
+            "/host.mjs",
+            axum::routing::get(move || async move { js(host_js) }),
+        )
+        .route(
+            "/qrlogin-widget.mjs",
+            axum::routing::get(move || async move { js(module) }),
+        );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let Some(browser) = Browser::launch("embed-npm-module").await else {
+        return;
+    };
+    let page = browser.page("product", Device::Desktop, EN).await;
+    page.goto(&format!("http://127.0.0.1:{port}/")).await;
+    page.wait_for("a pending code", &format!("{STATUS} === 'pending'"))
+        .await;
+    assert_eq!(
+        page.eval("window.hadGlobal || 'QRLogin' in window").await,
+        false,
+        "no global"
+    );
+    confirm_on_phone(&page, &app).await;
+    assert_eq!(wait_status(&page, "confirmed").await, "Logged in");
+    let token = page.eval("window.qrloginToken").await;
+    assert_active(&app, token.as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn in_dev_mode_the_login_page_shows_the_phone_link_as_text() {
+    let app = spawn_app().await;
+    let Some(browser) = Browser::launch("dev-phone-link").await else {
+        return;
+    };
+    let (desktop, code) = desktop_with_code(&browser, &app, "/", EN).await;
+    let link = desktop
+        .wait_for(
+            "the phone link",
+            "document.querySelector('.qrlogin-link a')?.href",
+        )
+        .await;
+    assert_eq!(link, code.as_str(), "the link is the code's own");
+    assert_eq!(desktop.text(".qrlogin-link a").await, code);
+    desktop.screenshot("pending-with-link").await;
+}

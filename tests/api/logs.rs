@@ -487,3 +487,47 @@ async fn redis_passwords_appear_in_no_log_line() {
         ("sentinel password", "sentinelpw"),
     ]);
 }
+
+/// A browser request refused for its Origin is logged at warn, naming the
+/// origin, once however often it comes; allowed and same-origin requests
+/// are not (the service's own pages send their Origin too).
+#[tokio::test]
+async fn a_refused_origin_is_logged_once_naming_it() {
+    let (logs, _guard) = Captured::start();
+    let allowed = "http://127.0.0.1:1";
+    let app = spawn_app_with(|s| s.allowed_origins = vec![allowed.into()]).await;
+    // Unique to this run: the limiter is per process.
+    let refused = format!("http://localhost:{}", std::process::id());
+    let line = "origin not in QRLOGIN_ALLOWED_ORIGINS";
+    for origin in [allowed, app.address.as_str()] {
+        let r = app
+            .client
+            .post(app.url("/api/v1/tickets"))
+            .header("origin", origin)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    assert!(!logs.text().contains(line), "{}", logs.text());
+    for _ in 0..3 {
+        let r = app
+            .client
+            .post(app.url("/api/v1/tickets"))
+            .header("origin", &refused)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().get("access-control-allow-origin").is_none());
+    }
+    let text = logs.text();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(line)).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains("WARN") && lines[0].contains(&refused),
+        "{}",
+        lines[0]
+    );
+}
