@@ -96,10 +96,17 @@ async fn static_file(content_type: &'static str, body: &'static str) -> Response
 /// The widget's bytes, as every route serves them.
 const WIDGET: &str = include_str!("../../static/qrlogin.js");
 
-/// The widget's versioned URL: its bytes never change under it (a new
-/// release is a new URL), so a product page can pin it with an SRI hash.
+/// The widget's pinned URL: the version and a hash of the bytes, so its
+/// bytes never change under it (an edit is a new URL even without a new
+/// release: it is served `immutable`), and a product page can pin it with
+/// an SRI hash.
 pub fn widget_path() -> String {
-    format!("/static/qrlogin.v{}.js", env!("CARGO_PKG_VERSION"))
+    let digest = sha2::Sha256::digest(WIDGET.as_bytes());
+    format!(
+        "/static/qrlogin.v{}-{}.js",
+        env!("CARGO_PKG_VERSION"),
+        hex::encode(&digest[..6])
+    )
 }
 
 /// The SRI value (`sha384-…`) of the bytes `widget_path()` serves,

@@ -842,9 +842,17 @@ async fn the_pinned_widget_url_is_immutable_and_its_integrity_matches_its_bytes(
         .await
         .unwrap();
     let url = info["url"].as_str().unwrap();
+    let digest = sha2::Sha256::digest(include_bytes!("../../static/qrlogin.js"));
     assert_eq!(
         url,
-        format!("/static/qrlogin.v{}.js", env!("CARGO_PKG_VERSION"))
+        format!(
+            "/static/qrlogin.v{}-{}.js",
+            env!("CARGO_PKG_VERSION"),
+            digest[..6]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        )
     );
     let r = app.client.get(app.url(url)).send().await.unwrap();
     assert_eq!(r.status(), 200);
