@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn qrlogin() -> Command {
+pub(crate) fn qrlogin() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_qrlogin"));
     // Only what the test sets: no stray QRLOGIN_* from the environment.
     for (key, _) in std::env::vars() {

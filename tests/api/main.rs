@@ -9,6 +9,7 @@ mod browser;
 mod browser_cdp;
 mod cli;
 mod core;
+mod docs;
 mod examples;
 mod fake_wechat;
 mod hardening;
