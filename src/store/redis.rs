@@ -416,15 +416,35 @@ struct Inner {
     conn: std::sync::Mutex<Option<Conn>>,
     /// One connection attempt at a time.
     connecting: tokio::sync::Mutex<()>,
+    /// Replicas to wait for after each ticket change (0: no wait).
+    wait_replicas: u32,
+    wait_timeout: Duration,
 }
 
-/// How long, after a confirm, to wait for a replica to acknowledge it
-/// (`WAIT 1 <ms>`), with Sentinel: a master killed right after answering
-/// 200 then loses nothing a replica had acknowledged. Best effort: with no
-/// replica left the wait times out and the confirm still succeeds; the
-/// trade is up to this much latency per transition while no replica
-/// answers (docs/redis.md).
-const REPLICA_WAIT: Duration = Duration::from_millis(100);
+/// How many replicas must acknowledge each ticket change (`WAIT n ms`)
+/// before it is answered, and how long to wait for them: a master killed
+/// right after answering 200 then loses nothing a replica had acknowledged.
+/// Best effort: when the wait ends short (no replica left after a
+/// failover) the change still succeeds; the trade is up to `timeout` more
+/// latency per change while too few replicas answer (docs/redis.md).
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaWait {
+    /// `None`: 1 with Sentinel (a deployment that exists to survive a
+    /// failover), 0 otherwise. Never used with Cluster (the settings refuse
+    /// it: a cluster connection cannot send `WAIT` on the connection that
+    /// made the write).
+    pub replicas: Option<u32>,
+    pub timeout: Duration,
+}
+
+impl Default for ReplicaWait {
+    fn default() -> Self {
+        Self {
+            replicas: None,
+            timeout: Duration::from_millis(100),
+        }
+    }
+}
 
 /// The Redis deployment of this instance: the command connection (made on
 /// first use and kept; it reconnects by itself) and what pub/sub needs.
@@ -436,6 +456,11 @@ impl Redis {
     /// fails only on a malformed URL or unusable TLS material. Errors never
     /// contain the password.
     pub fn open(url: &str, tls: &TlsFiles) -> Result<Self, String> {
+        Self::open_with(url, tls, ReplicaWait::default())
+    }
+
+    /// `open`, waiting for replicas after each ticket change as `wait` says.
+    pub fn open_with(url: &str, tls: &TlsFiles, wait: ReplicaWait) -> Result<Self, String> {
         let target = Target::parse(url).map_err(|e| format!("QRLOGIN_REDIS_URL: {e}"))?;
         if !tls.is_empty() && !target.tls() {
             return Err(
@@ -444,6 +469,11 @@ impl Redis {
                     .into(),
             );
         }
+        let wait_replicas = match &target {
+            Target::Cluster(_) => 0,
+            Target::Sentinel(_) => wait.replicas.unwrap_or(1),
+            Target::Single(_) => wait.replicas.unwrap_or(0),
+        };
         let describe = |e: redis::RedisError| format!("QRLOGIN_REDIS_URL: {e}");
         let (clients, node_urls) = match target {
             Target::Single(url) => (
@@ -510,6 +540,8 @@ impl Redis {
             nodes,
             conn: std::sync::Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            wait_replicas,
+            wait_timeout: wait.timeout,
         })))
     }
 
@@ -652,20 +684,23 @@ impl Redis {
         .await
     }
 
-    /// With Sentinel, wait (up to `REPLICA_WAIT`) until a replica holds this
-    /// connection's writes so far, so a failover right after does not lose
-    /// them. Best effort: the answer and any failure are ignored (counted).
+    /// Wait (up to the configured timeout) until the configured number of
+    /// replicas hold this connection's writes so far, so a failover right
+    /// after does not lose them. Best effort: fewer acknowledgements (WAIT
+    /// answering 0 when no replica is left) or a failure are counted, never
+    /// an error.
     async fn replicate(&self) {
-        if !self.is_sentinel() {
+        let replicas = self.0.wait_replicas;
+        if replicas == 0 {
             return;
         }
         let Some(mut conn) = self.cached() else {
             return;
         };
         let mut wait = redis::cmd("WAIT");
-        wait.arg(1).arg(REPLICA_WAIT.as_millis() as u64);
+        wait.arg(replicas).arg(self.0.wait_timeout.as_millis() as u64);
         let acked = tokio::time::timeout(OP_TIMEOUT, wait.query_async::<i64>(&mut conn)).await;
-        if !matches!(acked, Ok(Ok(n)) if n >= 1) {
+        if !matches!(acked, Ok(Ok(n)) if n >= i64::from(replicas)) {
             metrics::counter!("qrlogin_redis_unreplicated_total").increment(1);
         }
     }
