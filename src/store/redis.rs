@@ -419,7 +419,20 @@ struct Inner {
     /// Replicas to wait for after each ticket change (0: no wait).
     wait_replicas: u32,
     wait_timeout: Duration,
+    /// Until when transitions skip the wait, after one that came back short.
+    waits_paused_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// After a `WAIT` that came back with too few replicas, transitions skip
+/// the wait for this long. `WAIT` blocks the whole connection it runs on,
+/// and every request of the instance shares that connection: with no
+/// replica left (a failover just promoted the only one) a wait after every
+/// transition would queue each request behind a full timeout, and under
+/// load the instance would answer nothing but timeouts (the Sentinel soak
+/// showed 15 s of them after a promotion). Paused, at most one timeout per
+/// second stalls the connection; the transitions skipped are counted like
+/// the short waits (no replica would have acknowledged them anyway).
+const WAIT_PAUSE: Duration = Duration::from_secs(1);
 
 /// How many replicas must acknowledge each ticket change (`WAIT n ms`)
 /// before it is answered, and how long to wait for them: a master killed
@@ -542,6 +555,7 @@ impl Redis {
             connecting: tokio::sync::Mutex::new(()),
             wait_replicas,
             wait_timeout: wait.timeout,
+            waits_paused_until: std::sync::Mutex::new(None),
         })))
     }
 
@@ -694,6 +708,11 @@ impl Redis {
         if replicas == 0 {
             return;
         }
+        let paused = || self.0.waits_paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if paused().is_some_and(|until| std::time::Instant::now() < until) {
+            metrics::counter!("qrlogin_redis_unreplicated_total").increment(1);
+            return;
+        }
         let Some(mut conn) = self.cached() else {
             return;
         };
@@ -701,6 +720,7 @@ impl Redis {
         wait.arg(replicas).arg(self.0.wait_timeout.as_millis() as u64);
         let acked = tokio::time::timeout(OP_TIMEOUT, wait.query_async::<i64>(&mut conn)).await;
         if !matches!(acked, Ok(Ok(n)) if n >= i64::from(replicas)) {
+            *paused() = Some(std::time::Instant::now() + WAIT_PAUSE);
             metrics::counter!("qrlogin_redis_unreplicated_total").increment(1);
         }
     }

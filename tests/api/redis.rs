@@ -638,7 +638,8 @@ async fn with_the_replica_wait_on_the_replica_holds_a_confirm_when_it_returns() 
 
 /// With the wait on and no replica at all (as right after a failover that
 /// left none), `WAIT` answers 0 after its timeout and the confirm still
-/// succeeds, just that much later; with the setting at 0 nothing waits.
+/// succeeds, just that much later, and the next change does not wait again
+/// at once; with the setting at 0 nothing waits.
 #[tokio::test]
 async fn with_no_replica_the_wait_times_out_and_the_change_still_succeeds() {
     let Some(redis) = RedisServer::start("with_no_replica_the_wait") else {
@@ -656,6 +657,17 @@ async fn with_no_replica_the_wait_times_out_and_the_change_still_succeeds() {
         "the confirm waited for a replica: {took:?}"
     );
     assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+    // A short wait pauses the waits for a second: `WAIT` blocks the
+    // connection every request shares, so waiting after every change with
+    // no replica would queue each request behind a full timeout.
+    let next = on.create_ticket().await;
+    let started = std::time::Instant::now();
+    assert_eq!(on.confirm(&next.id, "u1").await.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "paused after a short wait: {:?}",
+        started.elapsed()
+    );
 
     let off = waiting_instance(&redis.url(), "wait3", 0, 400).await;
     let t = off.create_ticket().await;
