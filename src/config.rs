@@ -1035,16 +1035,28 @@ mod tests {
     #[test]
     fn replica_wait_is_refused_on_a_cluster_and_outside_its_range() {
         let variables = |args: &[&str]| -> Vec<&'static str> {
-            settings(args).problems().iter().map(|p| p.variable).collect()
+            settings(args)
+                .problems()
+                .iter()
+                .map(|p| p.variable)
+                .collect()
         };
-        let cluster = ["--redis-url", "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"];
+        let cluster = [
+            "--redis-url",
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+        ];
         assert_eq!(
             variables(&[&cluster[..], &["--redis-wait-replicas", "1"]].concat()),
             vec!["QRLOGIN_REDIS_WAIT_REPLICAS"]
         );
         assert!(variables(&[&cluster[..], &["--redis-wait-replicas", "0"]].concat()).is_empty());
         assert!(variables(&cluster).is_empty());
-        let single = ["--redis-url", "redis://127.0.0.1:6379", "--redis-wait-replicas", "2"];
+        let single = [
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--redis-wait-replicas",
+            "2",
+        ];
         assert!(variables(&single).is_empty());
         for bad in ["0", "1001"] {
             assert_eq!(

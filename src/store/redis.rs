@@ -708,7 +708,12 @@ impl Redis {
         if replicas == 0 {
             return;
         }
-        let paused = || self.0.waits_paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        let paused = || {
+            self.0
+                .waits_paused_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
         if paused().is_some_and(|until| std::time::Instant::now() < until) {
             metrics::counter!("qrlogin_redis_unreplicated_total").increment(1);
             return;
@@ -717,7 +722,8 @@ impl Redis {
             return;
         };
         let mut wait = redis::cmd("WAIT");
-        wait.arg(replicas).arg(self.0.wait_timeout.as_millis() as u64);
+        wait.arg(replicas)
+            .arg(self.0.wait_timeout.as_millis() as u64);
         let acked = tokio::time::timeout(OP_TIMEOUT, wait.query_async::<i64>(&mut conn)).await;
         if !matches!(acked, Ok(Ok(n)) if n >= i64::from(replicas)) {
             *paused() = Some(std::time::Instant::now() + WAIT_PAUSE);

@@ -613,15 +613,20 @@ async fn with_the_replica_wait_on_the_replica_holds_a_confirm_when_it_returns() 
         return;
     };
     let port = master.port.to_string();
-    let replica =
-        RedisServer::start_with("with_the_replica_wait_on", &["--replicaof", "127.0.0.1", &port])
-            .unwrap();
+    let replica = RedisServer::start_with(
+        "with_the_replica_wait_on",
+        &["--replicaof", "127.0.0.1", &port],
+    )
+    .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !replica
         .cli(&["INFO", "replication"])
         .contains("master_link_status:up")
     {
-        assert!(tokio::time::Instant::now() < deadline, "replica not in sync");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica not in sync"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let app = waiting_instance(&master.url(), "wait1", 1, 1000).await;
@@ -630,9 +635,15 @@ async fn with_the_replica_wait_on_the_replica_holds_a_confirm_when_it_returns() 
     assert_eq!(next_frame(&mut ws).await["status"], "pending");
     let waits = waits_run(&master);
     assert_eq!(app.confirm(&t.id, "u1").await.status(), 200);
-    assert!(waits_run(&master) > waits, "the confirm waited for the replica");
+    assert!(
+        waits_run(&master) > waits,
+        "the confirm waited for the replica"
+    );
     let held = replica.cli(&["GET", &format!("wait1:t:{{{}}}", t.id)]);
-    assert!(held.contains("confirmed"), "the replica holds the confirm: {held}");
+    assert!(
+        held.contains("confirmed"),
+        "the replica holds the confirm: {held}"
+    );
     assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
 }
 

@@ -441,10 +441,8 @@ fn report(
         .as_deref()
         .map(read_faults)
         .unwrap_or_default();
-    let (fault_lines, fault_fields) = fault_fields(
-        &faults,
-        &s.pushes.lock().unwrap_or_else(|p| p.into_inner()),
-    );
+    let (fault_lines, fault_fields) =
+        fault_fields(&faults, &s.pushes.lock().unwrap_or_else(|p| p.into_inner()));
     println!(
         "soak: {} tickets on {} connections in {:.0} s (seed {}); peak {} sockets open",
         get(&s.tickets),
