@@ -16,7 +16,7 @@ use crate::hub::redis::RedisHub;
 use crate::hub::{Hub, MemoryHub};
 use crate::store::TicketStore;
 use crate::store::memory::MemoryStore;
-use crate::store::redis::{Redis, RedisStore, TlsFiles, redact};
+use crate::store::redis::{Redis, RedisStore, ReplicaWait, TlsFiles, redact};
 use crate::templates::Templates;
 use crate::token::Tokens;
 use crate::web::{AppState, Shared};
@@ -92,7 +92,11 @@ async fn engines(settings: &Settings) -> Result<(Arc<dyn TicketStore>, Arc<dyn H
         return Ok((store, Arc::new(MemoryHub::default())));
     };
     let tls = redis_tls_files(settings).map_err(StartError::Redis)?;
-    let redis = Redis::open(url, &tls).map_err(StartError::Redis)?;
+    let wait = ReplicaWait {
+        replicas: settings.redis_wait_replicas,
+        timeout: std::time::Duration::from_millis(settings.redis_wait_timeout_ms),
+    };
+    let redis = Redis::open_with(url, &tls, wait).map_err(StartError::Redis)?;
     let store = RedisStore::new(redis.clone(), &settings.redis_prefix);
     // A TLS failure (unknown CA, wrong hostname) is one of these errors and
     // never a fallback to plaintext: the service stays not ready.

@@ -188,6 +188,20 @@ pub struct Settings {
     /// Private key (PEM) of the client certificate.
     #[arg(long = "redis-client-key-file", env = "QRLOGIN_REDIS_CLIENT_KEY_FILE")]
     pub redis_client_key_file: Option<PathBuf>,
+    /// After each ticket change, wait for this many replicas to acknowledge
+    /// it (`WAIT`), so a confirm answered 200 survives a failover. Default:
+    /// 1 with Sentinel, 0 (off) otherwise; not available with Cluster.
+    #[arg(long = "redis-wait-replicas", env = "QRLOGIN_REDIS_WAIT_REPLICAS")]
+    pub redis_wait_replicas: Option<u32>,
+    /// The longest that wait lasts, in milliseconds; when it ends without
+    /// an acknowledgement the change still succeeds (counted in
+    /// `qrlogin_redis_unreplicated_total`).
+    #[arg(
+        long = "redis-wait-timeout-ms",
+        env = "QRLOGIN_REDIS_WAIT_TIMEOUT_MS",
+        default_value_t = 100
+    )]
+    pub redis_wait_timeout_ms: u64,
     /// Folder whose templates override the built-in ones.
     #[arg(long = "templates-dir", env = "QRLOGIN_TEMPLATES_DIR")]
     pub templates_dir: Option<PathBuf>,
@@ -680,12 +694,33 @@ impl Settings {
                     "QRLOGIN_REDIS_CA_FILE",
                     "TLS files are set but QRLOGIN_REDIS_URL is not a rediss… URL".into(),
                 ),
+                Ok(crate::store::redis::Target::Cluster(_))
+                    if self.redis_wait_replicas.is_some_and(|n| n > 0) =>
+                {
+                    bad(
+                        "QRLOGIN_REDIS_WAIT_REPLICAS",
+                        "not available with redis+cluster:// (a cluster connection cannot \
+                         wait on the node that took the write); leave it unset or 0"
+                            .into(),
+                    )
+                }
                 Ok(_) => {}
             }
         } else if self.redis_tls_files_set() {
             bad(
                 "QRLOGIN_REDIS_CA_FILE",
                 "TLS files are set but QRLOGIN_REDIS_URL is not".into(),
+            );
+        }
+        // Redis reads a WAIT timeout of 0 as "forever"; past a second the
+        // wait would outlast the operation's own bound and fail the change.
+        if !(1..=1000).contains(&self.redis_wait_timeout_ms) {
+            bad(
+                "QRLOGIN_REDIS_WAIT_TIMEOUT_MS",
+                format!(
+                    "{} is out of range 1..=1000 (QRLOGIN_REDIS_WAIT_REPLICAS=0 turns the wait off)",
+                    self.redis_wait_timeout_ms
+                ),
             );
         }
         if self.redis_client_cert_file.is_some() != self.redis_client_key_file.is_some() {
@@ -1007,6 +1042,41 @@ mod tests {
     #[test]
     fn defaults_run_without_problems() {
         assert_eq!(settings(&[]).problems(), vec![]);
+    }
+
+    #[test]
+    fn replica_wait_is_refused_on_a_cluster_and_outside_its_range() {
+        let variables = |args: &[&str]| -> Vec<&'static str> {
+            settings(args)
+                .problems()
+                .iter()
+                .map(|p| p.variable)
+                .collect()
+        };
+        let cluster = [
+            "--redis-url",
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+        ];
+        assert_eq!(
+            variables(&[&cluster[..], &["--redis-wait-replicas", "1"]].concat()),
+            vec!["QRLOGIN_REDIS_WAIT_REPLICAS"]
+        );
+        assert!(variables(&[&cluster[..], &["--redis-wait-replicas", "0"]].concat()).is_empty());
+        assert!(variables(&cluster).is_empty());
+        let single = [
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--redis-wait-replicas",
+            "2",
+        ];
+        assert!(variables(&single).is_empty());
+        for bad in ["0", "1001"] {
+            assert_eq!(
+                variables(&[&single[..], &["--redis-wait-timeout-ms", bad]].concat()),
+                vec!["QRLOGIN_REDIS_WAIT_TIMEOUT_MS"],
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -416,15 +416,48 @@ struct Inner {
     conn: std::sync::Mutex<Option<Conn>>,
     /// One connection attempt at a time.
     connecting: tokio::sync::Mutex<()>,
+    /// Replicas to wait for after each ticket change (0: no wait).
+    wait_replicas: u32,
+    wait_timeout: Duration,
+    /// Until when transitions skip the wait, after one that came back short.
+    waits_paused_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
-/// How long, after a confirm, to wait for a replica to acknowledge it
-/// (`WAIT 1 <ms>`), with Sentinel: a master killed right after answering
-/// 200 then loses nothing a replica had acknowledged. Best effort: with no
-/// replica left the wait times out and the confirm still succeeds; the
-/// trade is up to this much latency per transition while no replica
-/// answers (docs/redis.md).
-const REPLICA_WAIT: Duration = Duration::from_millis(100);
+/// After a `WAIT` that came back with too few replicas, transitions skip
+/// the wait for this long. `WAIT` blocks the whole connection it runs on,
+/// and every request of the instance shares that connection: with no
+/// replica left (a failover just promoted the only one) a wait after every
+/// transition would queue each request behind a full timeout, and under
+/// load the instance would answer nothing but timeouts (the Sentinel soak
+/// showed 15 s of them after a promotion). Paused, at most one timeout per
+/// second stalls the connection; the transitions skipped are counted like
+/// the short waits (no replica would have acknowledged them anyway).
+const WAIT_PAUSE: Duration = Duration::from_secs(1);
+
+/// How many replicas must acknowledge each ticket change (`WAIT n ms`)
+/// before it is answered, and how long to wait for them: a master killed
+/// right after answering 200 then loses nothing a replica had acknowledged.
+/// Best effort: when the wait ends short (no replica left after a
+/// failover) the change still succeeds; the trade is up to `timeout` more
+/// latency per change while too few replicas answer (docs/redis.md).
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaWait {
+    /// `None`: 1 with Sentinel (a deployment that exists to survive a
+    /// failover), 0 otherwise. Never used with Cluster (the settings refuse
+    /// it: a cluster connection cannot send `WAIT` on the connection that
+    /// made the write).
+    pub replicas: Option<u32>,
+    pub timeout: Duration,
+}
+
+impl Default for ReplicaWait {
+    fn default() -> Self {
+        Self {
+            replicas: None,
+            timeout: Duration::from_millis(100),
+        }
+    }
+}
 
 /// The Redis deployment of this instance: the command connection (made on
 /// first use and kept; it reconnects by itself) and what pub/sub needs.
@@ -436,6 +469,11 @@ impl Redis {
     /// fails only on a malformed URL or unusable TLS material. Errors never
     /// contain the password.
     pub fn open(url: &str, tls: &TlsFiles) -> Result<Self, String> {
+        Self::open_with(url, tls, ReplicaWait::default())
+    }
+
+    /// `open`, waiting for replicas after each ticket change as `wait` says.
+    pub fn open_with(url: &str, tls: &TlsFiles, wait: ReplicaWait) -> Result<Self, String> {
         let target = Target::parse(url).map_err(|e| format!("QRLOGIN_REDIS_URL: {e}"))?;
         if !tls.is_empty() && !target.tls() {
             return Err(
@@ -444,6 +482,11 @@ impl Redis {
                     .into(),
             );
         }
+        let wait_replicas = match &target {
+            Target::Cluster(_) => 0,
+            Target::Sentinel(_) => wait.replicas.unwrap_or(1),
+            Target::Single(_) => wait.replicas.unwrap_or(0),
+        };
         let describe = |e: redis::RedisError| format!("QRLOGIN_REDIS_URL: {e}");
         let (clients, node_urls) = match target {
             Target::Single(url) => (
@@ -510,6 +553,9 @@ impl Redis {
             nodes,
             conn: std::sync::Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            wait_replicas,
+            wait_timeout: wait.timeout,
+            waits_paused_until: std::sync::Mutex::new(None),
         })))
     }
 
@@ -652,20 +698,35 @@ impl Redis {
         .await
     }
 
-    /// With Sentinel, wait (up to `REPLICA_WAIT`) until a replica holds this
-    /// connection's writes so far, so a failover right after does not lose
-    /// them. Best effort: the answer and any failure are ignored (counted).
+    /// Wait (up to the configured timeout) until the configured number of
+    /// replicas hold this connection's writes so far, so a failover right
+    /// after does not lose them. Best effort: fewer acknowledgements (WAIT
+    /// answering 0 when no replica is left) or a failure are counted, never
+    /// an error.
     async fn replicate(&self) {
-        if !self.is_sentinel() {
+        let replicas = self.0.wait_replicas;
+        if replicas == 0 {
+            return;
+        }
+        let paused = || {
+            self.0
+                .waits_paused_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        if paused().is_some_and(|until| std::time::Instant::now() < until) {
+            metrics::counter!("qrlogin_redis_unreplicated_total").increment(1);
             return;
         }
         let Some(mut conn) = self.cached() else {
             return;
         };
         let mut wait = redis::cmd("WAIT");
-        wait.arg(1).arg(REPLICA_WAIT.as_millis() as u64);
+        wait.arg(replicas)
+            .arg(self.0.wait_timeout.as_millis() as u64);
         let acked = tokio::time::timeout(OP_TIMEOUT, wait.query_async::<i64>(&mut conn)).await;
-        if !matches!(acked, Ok(Ok(n)) if n >= 1) {
+        if !matches!(acked, Ok(Ok(n)) if n >= i64::from(replicas)) {
+            *paused() = Some(std::time::Instant::now() + WAIT_PAUSE);
             metrics::counter!("qrlogin_redis_unreplicated_total").increment(1);
         }
     }

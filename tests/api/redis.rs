@@ -612,3 +612,112 @@ async fn a_phone_page_from_one_instance_confirms_on_another() {
         assert_eq!(frame["status"], "scanned", "{frame}");
     }
 }
+
+/// An instance on `url` waiting for `replicas` replicas (up to `timeout_ms`)
+/// after each ticket change.
+async fn waiting_instance(url: &str, prefix: &str, replicas: u32, timeout_ms: u64) -> TestApp {
+    let (url, prefix) = (url.to_owned(), prefix.to_owned());
+    spawn_app_with(move |s| {
+        s.redis_url = Some(url);
+        s.redis_prefix = prefix;
+        s.redis_wait_replicas = Some(replicas);
+        s.redis_wait_timeout_ms = timeout_ms;
+    })
+    .await
+}
+
+/// How many `WAIT` commands `server` has run.
+fn waits_run(server: &RedisServer) -> u64 {
+    let stats = server.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// `QRLOGIN_REDIS_WAIT_REPLICAS=1` on a plain `redis://` master with a
+/// replica: the confirm's 200 comes only after the replica acknowledged it,
+/// so the replica already holds the confirmed ticket (what a failover
+/// would promote). Fails on code that sends no `WAIT` for `redis://`.
+#[tokio::test]
+async fn with_the_replica_wait_on_the_replica_holds_a_confirm_when_it_returns() {
+    let Some(master) = RedisServer::start("with_the_replica_wait_on") else {
+        return;
+    };
+    let port = master.port.to_string();
+    let replica = RedisServer::start_with(
+        "with_the_replica_wait_on",
+        &["--replicaof", "127.0.0.1", &port],
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !replica
+        .cli(&["INFO", "replication"])
+        .contains("master_link_status:up")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica not in sync"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let app = waiting_instance(&master.url(), "wait1", 1, 1000).await;
+    let t = app.create_ticket().await;
+    let mut ws = app.ws(&t).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    let waits = waits_run(&master);
+    assert_eq!(app.confirm(&t.id, "u1").await.status(), 200);
+    assert!(
+        waits_run(&master) > waits,
+        "the confirm waited for the replica"
+    );
+    let held = replica.cli(&["GET", &format!("wait1:t:{{{}}}", t.id)]);
+    assert!(
+        held.contains("confirmed"),
+        "the replica holds the confirm: {held}"
+    );
+    assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+}
+
+/// With the wait on and no replica at all (as right after a failover that
+/// left none), `WAIT` answers 0 after its timeout and the confirm still
+/// succeeds, just that much later, and the next change does not wait again
+/// at once; with the setting at 0 nothing waits.
+#[tokio::test]
+async fn with_no_replica_the_wait_times_out_and_the_change_still_succeeds() {
+    let Some(redis) = RedisServer::start("with_no_replica_the_wait") else {
+        return;
+    };
+    let on = waiting_instance(&redis.url(), "wait2", 1, 400).await;
+    let t = on.create_ticket().await;
+    let mut ws = on.ws(&t).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    let started = std::time::Instant::now();
+    assert_eq!(on.confirm(&t.id, "u1").await.status(), 200);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400),
+        "the confirm waited for a replica: {took:?}"
+    );
+    assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+    // A short wait pauses the waits for a second: `WAIT` blocks the
+    // connection every request shares, so waiting after every change with
+    // no replica would queue each request behind a full timeout.
+    let next = on.create_ticket().await;
+    let started = std::time::Instant::now();
+    assert_eq!(on.confirm(&next.id, "u1").await.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "paused after a short wait: {:?}",
+        started.elapsed()
+    );
+
+    let off = waiting_instance(&redis.url(), "wait3", 0, 400).await;
+    let t = off.create_ticket().await;
+    let waits = waits_run(&redis);
+    let started = std::time::Instant::now();
+    assert_eq!(off.confirm(&t.id, "u1").await.status(), 200);
+    assert!(started.elapsed() < Duration::from_millis(400));
+    assert_eq!(waits_run(&redis), waits, "no WAIT with the setting at 0");
+}

@@ -128,6 +128,10 @@ enum Cmd {
         /// instance restarted during the run).
         #[arg(long = "server-pid-file")]
         server_pid_files: Vec<PathBuf>,
+        /// A file of `UNIX_MS NAME` lines, one per fault the driver caused,
+        /// read at the end: the worst push around each is reported.
+        #[arg(long = "fault-file")]
+        fault_file: Option<PathBuf>,
         /// Seconds a terminal frame may take after an accepted confirm/deny
         /// (and after the ticket's expiry).
         #[arg(long, default_value_t = 10)]
@@ -245,6 +249,7 @@ fn main() -> ExitCode {
                     api_key,
                     server_pids,
                     server_pid_files,
+                    fault_file,
                     push_timeout,
                     settle,
                 } => {
@@ -266,6 +271,7 @@ fn main() -> ExitCode {
                             server_pid_files,
                             push_timeout: Duration::from_secs(push_timeout),
                             settle: Duration::from_secs(settle),
+                            fault_file,
                         },
                     )
                     .await

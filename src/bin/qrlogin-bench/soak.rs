@@ -50,7 +50,16 @@ pub struct SoakArgs {
     pub push_timeout: Duration,
     /// Wait after every socket closed before reading the servers' memory.
     pub settle: Duration,
+    /// A file the driver of the run appends `UNIX_MS NAME` lines to when it
+    /// causes a fault (a Redis kill, a failover, a restart); read at the end
+    /// to report the worst push around each fault.
+    pub fault_file: Option<PathBuf>,
 }
+
+/// Pushes whose confirm/deny was sent from this long before a fault…
+const FAULT_BEFORE: Duration = Duration::from_secs(1);
+/// …to this long after it count as "after the fault".
+const FAULT_AFTER: Duration = Duration::from_secs(30);
 
 /// A confirm or deny is not sent (nor retried) this close to the ticket's
 /// end: accepted that late, its push could race the expiry.
@@ -112,6 +121,9 @@ struct Stats {
     unfinished: AtomicU64,
     errors: Mutex<BTreeMap<String, (u64, String)>>,
     push: Mutex<Latencies>,
+    /// Every push as (when its confirm/deny was sent, Unix ms; how long the
+    /// terminal frame took, µs), for the figures around each fault.
+    pushes: Mutex<Vec<(u64, u64)>>,
 }
 
 fn other_errors(errors: &BTreeMap<String, (u64, String)>) -> u64 {
@@ -182,6 +194,19 @@ struct Ctx {
     /// No new tickets after this.
     stop_at: Instant,
     push_timeout: Duration,
+    /// The wall clock (Unix ms) at `started`, to place pushes next to faults.
+    started: (Instant, u64),
+}
+
+impl Ctx {
+    fn unix_ms(&self, at: Instant) -> u64 {
+        let (i0, ms0) = self.started;
+        if at >= i0 {
+            ms0 + (at - i0).as_millis() as u64
+        } else {
+            ms0.saturating_sub((i0 - at).as_millis() as u64)
+        }
+    }
 }
 
 impl Ctx {
@@ -224,6 +249,7 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: SoakArgs)
         stats: Stats::default(),
         stop_at: started + args.duration,
         push_timeout: args.push_timeout,
+        started: (started, unix_now_ms()),
     });
     let pids_at_start = Ctx::server_pids(&args);
     let before = sample(&pids_at_start);
@@ -321,6 +347,60 @@ pub async fn run(servers: &[SocketAddr], sources: &Arc<Sources>, args: SoakArgs)
     report(&ctx.stats, &args, started, before, peak, after)
 }
 
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The faults of `file` (`UNIX_MS NAME` lines; others skipped), in order.
+fn read_faults(file: &std::path::Path) -> Vec<(u64, String)> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut faults: Vec<(u64, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let (ms, name) = l.trim().split_once(' ')?;
+            let name: String = name
+                .trim()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            Some((ms.parse().ok()?, name))
+        })
+        .collect();
+    faults.sort();
+    faults
+}
+
+/// For each fault: how many pushes had their confirm/deny sent from
+/// `FAULT_BEFORE` before it to `FAULT_AFTER` after it, and the slowest of
+/// them (ms), as RESULT fields `after_NAME_pushes=… after_NAME_push_max_ms=…`.
+fn fault_fields(faults: &[(u64, String)], pushes: &[(u64, u64)]) -> (Vec<String>, String) {
+    let mut lines = Vec::new();
+    let mut fields = Vec::new();
+    for (at, name) in faults {
+        let from = at.saturating_sub(FAULT_BEFORE.as_millis() as u64);
+        let to = at + FAULT_AFTER.as_millis() as u64;
+        let around: Vec<u64> = pushes
+            .iter()
+            .filter(|(sent, _)| (from..to).contains(sent))
+            .map(|(_, us)| *us)
+            .collect();
+        let max_ms = around.iter().copied().max().unwrap_or(0) as f64 / 1000.0;
+        lines.push(format!(
+            "soak: after {name}: {} pushes (confirm/deny sent from {} s before to {} s after it), slowest {max_ms:.3} ms",
+            around.len(),
+            FAULT_BEFORE.as_secs(),
+            FAULT_AFTER.as_secs()
+        ));
+        fields.push(format!(
+            "after_{name}_pushes={} after_{name}_push_max_ms={max_ms:.3}",
+            around.len()
+        ));
+    }
+    (lines, fields.join(" "))
+}
+
 fn progress(s: &Stats, started: Instant, server: Option<Sample>) {
     println!(
         "soak: {:>4} s: {} open, {} tickets, {} ended as expected, {} lost, {} late, {} duplicated, {} mismatched, {} errors; {} 1012 + {} resets reopened; {} retries{}",
@@ -356,6 +436,13 @@ fn report(
 ) -> bool {
     let errors = s.errors.lock().unwrap_or_else(|p| p.into_inner());
     let push = s.push.lock().unwrap_or_else(|p| p.into_inner());
+    let faults = args
+        .fault_file
+        .as_deref()
+        .map(read_faults)
+        .unwrap_or_default();
+    let (fault_lines, fault_fields) =
+        fault_fields(&faults, &s.pushes.lock().unwrap_or_else(|p| p.into_inner()));
     println!(
         "soak: {} tickets on {} connections in {:.0} s (seed {}); peak {} sockets open",
         get(&s.tickets),
@@ -408,6 +495,9 @@ fn report(
         "soak: accepted confirm/deny → terminal frame: {}",
         push.summary()
     );
+    for line in &fault_lines {
+        println!("{line}");
+    }
     for (kind, (n, first)) in errors.iter() {
         println!("soak: error {kind}: {n} (first: {first})");
     }
@@ -425,7 +515,7 @@ fn report(
     let error_total = other_errors(&errors);
     let (b, a) = (before.unwrap_or_default(), after.unwrap_or_default());
     println!(
-        "RESULT soak browsers={} duration_s={} seed={} tickets={} connections={} peak_open={} fate_confirm={} fate_deny={} fate_expire={} fate_drop={} planned_reconnects={} confirmed={} denied={} expired={} gone={} matched={} lost={} late={} duplicated={} mismatched={} unfinished={} errors={} closed_1012={} closed_other={} reset={} reopened={} open_retries={} accepted={} action_retries={} given_up={} resolved_by_get={} create_retries={} {} rss_before_kib={} rss_peak_kib={} rss_after_kib={} fds_before={} fds_peak={} fds_after={}",
+        "RESULT soak browsers={} duration_s={} seed={} tickets={} connections={} peak_open={} fate_confirm={} fate_deny={} fate_expire={} fate_drop={} planned_reconnects={} confirmed={} denied={} expired={} gone={} matched={} lost={} late={} duplicated={} mismatched={} unfinished={} errors={} closed_1012={} closed_other={} reset={} reopened={} open_retries={} accepted={} action_retries={} given_up={} resolved_by_get={} create_retries={} {} rss_before_kib={} rss_peak_kib={} rss_after_kib={} fds_before={} fds_peak={} fds_after={} {}",
         args.sockets,
         args.duration.as_secs(),
         args.seed,
@@ -464,7 +554,8 @@ fn report(
         a.rss_kib,
         b.fds,
         peak.fds,
-        a.fds
+        a.fds,
+        fault_fields
     );
     get(&s.lost) == 0
         && get(&s.late) == 0
@@ -1051,8 +1142,14 @@ fn judge(
     if what == expected {
         inc(&s.matched);
         if let Some((sent, _)) = accepted {
+            let took = when.saturating_duration_since(sent);
             let mut push = s.push.lock().unwrap_or_else(|p| p.into_inner());
-            push.record(when.saturating_duration_since(sent));
+            push.record(took);
+            drop(push);
+            s.pushes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((ctx.unix_ms(sent), took.as_micros() as u64));
         }
     } else {
         inc(&s.mismatched);
