@@ -242,14 +242,8 @@ impl Tokens {
         token.push_str(&self.header);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-        let signature = self
-            .signer
-            .sign(token.as_bytes())
-            .map_err(|e| TokenError::Sign(e.to_string()))?;
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
         Ok(IssuedToken {
-            token,
+            token: self.signed(token)?,
             expires_in: self.ttl,
         })
     }
@@ -271,6 +265,11 @@ impl Tokens {
         let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        self.signed(token)
+    }
+
+    /// `header.payload` with its signature appended: the JWS.
+    fn signed(&self, mut token: String) -> Result<String, TokenError> {
         let signature = self
             .signer
             .sign(token.as_bytes())
