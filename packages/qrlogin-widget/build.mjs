@@ -2,12 +2,18 @@
 // static/qrlogin.js: dist/qrlogin.js is that file as it is (the script-tag
 // build, a global `QRLogin`), dist/qrlogin.mjs the same code as an ES
 // module exporting `mount` and `version` (and leaving no global behind).
+// Both are written in ASCII (every other character as a \u escape): a
+// product that serves dist/qrlogin.js itself, with no charset in its
+// Content-Type, would otherwise have it decoded in its page's encoding
+// (GBK, windows-1252…) and show the widget's texts as mojibake.
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const source = readFileSync(join(here, "../../static/qrlogin.js"), "utf8");
+const ascii = (text) =>
+  text.replace(/[^\x00-\x7f]/g, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
+const source = ascii(readFileSync(join(here, "../../static/qrlogin.js"), "utf8"));
 const dist = join(here, "dist");
 mkdirSync(dist, { recursive: true });
 writeFileSync(join(dist, "qrlogin.js"), source);

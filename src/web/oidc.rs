@@ -37,7 +37,7 @@ pub fn router() -> Router<AppState> {
             get(|| async {
                 (
                     [
-                        (header::CONTENT_TYPE, "application/javascript"),
+                        (header::CONTENT_TYPE, super::pages::JAVASCRIPT),
                         (header::CACHE_CONTROL, "public, max-age=300"),
                     ],
                     include_str!("../../static/oidc.js"),

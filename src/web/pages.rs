@@ -51,36 +51,37 @@ pub fn router() -> Router<AppState> {
         .route("/", get(show_login_page))
         .route(
             "/static/qrlogin.js",
-            get(|| static_file("application/javascript", WIDGET)),
+            get(|| static_file(JAVASCRIPT, WIDGET)),
         )
         .route(
             "/static/login.js",
-            get(|| {
-                static_file(
-                    "application/javascript",
-                    include_str!("../../static/login.js"),
-                )
-            }),
+            get(|| static_file(JAVASCRIPT, include_str!("../../static/login.js"))),
         )
         .route(
             "/static/wechat-handoff.js",
-            get(|| {
-                static_file(
-                    "application/javascript",
-                    include_str!("../../static/wechat-handoff.js"),
-                )
-            }),
+            get(|| static_file(JAVASCRIPT, include_str!("../../static/wechat-handoff.js"))),
         )
         .route(&widget_path(), get(serve_versioned_widget))
         .route("/static/qrlogin.json", get(describe_widget))
         .route(
             "/static/qrlogin.css",
-            get(|| static_file("text/css", include_str!("../../static/qrlogin.css"))),
+            get(|| {
+                static_file(
+                    "text/css; charset=utf-8",
+                    include_str!("../../static/qrlogin.css"),
+                )
+            }),
         )
         .route("/m/{ticket}", get(show_phone_page))
         .route("/m/{ticket}/confirm", post(confirm_from_phone))
         .route("/m/{ticket}/deny", post(deny_from_phone))
 }
+
+/// The scripts' media type. The charset is named because a classic script
+/// is decoded in the *host page's* encoding when its response names none:
+/// on a page in GBK or windows-1252 the widget's "…" and its Chinese
+/// texts came out as mojibake.
+pub const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 
 async fn static_file(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -123,7 +124,7 @@ pub fn widget_integrity() -> String {
 async fn serve_versioned_widget() -> Response {
     (
         [
-            (header::CONTENT_TYPE, "application/javascript"),
+            (header::CONTENT_TYPE, JAVASCRIPT),
             (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
             // Loaded by pages on other origins with `crossorigin` (SRI
             // needs a CORS-readable response).

@@ -668,6 +668,18 @@ fn host_csp(svc: &str) -> String {
 /// service), with no stylesheet of its own and exactly `host_csp`: it
 /// loads the pinned widget with its SRI hash, as the embed snippet does.
 async fn host_page(app: &TestApp, port: u16, mode: &str) -> tokio::task::JoinHandle<()> {
+    host_page_in(app, port, mode, "en", "utf-8").await
+}
+
+/// `host_page` in language `lang`, its HTML declared (header and `<meta>`)
+/// in `charset`.
+async fn host_page_in(
+    app: &TestApp,
+    port: u16,
+    mode: &str,
+    lang: &str,
+    charset: &str,
+) -> tokio::task::JoinHandle<()> {
     let info: Value = app
         .client
         .get(app.url("/static/qrlogin.json"))
@@ -678,7 +690,7 @@ async fn host_page(app: &TestApp, port: u16, mode: &str) -> tokio::task::JoinHan
         .await
         .unwrap();
     let html = format!(
-        r#"<!doctype html><html lang="en" data-svc="{svc}" data-mode="{mode}"><head><meta charset="utf-8"><title>Product</title></head>
+        r#"<!doctype html><html lang="{lang}" data-svc="{svc}" data-mode="{mode}"><head><meta charset="{charset}"><title>Product</title></head>
 <body><h1>Product</h1><p id="host">The product's own text.</p><div id="qrlogin"></div>
 <script src="{svc}{url}" integrity="{integrity}" crossorigin="anonymous"></script>
 <script src="/host.js"></script></body></html>"#,
@@ -687,13 +699,17 @@ async fn host_page(app: &TestApp, port: u16, mode: &str) -> tokio::task::JoinHan
         integrity = info["integrity"].as_str().unwrap(),
     );
     let csp = host_csp(&app.address);
+    let content_type = format!("text/html; charset={charset}");
     let router = axum::Router::new()
         .route(
             "/",
             axum::routing::get(move || async move {
                 (
-                    [("content-security-policy", csp)],
-                    axum::response::Html(html),
+                    [
+                        ("content-security-policy", csp),
+                        ("content-type", content_type),
+                    ],
+                    html,
                 )
             }),
         )
@@ -924,10 +940,33 @@ fn installed_package() -> Option<String> {
 }
 
 #[tokio::test]
+async fn the_widget_reads_right_on_a_page_in_another_encoding() {
+    // A classic script is decoded in the page's encoding unless its response
+    // names a charset: many Chinese sites are still GBK.
+    let port = free_port();
+    let app = service_allowing(&format!("http://127.0.0.1:{port}")).await;
+    let _host = host_page_in(&app, port, "resolve", "zh-CN", "gbk").await;
+    let Some(browser) = Browser::launch("embed-gbk-page").await else {
+        return;
+    };
+    let page = browser.page("product", Device::Desktop, ZH).await;
+    page.goto(&format!("http://127.0.0.1:{port}/")).await;
+    assert_eq!(page.eval("document.characterSet").await, "GBK");
+    assert_eq!(wait_status(&page, "pending").await, "请使用手机扫描二维码");
+    confirm_on_phone(&page, &app).await;
+    assert_eq!(wait_status(&page, "confirmed").await, "已登录");
+}
+
+#[tokio::test]
 async fn the_npm_package_installs_and_its_es_module_logs_in_on_a_product_page() {
     let Some(module) = installed_package() else {
         return;
     };
+    // ASCII only, so it reads right whatever encoding the product serves it in.
+    assert!(
+        module.is_ascii(),
+        "the package's module has non-ASCII bytes"
+    );
     let port = free_port();
     let app = service_allowing(&format!("http://127.0.0.1:{port}")).await;
     let host_js = format!(
