@@ -102,7 +102,7 @@ fn tickets(c: &mut Criterion) {
     });
 
     c.bench_function("jwt_sign_hs256", |b| {
-        b.iter(|| engine.tokens.issue(&subject, None).expect("signed"))
+        b.iter(|| engine.tokens().issue(&subject, None).expect("signed"))
     });
 
     // The whole request as the router sees it (no socket): extractors,

@@ -227,6 +227,8 @@ impl Application {
             .signing_key()
             .derive(b"qrlogin phone page CSRF")
             .map_err(|e| crate::token::TokenError::Key(e.to_string()))?;
+        let page_mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&page_key)
+            .map_err(|e| crate::token::TokenError::Key(e.to_string()))?;
         let oidc = crate::oidc::Provider::from_settings(&settings, &tokens)
             .map_err(StartError::Oidc)?
             .map(Arc::new);
@@ -240,11 +242,7 @@ impl Application {
             settings.max_live_tickets,
         );
         let (stop, shutdown) = watch::channel(false);
-        let qr_cache = moka::sync::Cache::builder()
-            .max_capacity(32 * 1024 * 1024)
-            .weigher(|_, v: &bytes::Bytes| v.len() as u32)
-            .time_to_live(settings.ticket_ttl())
-            .build();
+        let qr_cache = crate::web::qr_cache::new_cache(settings.ticket_ttl());
         let wechat = crate::providers::wechat::WechatClient::from_settings(&settings)?;
         let limits = crate::web::limits::Limits::new(&settings);
         let shared = Shared {
@@ -253,7 +251,7 @@ impl Application {
             templates,
             metrics: metrics_handle(),
             shutdown,
-            page_key,
+            page_mac,
             qr_cache,
             wechat,
             limits,

@@ -1,26 +1,108 @@
 //! The login domain over the store/hub seam: every change is committed to
 //! the store, then announced on the hub, then counted — in that order, so a
 //! woken waiter always finds the change it was woken for.
+//!
+//! The store and the hub stay private: callers (the providers, the HTTP
+//! edge) get methods that keep the rules, such as `watch`'s
+//! register-before-read, instead of the parts to reassemble them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
-use crate::hub::Hub;
-use crate::store::TicketStore;
+use crate::hub::{Hub, Waiter};
+use crate::store::{StoreError, TicketStore};
 use crate::ticket::{
-    Change, Identity, Provider, Requester, SealTo, Secret, Status, Ticket, TicketId, UserInfo,
-    now_ms,
+    Change, Identity, Provider, Requester, SealTo, Secret, Status, Ticket, TicketId,
+    TransitionError, UserInfo, now_ms,
 };
 use crate::token::Tokens;
 use crate::token::seal::{Opener, PublicJwk};
 
+/// Why the domain refused or failed. The HTTP edge (`crate::error`) maps
+/// each to the contract's code and status in one place; causes meant for
+/// operators are logged where they happen.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input cannot be what it claims (a code, a body, a field).
+    #[error("{0}")]
+    Invalid(String),
+    /// A missing or wrong secret, key or signature.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Known, but not allowed for this caller.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// Unknown or already expired.
+    #[error("unknown or expired ticket")]
+    TicketNotFound,
+    /// Not here at all (a provider that is not configured).
+    #[error("no such endpoint")]
+    NotFound,
+    /// The ticket's state does not allow what was asked, checked before a
+    /// change was tried.
+    #[error("{0}")]
+    WrongState(String),
+    /// The store refused the change itself.
+    #[error(transparent)]
+    Transition(TransitionError),
+    /// Too many attempts; try again after `retry_after` seconds.
+    #[error("{message}")]
+    RateLimited {
+        message: &'static str,
+        retry_after: u64,
+    },
+    /// A configured cap is reached.
+    #[error("{0}")]
+    OverCapacity(&'static str),
+    /// The store (or a key derivation) failed; retry shortly.
+    #[error("the ticket store is unavailable, retry shortly")]
+    Unavailable,
+    /// WeChat answered with an error or not at all.
+    #[error("{0}")]
+    Upstream(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Error::TicketNotFound,
+            StoreError::Transition(t) => Error::Transition(t),
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "store unavailable");
+                Error::Unavailable
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A browser's registered interest in its ticket, after its secret was
+/// checked: the waiter was registered before `ticket` was read, so no
+/// change after that read can go unannounced.
+pub struct Watch {
+    pub waiter: Waiter,
+    pub ticket: Ticket,
+    /// Opens a token sealed at rest to the browser's secret.
+    pub opener: Opener,
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    StoreDown,
+    /// The store answers, but changes made on other instances go unheard.
+    SubscriptionDown,
+}
+
 #[derive(Clone)]
 pub struct Engine {
-    pub store: Arc<dyn TicketStore>,
-    pub hub: Arc<dyn Hub>,
-    pub tokens: Arc<Tokens>,
+    store: Arc<dyn TicketStore>,
+    hub: Arc<dyn Hub>,
+    tokens: Arc<Tokens>,
     ttl_ms: u64,
     max_live: u64,
 }
@@ -44,6 +126,71 @@ impl Engine {
 
     pub fn ttl_secs(&self) -> u64 {
         self.ttl_ms / 1000
+    }
+
+    /// The service's signer (tokens, JWKS, OpenID discovery).
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// Whether the store answers and this instance hears other instances'
+    /// changes (`/readyz`).
+    pub async fn readiness(&self) -> Readiness {
+        match self.store.ping().await {
+            Err(_) => Readiness::StoreDown,
+            Ok(()) if !self.hub.live() => Readiness::SubscriptionDown,
+            Ok(()) => Readiness::Ready,
+        }
+    }
+
+    /// Tickets alive now (may lag slightly behind expiries).
+    pub async fn live_count(&self) -> Result<u64> {
+        Ok(self.store.live_count().await?)
+    }
+
+    /// Register interest in ticket `id` for the browser holding `secret`,
+    /// then read it: registered first, so a change between the read and
+    /// the wait still wakes the waiter.
+    pub async fn watch(&self, id: &TicketId, secret: &str) -> Result<Watch> {
+        let waiter = self.hub.watch(id);
+        let ticket = self.require(id).await?;
+        if !ticket.secret_hash.matches(secret) {
+            return Err(Error::Unauthorized("wrong secret"));
+        }
+        let opener = Opener::from_secret(secret).map_err(|_| Error::Unavailable)?;
+        Ok(Watch {
+            waiter,
+            ticket,
+            opener,
+        })
+    }
+
+    /// Claim `key` once for `ttl` (one-time codes, de-duplication, locks):
+    /// true for the one caller that set it, with `value`.
+    pub async fn claim_once(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        Ok(self.store.put_new(key, value, ttl).await?)
+    }
+
+    /// A shared value (a cached WeChat token, a claim's value), if set and
+    /// not expired.
+    pub async fn value(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.store.get_value(key).await?)
+    }
+
+    /// Set the shared value `key` for `ttl`, replacing any.
+    pub async fn set_value(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        Ok(self.store.put(key, value, ttl).await?)
+    }
+
+    /// Remove the shared value `key` (a released lock).
+    pub async fn remove_value(&self, key: &str) -> Result<()> {
+        Ok(self.store.remove_value(key).await?)
+    }
+
+    /// The store, for the OpenID Provider's own records (requests, codes),
+    /// which are not tickets and take no part in a ticket's changes.
+    pub fn records(&self) -> &dyn TicketStore {
+        self.store.as_ref()
     }
 
     /// Store a new pending ticket with id `id` (chosen by the caller because

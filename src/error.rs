@@ -1,12 +1,14 @@
 //! The one error type of the HTTP edge. Each variant renders the contract's
 //! `{"error": code, "message": text}` with its status; internal causes are
-//! logged where they happen and never shown to clients.
+//! logged where they happen and never shown to clients. The domain's own
+//! `engine::Error` becomes one of these here, and only here.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::engine::Error as DomainError;
 use crate::store::StoreError;
 use crate::ticket::TransitionError;
 
@@ -117,23 +119,40 @@ impl IntoResponse for Error {
     }
 }
 
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
+impl From<DomainError> for Error {
+    fn from(e: DomainError) -> Self {
         match e {
-            StoreError::NotFound => Error::TicketNotFound,
-            StoreError::Transition(TransitionError::NotScanner) => {
+            DomainError::Invalid(m) => Error::BadRequest(m),
+            DomainError::Unauthorized(m) => Error::Unauthorized(m),
+            DomainError::Forbidden(m) => Error::Forbidden(m),
+            DomainError::TicketNotFound => Error::TicketNotFound,
+            DomainError::NotFound => Error::NotFound,
+            DomainError::WrongState(m) => Error::InvalidTransition(m),
+            DomainError::Transition(TransitionError::NotScanner) => {
                 Error::Forbidden("this ticket was scanned by another device")
             }
-            StoreError::Transition(TransitionError::Unsealable) => {
+            DomainError::Transition(TransitionError::Unsealable) => {
                 tracing::error!("a confirmed token could not be sealed; nothing was stored");
                 Error::Unavailable
             }
-            StoreError::Transition(t) => Error::InvalidTransition(t.to_string()),
-            StoreError::Unavailable(cause) => {
-                tracing::warn!(%cause, "store unavailable");
-                Error::Unavailable
-            }
+            DomainError::Transition(t) => Error::InvalidTransition(t.to_string()),
+            DomainError::RateLimited {
+                message,
+                retry_after,
+            } => Error::RateLimited {
+                message,
+                retry_after,
+            },
+            DomainError::OverCapacity(m) => Error::OverCapacity(m),
+            DomainError::Unavailable => Error::Unavailable,
+            DomainError::Upstream(m) => Error::Upstream(m),
         }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        DomainError::from(e).into()
     }
 }
 

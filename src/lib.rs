@@ -19,10 +19,12 @@
 //! - [`app`]: building and running it all; `main.rs` is a thin shell.
 
 pub mod app;
+mod cli_values;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod hub;
+pub mod ip;
 pub mod oidc;
 pub mod providers;
 pub mod qr;

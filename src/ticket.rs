@@ -168,7 +168,7 @@ mod hex_bytes {
 }
 
 /// Where a ticket is in its life. `Confirmed`, `Denied`, `Expired` are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Pending,
@@ -209,7 +209,7 @@ impl FromStr for Status {
 }
 
 /// How the phone side of a ticket works.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Provider {
     /// The built-in phone page: anyone who opens it may log in. Development only.
@@ -228,6 +228,16 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// Every provider, in the order `--help` lists them.
+    pub const ALL: [Provider; 6] = [
+        Provider::Dev,
+        Provider::WechatOauth,
+        Provider::WechatWeb,
+        Provider::WechatMp,
+        Provider::Miniprogram,
+        Provider::App,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Dev => "dev",
@@ -253,7 +263,10 @@ impl Provider {
 impl FromStr for Provider {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        <Provider as clap::ValueEnum>::from_str(s, false).map_err(|_| ())
+        Provider::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or(())
     }
 }
 
@@ -266,7 +279,7 @@ pub struct Requester {
 }
 
 /// What the browser may show about the person who scanned.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nickname: Option<String>,

@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use qrlogin::config::Cli;
 use qrlogin::error::Error;
 use qrlogin::token::{REGISTERED, Tokens};
-use qrlogin::web::api::{ConfirmBody, MAX_CLAIMS, ScanBody, parse_trusted};
+use qrlogin::web::trusted_api::{ConfirmBody, MAX_CLAIMS, ScanBody, parse_trusted};
 
 fn tokens() -> &'static Tokens {
     static TOKENS: OnceLock<Tokens> = OnceLock::new();

@@ -619,7 +619,7 @@ impl Provider {
             self.token_limit.retain_recent();
             self.token_limit.shrink_to_fit();
         }
-        let key = format!("{client_id} {}", crate::web::limits::ip_key(ip));
+        let key = format!("{client_id} {}", crate::ip::ip_key(ip));
         self.token_limit.check_key(&key).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             wait.as_secs() + u64::from(wait.subsec_nanos() > 0)

@@ -1,13 +1,46 @@
-//! Phone sides other than the built-in dev page. Each provider decides what
-//! its QR holds when a ticket is made (`prepare`), learns who scanned (an
-//! `Identity`) and binds the ticket to that phone; confirming from the
-//! phone then signs a token for that identity.
+//! The phone sides. Each provider decides what its QR holds when a ticket
+//! is made (`prepare`), learns who scanned (an `Identity`) and binds the
+//! ticket to that phone; confirming from the phone then signs a token for
+//! that identity.
+//!
+//! Providers are domain code: they take a [`Context`] and answer outcomes
+//! (enums, tickets, [`Notice`]s) that the HTTP edge turns into pages or
+//! JSON. Cookies, CSRF and rendering stay at the edge; a phone arrives here
+//! as its binding, a plain string.
 
+pub mod dev;
 pub mod wechat;
 
-use crate::error::{Error, Result};
+use crate::config::Settings;
+use crate::engine::{Engine, Error, Result};
 use crate::ticket::{Provider, Ticket, TicketId};
-use crate::web::AppState;
+use wechat::WechatClient;
+
+/// What a provider works with.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub engine: &'a Engine,
+    /// WeChat's HTTP client (one connection pool for every WeChat flow).
+    pub wechat: &'a WechatClient,
+    pub settings: &'a Settings,
+}
+
+/// What the phone is told instead of a confirm page; the edge words it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Notice {
+    /// Unknown, expired or finished.
+    Expired,
+    /// Another phone scanned it first.
+    Taken,
+    /// This phone may not do that.
+    Forbidden,
+    /// Scan the code with WeChat.
+    OpenInWechat,
+    /// Something failed on our side or WeChat's: try again.
+    Retry,
+    /// This code or link is used up: scan again.
+    Rescan,
+}
 
 /// What a provider wants a new ticket to carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +53,7 @@ pub struct Prepared {
 
 /// Decide what ticket `id` of `provider` shows, before it is stored. May ask
 /// WeChat (a provider whose QR WeChat makes); its errors fail the creation.
-pub async fn prepare(app: &AppState, provider: Provider, id: &TicketId) -> Result<Prepared> {
+pub async fn prepare(app: &Context<'_>, provider: Provider, id: &TicketId) -> Result<Prepared> {
     let phone_page = format!("{}/m/{}", app.settings.public_url(), id);
     match provider {
         Provider::WechatWeb => {
@@ -48,7 +81,7 @@ pub async fn prepare(app: &AppState, provider: Provider, id: &TicketId) -> Resul
 /// Confirm `ticket` from the phone bound as `binding`, for the identity the
 /// provider recorded at scan.
 pub async fn confirm_from_phone(
-    app: &AppState,
+    app: &Context<'_>,
     ticket: &Ticket,
     binding: String,
 ) -> Result<Ticket> {

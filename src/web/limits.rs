@@ -3,7 +3,7 @@
 //! redemption), WeChat event pushes, Mini Program calls and QR renders, each
 //! a GCRA quota (governor). The trusted API is limited only
 //! by its key. Over a limit: 429 `rate_limited` with `Retry-After`. Every
-//! per-IP count keys its client with `ip_key` (an IPv6 client is its /64).
+//! per-IP count keys its client with `ip::ip_key` (an IPv6 client is its /64).
 //!
 //! Waiting clients (open sockets, waiting long-polls) are admitted by
 //! `Admission`, capped in total, per IP and per ticket; and no request may
@@ -27,10 +27,12 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::pages::{Message, message_page, page_lang};
+use super::lang::page_lang;
+use super::render::{Message, message_page};
 use super::{AppState, client_ip};
 use crate::config::Settings;
 use crate::error::Error;
+use crate::ip::ip_key;
 use crate::providers::wechat::oauth::{OAUTH_CALLBACK, WEB_CALLBACK, WEB_REDEEM_SUFFIX};
 use crate::ticket::TicketId;
 
@@ -87,23 +89,6 @@ pub struct Limits {
     /// Open WebSockets and waiting long-polls: in total, per IP and per
     /// ticket.
     pub waiting: Arc<Admission>,
-}
-
-/// The key an IP is counted under. An IPv6 client usually holds a whole
-/// /64 (SLAAC, privacy addresses), so one client is one /64, not one
-/// address: otherwise each of its 2^64 addresses would get its own quota
-/// and caps. An IPv4-mapped IPv6 address is the IPv4 client it carries.
-/// Every per-IP limit and cap goes through this.
-pub fn ip_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
-        },
-    }
 }
 
 /// What waits for a ticket's changes.

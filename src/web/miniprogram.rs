@@ -7,12 +7,11 @@ use axum::extract::State;
 use axum::routing::post;
 use serde::Deserialize;
 
-use super::api::without_token;
-use super::view::StateView;
+use super::view::{RequesterView, Scanned, StateView, without_token};
 use super::{AppState, Json, TicketPath};
 use crate::error::ErrorBody;
 use crate::error::Result;
-use crate::providers::wechat::miniprogram::{self, Scanned};
+use crate::providers::wechat::miniprogram;
 use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
@@ -58,7 +57,11 @@ pub async fn scan_with_miniprogram(
     TicketPath(id): TicketPath,
     Json(body): Json<MiniprogramScan>,
 ) -> Result<Json<Scanned>> {
-    Ok(Json(miniprogram::scan(&app, &id, &body.code).await?))
+    let scan = miniprogram::scan(&app.providers(), &id, &body.code).await?;
+    Ok(Json(Scanned {
+        scan_token: scan.scan_token,
+        requester: RequesterView::of(&scan.ticket),
+    }))
 }
 
 #[utoipa::path(post, path = "/api/v1/miniprogram/tickets/{ticket}/confirm", tag = "miniprogram",
@@ -74,7 +77,7 @@ pub async fn confirm_with_miniprogram(
     TicketPath(id): TicketPath,
     Json(body): Json<ScanToken>,
 ) -> Result<Json<StateView>> {
-    let ticket = miniprogram::confirm(&app, &id, &body.scan_token).await?;
+    let ticket = miniprogram::confirm(&app.providers(), &id, &body.scan_token).await?;
     // The Mini Program learns the outcome, never the token.
     Ok(Json(without_token(StateView::of(Some(&ticket)))))
 }
@@ -92,7 +95,7 @@ pub async fn deny_with_miniprogram(
     TicketPath(id): TicketPath,
     Json(body): Json<ScanToken>,
 ) -> Result<Json<StateView>> {
-    let ticket = miniprogram::deny(&app, &id, &body.scan_token).await?;
+    let ticket = miniprogram::deny(&app.providers(), &id, &body.scan_token).await?;
     // The Mini Program learns the outcome, never the token.
     Ok(Json(without_token(StateView::of(Some(&ticket)))))
 }

@@ -2,16 +2,24 @@
 //! requests into domain values (ticket ids, client IPs, JSON bodies) with the
 //! contract's errors.
 
-pub mod api;
+pub mod browser_api;
+pub mod headers;
+pub mod lang;
 pub mod limits;
 pub mod miniprogram;
 pub mod oidc;
 pub mod openapi;
 pub mod ops;
 pub mod pages;
+pub mod phone;
 pub mod poll;
+pub mod qr_cache;
+pub mod render;
 pub mod serve;
+pub mod static_files;
+pub mod tokens_api;
 pub mod trace;
+pub mod trusted_api;
 pub mod view;
 pub mod wechat;
 pub mod wechat_events;
@@ -48,15 +56,25 @@ pub struct Shared {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Flips to true when the service stops: sockets close with 1012.
     pub shutdown: watch::Receiver<bool>,
-    /// Key of the phone pages' CSRF tokens (random per process: a restart
-    /// only asks a phone to reload its page).
-    pub page_key: [u8; 32],
-    pub qr_cache: moka::sync::Cache<(TicketId, u32, bool), bytes::Bytes>,
+    /// The phone pages' CSRF MAC, keyed once at start (see `phone`).
+    pub page_mac: hmac::Hmac<sha2::Sha256>,
+    pub qr_cache: qr_cache::QrCache,
     /// WeChat's HTTP client (one connection pool for every WeChat flow).
     pub wechat: crate::providers::wechat::WechatClient,
     pub limits: limits::Limits,
     /// The OpenID Provider, when clients are configured.
     pub oidc: Option<Arc<crate::oidc::Provider>>,
+}
+
+impl Shared {
+    /// What the providers work with.
+    pub fn providers(&self) -> crate::providers::Context<'_> {
+        crate::providers::Context {
+            engine: &self.engine,
+            wechat: &self.wechat,
+            settings: &self.settings,
+        }
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -163,7 +181,10 @@ pub fn router(state: AppState) -> Router {
     let cors = cors(&state.settings);
     let metrics_here = state.settings.metrics_bind.is_none();
     Router::new()
-        .merge(api::router())
+        .merge(browser_api::router())
+        .merge(trusted_api::router())
+        .merge(tokens_api::router())
+        .merge(static_files::router())
         .merge(pages::router())
         .merge(ops::router(metrics_here))
         .merge(wechat::router())

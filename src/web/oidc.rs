@@ -15,7 +15,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::pages::{page_lang, page_response};
+use super::headers::page_response;
+use super::lang::page_lang;
 use super::{AppState, ClientIp, Json, RawBody, bearer};
 use crate::error::{Error, ErrorBody, Result};
 use crate::oidc::{Client, CompleteError, Completion, OAuthError, Provider, RedeemError, Refusal};
@@ -37,7 +38,7 @@ pub fn router() -> Router<AppState> {
             get(|| async {
                 (
                     [
-                        (header::CONTENT_TYPE, super::pages::JAVASCRIPT),
+                        (header::CONTENT_TYPE, super::static_files::JAVASCRIPT),
                         (header::CACHE_CONTROL, "public, max-age=300"),
                     ],
                     include_str!("../../static/oidc.js"),
@@ -60,7 +61,7 @@ fn provider(app: &AppState) -> Result<&Provider> {
         (status = 404, description = "no OIDC clients configured", body = ErrorBody)))]
 pub async fn discovery(State(app): State<AppState>) -> Result<Response> {
     let p = provider(&app)?;
-    let doc = p.discovery(&app.engine.tokens);
+    let doc = p.discovery(app.engine.tokens());
     Ok((
         [(header::CACHE_CONTROL, "public, max-age=300")],
         axum::Json(doc),
@@ -129,7 +130,7 @@ async fn authorize(
         Err(Refusal::Page(why)) => return Ok(error_page(lang.texts(), lang.tag(), &why.0)),
         Err(Refusal::Redirect(to)) => return Ok(Redirect::to(&to).into_response()),
     };
-    let id = p.save_request(app.engine.store.as_ref(), &request).await?;
+    let id = p.save_request(app.engine.records(), &request).await?;
     Ok(login_page(&app, lang, &id, request.provider.as_deref()))
 }
 
@@ -144,10 +145,7 @@ async fn resume(
     let p = provider(&app)?;
     let lang = page_lang(None, &headers);
     let stored = match raw.parse::<TicketId>() {
-        Ok(id) => p
-            .request(app.engine.store.as_ref(), &id)
-            .await?
-            .map(|r| (id, r)),
+        Ok(id) => p.request(app.engine.records(), &id).await?.map(|r| (id, r)),
         Err(_) => None,
     };
     let Some((id, request)) = stored else {
@@ -211,8 +209,8 @@ fn request_id(raw: &str) -> Result<TicketId> {
 /// request, so only its holder can finish this request.
 #[utoipa::path(post, path = "/oauth2/authorize/{request}/tickets", tag = "oidc",
     params(("request" = String, Path, description = "the authorization request's id (from its page)")),
-    request_body(content = Option<super::api::CreateTicket>, description = "as POST /api/v1/tickets"),
-    responses((status = 201, description = "a new pending ticket bound to the request", body = super::api::TicketCreated),
+    request_body(content = Option<super::browser_api::CreateTicket>, description = "as POST /api/v1/tickets"),
+    responses((status = 201, description = "a new pending ticket bound to the request", body = super::browser_api::TicketCreated),
         (status = 400, description = "unknown or expired authorization request", body = ErrorBody)))]
 pub async fn create_ticket(
     State(app): State<AppState>,
@@ -223,7 +221,7 @@ pub async fn create_ticket(
 ) -> Result<Response> {
     let p = provider(&app)?;
     let request = request_id(&raw)?;
-    let store = app.engine.store.as_ref();
+    let store = app.engine.records();
     if p.request(store, &request).await?.is_none() {
         return Err(Error::BadRequest(CompleteError::UnknownRequest.to_string()));
     }
@@ -231,7 +229,7 @@ pub async fn create_ticket(
     // read here at completion (with the secret), never by the page.
     let body = without_seal(body)?;
     let (status, Json(created)) =
-        super::api::create_ticket(State(app.clone()), ip, headers, body).await?;
+        super::browser_api::create_ticket(State(app.clone()), ip, headers, body).await?;
     let value = serde_json::to_value(&created)
         .map_err(|e| Error::BadRequest(format!("ticket answer: {e}")))?;
     let ticket = value
@@ -293,8 +291,8 @@ pub async fn complete(
     let opener = Opener::from_secret(secret).map_err(|_| Error::Unavailable)?;
     let done = p
         .complete(
-            app.engine.store.as_ref(),
-            &app.engine.tokens,
+            app.engine.records(),
+            app.engine.tokens(),
             &request,
             &ticket,
             &opener,
@@ -509,8 +507,8 @@ pub async fn token(
     };
     let redeemed = p
         .redeem(
-            app.engine.store.as_ref(),
-            &app.engine.tokens,
+            app.engine.records(),
+            app.engine.tokens(),
             client,
             code,
             redirect_uri,

@@ -3,17 +3,21 @@
 
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use super::{api, miniprogram, oidc, ops, poll, wechat, ws};
+use super::{
+    browser_api, miniprogram, oidc, ops, poll, qr_cache, tokens_api, trusted_api, wechat, ws,
+};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "qrlogin", description = "QR-code login: tickets, WebSocket push, long-poll, trusted API, tokens."),
     paths(
-        api::create_ticket, api::get_qr_png, api::get_qr_svg, ws::upgrade_ws, poll::poll_ticket,
-        api::get_ticket, api::scan_ticket, api::confirm_ticket, api::deny_ticket,
-        api::introspect_token, api::get_jwks, wechat::redeem_web_code,
+        browser_api::create_ticket, qr_cache::get_qr_png, qr_cache::get_qr_svg, ws::upgrade_ws,
+        poll::poll_ticket, trusted_api::get_ticket, trusted_api::scan_ticket,
+        trusted_api::confirm_ticket, trusted_api::deny_ticket, tokens_api::introspect_token,
+        tokens_api::get_jwks, wechat::redeem_web_code,
         miniprogram::scan_with_miniprogram, miniprogram::confirm_with_miniprogram,
         miniprogram::deny_with_miniprogram,
         ops::healthz, ops::readyz, ops::render_metrics,
@@ -43,6 +47,48 @@ impl Modify for Security {
         components.add_security_scheme("access_token", bearer("an OpenID Connect access token"));
     }
 }
+
+// The domain's types derive nothing for OpenAPI: each schema is that of a
+// mirror here, which must keep the domain type's fields, serde renames and
+// doc comments (the document test and `/openapi.json` show a drift).
+
+/// Where a ticket is in its life. `Confirmed`, `Denied`, `Expired` are final.
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // only its schema is used
+enum Status {
+    Pending,
+    Scanned,
+    Confirmed,
+    Denied,
+    Expired,
+}
+
+impl PartialSchema for crate::ticket::Status {
+    fn schema() -> RefOr<Schema> {
+        <Status as PartialSchema>::schema()
+    }
+}
+
+impl ToSchema for crate::ticket::Status {}
+
+/// What the browser may show about the person who scanned.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // only its schema is used
+struct UserInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nickname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    avatar: Option<String>,
+}
+
+impl PartialSchema for crate::ticket::UserInfo {
+    fn schema() -> RefOr<Schema> {
+        <UserInfo as PartialSchema>::schema()
+    }
+}
+
+impl ToSchema for crate::ticket::UserInfo {}
 
 pub async fn serve_openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())

@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::AppState;
+use crate::engine::Readiness;
 
 /// The operations routes of the main listener; `/metrics` only when it
 /// has no listener of its own (QRLOGIN_METRICS_BIND).
@@ -45,19 +46,19 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     // Both, because an instance whose store answers but whose subscription
     // is down would take traffic and leave its sockets waiting for pushes
     // (until the once-a-second re-read catches up).
-    match app.engine.store.ping().await {
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable"),
-        Ok(()) if !app.engine.hub.live() => {
+    match app.engine.readiness().await {
+        Readiness::StoreDown => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable"),
+        Readiness::SubscriptionDown => {
             (StatusCode::SERVICE_UNAVAILABLE, "change subscription down")
         }
-        Ok(()) => (StatusCode::OK, "ready"),
+        Readiness::Ready => (StatusCode::OK, "ready"),
     }
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String)))]
 pub async fn render_metrics(State(app): State<AppState>) -> impl IntoResponse {
-    if let Ok(live) = app.engine.store.live_count().await {
+    if let Ok(live) = app.engine.live_count().await {
         metrics::gauge!("qrlogin_tickets_live").set(live as f64);
     }
     (

@@ -12,9 +12,9 @@ use tokio::time::{Instant, sleep_until};
 use super::limits::Kind;
 use super::view::StateView;
 use super::{AppState, ClientIp, Json, Query, RawBody, TicketPath, bearer};
+use crate::engine::Watch;
 use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::{Status, now_ms};
-use crate::token::seal::Opener;
 
 /// Default wait when `?wait=` is absent, in seconds.
 pub const DEFAULT_WAIT: u64 = 25;
@@ -99,12 +99,11 @@ pub async fn poll_ticket(
     let secret = bearer(&headers).ok_or(Error::Unauthorized(
         "missing Authorization: Bearer <secret>",
     ))?;
-    let mut waiter = app.engine.hub.watch(&id);
-    let ticket = app.engine.require(&id).await?;
-    if !ticket.secret_hash.matches(secret) {
-        return Err(Error::Unauthorized("wrong secret"));
-    }
-    let opener = Opener::from_secret(secret).map_err(|_| Error::Unavailable)?;
+    let Watch {
+        mut waiter,
+        ticket,
+        opener,
+    } = app.engine.watch(&id, secret).await?;
     // Counted with the ticket's sockets and the IP's other polls, before
     // the wait, in one step.
     let _pass = app.limits.waiting.admit(Kind::Poll, &id, ip)?;

@@ -7,6 +7,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::ticket::{SealTo, Status, Ticket, UserInfo, now_ms};
 use crate::token::seal::Opener;
+use crate::useragent;
 
 /// The browser's view of a ticket.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -94,8 +95,11 @@ impl StateView {
         }
     }
 
-    pub fn frame_json(&self) -> String {
-        serde_json::to_string(&Frame::State(self)).unwrap_or_default()
+    /// The WebSocket text frame. Strings and numbers cannot fail to
+    /// serialise; were it ever to fail, the socket says so (1011) rather
+    /// than send an empty frame.
+    pub fn frame_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&Frame::State(self))
     }
 }
 
@@ -105,4 +109,47 @@ pub fn rfc3339(ms: u64) -> String {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default()
+}
+
+/// The requester as a phone app (the Mini Program, a product's own app via
+/// the trusted `scan`) shows it before a confirm.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RequesterView {
+    pub ip: String,
+    pub user_agent: String,
+    pub created_at: String,
+    pub browser: String,
+    pub os: String,
+    /// One readable line, e.g. "Chrome on Windows 10".
+    pub device: String,
+}
+
+impl RequesterView {
+    pub fn of(ticket: &Ticket) -> Self {
+        let (browser, os) = useragent::describe(&ticket.requester.user_agent);
+        Self {
+            ip: ticket.requester.ip.clone(),
+            user_agent: ticket.requester.user_agent.clone(),
+            created_at: rfc3339(ticket.created_at),
+            device: useragent::device(&ticket.requester.user_agent),
+            browser,
+            os,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Scanned {
+    pub scan_token: String,
+    pub requester: RequesterView,
+}
+
+/// The token goes to the browser that holds the secret, never to whoever
+/// confirmed.
+pub fn without_token(mut view: StateView) -> StateView {
+    view.token = None;
+    view.sealed_token = None;
+    view.token_type = None;
+    view.expires_in = None;
+    view
 }

@@ -12,10 +12,11 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::pages::{
-    PageQuery, confirm_page, final_page, message_page, new_phone_cookie, page_lang, page_response,
-    phone_binding, phone_cookie,
-};
+use super::headers::page_response;
+use super::lang::page_lang;
+use super::pages::PageQuery;
+use super::phone::{phone_binding, phone_or_new};
+use super::render::{Message, confirm_page, final_page, message_page};
 use super::view::StateView;
 use super::{AppState, Json, TicketPath, bearer};
 use crate::error::{ErrorBody, Result};
@@ -48,18 +49,14 @@ async fn oauth_callback(
 ) -> Response {
     let lang = page_lang(page.lang(), &headers);
     let callback = callback_of(query);
-    let (phone, set_cookie) = match phone_cookie(&app.settings, &headers) {
-        Some(phone) => (phone, None),
-        None => {
-            let (phone, cookie) = new_phone_cookie(&app.settings);
-            (phone, Some(cookie))
-        }
+    let Some((phone, set_cookie)) = phone_or_new(&app.settings, &headers) else {
+        return message_page(&app, lang, Message::Retry, None);
     };
     let binding = phone_binding(&phone);
-    let mut response = match oauth::phone_callback(&app, &callback, &binding).await {
+    let mut response = match oauth::phone_callback(&app.providers(), &callback, &binding).await {
         PhoneOutcome::Confirm(ticket) => confirm_page(&app, lang, &ticket, &phone, false),
         PhoneOutcome::Final(ticket) => final_page(&app, lang, ticket.as_ref()),
-        PhoneOutcome::Message(message) => message_page(&app, lang, message, None),
+        PhoneOutcome::Notice(notice) => message_page(&app, lang, notice.into(), None),
     };
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -79,9 +76,9 @@ async fn web_callback(
     headers: HeaderMap,
 ) -> Response {
     let lang = page_lang(page.lang(), &headers);
-    match oauth::web_callback(&app, &callback_of(query)).await {
+    match oauth::web_callback(&app.providers(), &callback_of(query)).await {
         WebOutcome::HandOff => handoff_page(&app, lang),
-        WebOutcome::Message(message) => message_page(&app, lang, message, None),
+        WebOutcome::Notice(notice) => message_page(&app, lang, notice.into(), None),
     }
 }
 
@@ -183,14 +180,14 @@ pub async fn redeem_web_code(
     Json(body): Json<RedeemBody>,
 ) -> Result<Json<StateView>> {
     let ticket = oauth::redeem_web_code(
-        &app,
+        &app.providers(),
         &id,
         bearer(&headers),
         &body.code,
         body.state.as_deref().unwrap_or(""),
     )
     .await?;
-    Ok(Json(super::api::without_token(StateView::of(Some(
+    Ok(Json(super::view::without_token(StateView::of(Some(
         &ticket,
     )))))
 }

@@ -37,7 +37,7 @@ async fn check_wechat_server(
     State(app): State<AppState>,
     query: Result<Query<PushQuery>, Error>,
 ) -> Result<Response> {
-    let echostr = mp::check_server(&app, &query_of(query)).await?;
+    let echostr = mp::check_server(&app.providers(), &query_of(query)).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         echostr,
@@ -51,7 +51,11 @@ async fn receive_wechat_push(
     RawBody(body): RawBody,
 ) -> Result<Response> {
     let query = query_of(query);
-    let reply = match tokio::time::timeout(PUSH_BUDGET, mp::handle_push(&app, &query, &body)).await
+    let reply = match tokio::time::timeout(
+        PUSH_BUDGET,
+        mp::handle_push(&app.providers(), &query, &body),
+    )
+    .await
     {
         Ok(reply) => reply?,
         Err(_) => {

@@ -21,7 +21,9 @@ use tokio::time::{Instant, sleep_until};
 use super::limits::{Kind, Pass};
 use super::view::StateView;
 use super::{AppState, ClientIp, TicketPath};
+use crate::engine::Watch;
 use crate::error::{Error, ErrorBody, Result};
+use crate::hub::Waiter;
 use crate::ticket::{Ticket, TicketId};
 use crate::token::seal::Opener;
 
@@ -104,15 +106,14 @@ pub async fn upgrade_ws(
         }
         return Err(Error::Forbidden("this Origin may not open sockets"));
     }
-    let ticket = app.engine.require(&id).await?;
-    let secret = offered_secret(&headers)
-        .ok_or(Error::Unauthorized("offer the subprotocol secret.{secret}"))?;
-    if !ticket.secret_hash.matches(secret) {
-        return Err(Error::Unauthorized("wrong secret"));
-    }
-    // The key that opens a token sealed at rest to this secret: the socket
-    // keeps it (32 bytes) instead of the secret.
-    let opener = Opener::from_secret(secret).map_err(|_| Error::Unavailable)?;
+    let Some(secret) = offered_secret(&headers) else {
+        // An unknown ticket is a 404 before a missing secret is a 401.
+        app.engine.require(&id).await?;
+        return Err(Error::Unauthorized("offer the subprotocol secret.{secret}"));
+    };
+    // Registered before the ticket is read: nothing can slip between. The
+    // socket keeps the opener of its token (32 bytes), not the secret.
+    let Watch { waiter, opener, .. } = app.engine.watch(&id, secret).await?;
     let upgrade =
         upgrade.map_err(|e| Error::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
     // Counted here, before the upgrade is answered, in the same step as the
@@ -130,7 +131,7 @@ pub async fn upgrade_ws(
             // A task of its own, with the socket boxed: axum's upgrade task
             // keeps the stream in several places of its state and finishes
             // here, so a waiting browser holds ~1 KiB instead of ~2.5 KiB.
-            tokio::spawn(session(app, id, opener, Box::new(socket), pass));
+            tokio::spawn(session(app, id, waiter, opener, Box::new(socket), pass));
             std::future::ready(())
         }))
 }
@@ -185,17 +186,17 @@ struct Look {
 /// Built apart from the session so that no `Ticket` or `StateView` is held
 /// across an `.await`: whatever a session holds across one is held by every
 /// idle socket for as long as it waits.
-fn look(ticket: Option<&Ticket>, opener: &Opener) -> Look {
+fn look(ticket: Option<&Ticket>, opener: &Opener) -> serde_json::Result<Look> {
     let view = StateView::for_browser(ticket, opener);
-    Look {
+    Ok(Look {
         terminal: view.status.is_terminal(),
         expires_at: ticket.filter(|t| !t.status.is_terminal()).map(|t| {
             let left = t.expires_at.saturating_sub(crate::ticket::now_ms());
             Instant::now() + Duration::from_millis(left)
         }),
-        frame: view.frame_json(),
+        frame: view.frame_json()?,
         changed_at: ticket.map(|t| t.updated_at),
-    }
+    })
 }
 
 /// A fingerprint of a frame, to send each distinct one once without keeping
@@ -221,13 +222,12 @@ enum Event {
 async fn session(
     app: AppState,
     id: TicketId,
+    mut waiter: Waiter,
     opener: Opener,
     mut socket: Box<WebSocket>,
     _pass: Pass,
 ) {
     let _open = OpenSocket::new();
-    // Registered before the first read: nothing can slip between.
-    let mut waiter = app.engine.hub.watch(&id);
     let mut shutdown = app.shutdown.clone();
     let ping_base = Duration::from_secs(app.settings.ws_ping_interval);
     let mut next_ping = Instant::now() + ping_interval(ping_base);
@@ -244,12 +244,17 @@ async fn session(
             // per waiting browser).
             let looked = app.engine.get(&id).await.map(|t| look(t.as_ref(), &opener));
             match looked {
-                Ok(Look {
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot serialise a state frame");
+                    let _ = socket.send(close(1011, "internal error")).await;
+                    return;
+                }
+                Ok(Ok(Look {
                     frame,
                     terminal,
                     expires_at: expiry,
                     changed_at,
-                }) => {
+                })) => {
                     expires_at = expiry;
                     let print = fingerprint(&frame);
                     if sent != Some(print) {
@@ -337,6 +342,9 @@ mod tests {
     fn terminal_frames_say_their_status() {
         let v = StateView::of(None);
         assert_eq!(v.status, Status::Expired);
-        assert_eq!(v.frame_json(), r#"{"type":"state","status":"expired"}"#);
+        assert_eq!(
+            v.frame_json().unwrap(),
+            r#"{"type":"state","status":"expired"}"#
+        );
     }
 }

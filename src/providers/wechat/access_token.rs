@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{WechatClient, WechatError};
-use crate::error::Error;
-use crate::store::TicketStore;
+use crate::engine::Engine;
+use crate::engine::Error;
 
 pub const STABLE_TOKEN: &str = "/cgi-bin/stable_token";
 
@@ -74,7 +74,7 @@ pub fn keep_for(expires_in: u64) -> Duration {
 
 /// The shared token cache of one service (a view over the store).
 pub struct AccessTokens<'a> {
-    pub store: &'a dyn TicketStore,
+    pub engine: &'a Engine,
     pub client: &'a WechatClient,
 }
 
@@ -92,7 +92,7 @@ impl AccessTokens<'_> {
             if let Some(token) = self.cached(&key, stale).await? {
                 return Ok(token);
             }
-            if self.store.put_new(&lock, "1", lock_ttl).await? {
+            if self.engine.claim_once(&lock, "1", lock_ttl).await? {
                 // Someone may have stored a fresh token between our read and
                 // our lock.
                 let result = match self.cached(&key, stale).await {
@@ -100,7 +100,7 @@ impl AccessTokens<'_> {
                     Ok(None) => self.refresh(app, &key).await,
                     Err(e) => Err(e),
                 };
-                let _ = self.store.remove_value(&lock).await;
+                let _ = self.engine.remove_value(&lock).await;
                 return result;
             }
             if Instant::now() >= deadline {
@@ -117,8 +117,8 @@ impl AccessTokens<'_> {
 
     async fn cached(&self, key: &str, stale: Option<&str>) -> Result<Option<String>, Error> {
         Ok(self
-            .store
-            .get_value(key)
+            .engine
+            .value(key)
             .await?
             .filter(|token| Some(token.as_str()) != stale))
     }
@@ -151,8 +151,8 @@ impl AccessTokens<'_> {
             expires_in = answer.expires_in,
             "WeChat access token refreshed"
         );
-        self.store
-            .put(key, &answer.access_token, keep_for(answer.expires_in))
+        self.engine
+            .set_value(key, &answer.access_token, keep_for(answer.expires_in))
             .await?;
         Ok(answer.access_token)
     }

@@ -14,17 +14,15 @@ use sha2::{Digest, Sha256};
 
 use super::WechatError;
 use super::access_token::{AccessTokens, App, upstream};
-use crate::error::{Error, Result};
+use crate::engine::{Error, Result};
+use crate::providers::Context;
 use crate::ticket::{Identity, Provider, Secret, Status, Ticket, TicketId, now_ms};
-use crate::useragent;
-use crate::web::AppState;
-use crate::web::view::rfc3339;
 
 pub const JSCODE2SESSION: &str = "/sns/jscode2session";
 pub const GETWXACODEUNLIMIT: &str = "/wxa/getwxacodeunlimit";
 
 /// The Mini Program's credentials.
-pub fn mp_app(app: &AppState) -> App<'_> {
+pub fn mp_app<'a>(app: &Context<'a>) -> App<'a> {
     let s = &app.settings;
     App {
         app_id: s.miniprogram_app_id.as_deref().unwrap_or(""),
@@ -47,15 +45,15 @@ struct WxacodeRequest<'a> {
 }
 
 /// The Mini Program code of `ticket` (image bytes as WeChat made them).
-pub async fn wxacode(app: &AppState, ticket: &Ticket) -> Result<bytes::Bytes> {
+pub async fn wxacode(app: &Context<'_>, ticket: &Ticket) -> Result<bytes::Bytes> {
     if ticket.provider != Provider::Miniprogram {
-        return Err(Error::BadRequest(
+        return Err(Error::Invalid(
             "kind=wxacode is only for miniprogram tickets".into(),
         ));
     }
     let tokens = AccessTokens {
-        store: app.engine.store.as_ref(),
-        client: &app.wechat,
+        engine: app.engine,
+        client: app.wechat,
     };
     let body = WxacodeRequest {
         scene: ticket.id.as_str(),
@@ -106,53 +104,28 @@ fn code_refusal(e: &WechatError) -> Option<Error> {
         }
         _ => return None,
     };
-    Some(Error::BadRequest(format!(
+    Some(Error::Invalid(format!(
         "WeChat refused the wx.login code: {what} (errcode {code})"
     )))
 }
 
-/// The requester as a phone app (the Mini Program, a product's own app via
-/// the trusted `scan`) shows it before a confirm.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RequesterView {
-    pub ip: String,
-    pub user_agent: String,
-    pub created_at: String,
-    pub browser: String,
-    pub os: String,
-    /// One readable line, e.g. "Chrome on Windows 10".
-    pub device: String,
-}
-
-impl RequesterView {
-    pub fn of(ticket: &Ticket) -> Self {
-        let (browser, os) = useragent::describe(&ticket.requester.user_agent);
-        Self {
-            ip: ticket.requester.ip.clone(),
-            user_agent: ticket.requester.user_agent.clone(),
-            created_at: rfc3339(ticket.created_at),
-            device: useragent::device(&ticket.requester.user_agent),
-            browser,
-            os,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Scanned {
+/// A ticket scanned by the Mini Program, and the `scan_token` that alone
+/// may confirm or deny it.
+#[derive(Debug)]
+pub struct Scan {
     pub scan_token: String,
-    pub requester: RequesterView,
+    pub ticket: Ticket,
 }
 
 /// Exchange `code` and scan ticket `id` for its person.
-pub async fn scan(app: &AppState, id: &TicketId, code: &str) -> Result<Scanned> {
+pub async fn scan(app: &Context<'_>, id: &TicketId, code: &str) -> Result<Scan> {
     let code = code.trim();
     if code.is_empty() || code.len() > 256 || code.chars().any(char::is_control) {
-        return Err(Error::BadRequest("code must be a wx.login code".into()));
+        return Err(Error::Invalid("code must be a wx.login code".into()));
     }
     let ticket = live_ticket(app, id).await?;
     if ticket.status_at(now_ms()) != Status::Pending {
-        return Err(Error::InvalidTransition(format!(
+        return Err(Error::WrongState(format!(
             "the ticket is {} and cannot be scanned",
             ticket.status_at(now_ms()).as_str()
         )));
@@ -183,7 +156,7 @@ pub async fn scan(app: &AppState, id: &TicketId, code: &str) -> Result<Scanned> 
         )));
     }
     let mut identity: Identity =
-        super::identity(&app.settings, &session.openid, session.unionid.as_deref());
+        super::identity(app.settings, &session.openid, session.unionid.as_deref());
     identity.idp = Provider::Miniprogram.idp().to_owned();
     let scan_token = Secret::generate();
     let ticket = app
@@ -195,16 +168,16 @@ pub async fn scan(app: &AppState, id: &TicketId, code: &str) -> Result<Scanned> 
             Some(identity),
         )
         .await?;
-    Ok(Scanned {
+    Ok(Scan {
         scan_token: scan_token.expose().to_owned(),
-        requester: RequesterView::of(&ticket),
+        ticket,
     })
 }
 
-async fn live_ticket(app: &AppState, id: &TicketId) -> Result<Ticket> {
+async fn live_ticket(app: &Context<'_>, id: &TicketId) -> Result<Ticket> {
     let ticket = app.engine.require(id).await?;
     if ticket.provider != Provider::Miniprogram {
-        return Err(Error::BadRequest("not a miniprogram ticket".into()));
+        return Err(Error::Invalid("not a miniprogram ticket".into()));
     }
     Ok(ticket)
 }
@@ -217,14 +190,14 @@ fn binding_of(scan_token: &str) -> Result<String> {
 }
 
 /// Confirm ticket `id` with the `scan_token` its scan handed out.
-pub async fn confirm(app: &AppState, id: &TicketId, scan_token: &str) -> Result<Ticket> {
+pub async fn confirm(app: &Context<'_>, id: &TicketId, scan_token: &str) -> Result<Ticket> {
     let binding = binding_of(scan_token)?;
     let ticket = live_ticket(app, id).await?;
     crate::providers::confirm_from_phone(app, &ticket, binding).await
 }
 
 /// Deny ticket `id` with the `scan_token` its scan handed out.
-pub async fn deny(app: &AppState, id: &TicketId, scan_token: &str) -> Result<Ticket> {
+pub async fn deny(app: &Context<'_>, id: &TicketId, scan_token: &str) -> Result<Ticket> {
     let binding = binding_of(scan_token)?;
     live_ticket(app, id).await?;
     app.engine.deny(id, Some(binding)).await

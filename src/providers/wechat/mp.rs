@@ -25,10 +25,10 @@ use serde::{Deserialize, Serialize};
 use super::access_token::{AccessTokens, App};
 use super::crypto::{self, MsgCrypt};
 use super::events::{self, Push};
-use crate::error::{Error, Result};
-use crate::ticket::{Provider, Secret, Status, Ticket, TicketId, now_ms};
-use crate::web::AppState;
-use crate::web::pages::{Message, phone_binding};
+use crate::engine::{Error, Result};
+use crate::providers::Context;
+use crate::providers::Notice;
+use crate::ticket::{Provider, Secret, Status, Ticket, TicketId, TransitionError, now_ms};
 
 /// What a ticket scanned through a push is bound to until its link is
 /// redeemed: the link key's hash, in a namespace no phone cookie's binding
@@ -65,7 +65,7 @@ const RETRY_WAIT: Duration = Duration::from_secs(3);
 pub const MAX_SKEW_SECS: u64 = 300;
 
 /// The Official Account's credentials.
-pub fn oa_app(app: &AppState) -> App<'_> {
+pub fn oa_app<'a>(app: &Context<'a>) -> App<'a> {
     let s = &app.settings;
     App {
         app_id: s.wechat_app_id.as_deref().unwrap_or(""),
@@ -97,10 +97,10 @@ struct QrCreated {
 
 /// Register ticket `id` as a temporary QR with WeChat; the QR's content
 /// (WeChat's `url`).
-pub async fn create_qr(app: &AppState, id: &TicketId) -> Result<String> {
+pub async fn create_qr(app: &Context<'_>, id: &TicketId) -> Result<String> {
     let tokens = AccessTokens {
-        store: app.engine.store.as_ref(),
-        client: &app.wechat,
+        engine: app.engine,
+        client: app.wechat,
     };
     let body = CreateQr {
         expire_seconds: app.engine.ttl_secs(),
@@ -141,7 +141,7 @@ pub struct PushQuery {
     pub msg_signature: Option<String>,
 }
 
-fn push_token(app: &AppState) -> Result<&str> {
+fn push_token<'a>(app: &Context<'a>) -> Result<&'a str> {
     app.settings
         .wechat_token
         .as_deref()
@@ -153,7 +153,7 @@ fn push_token(app: &AppState) -> Result<&str> {
 /// for a valid, fresh signature, whose `(timestamp, nonce)` it spends like
 /// a push: its query signs the same way as a plain push's, so a captured
 /// check must not become a push of someone else's making.
-pub async fn check_server(app: &AppState, q: &PushQuery) -> Result<String> {
+pub async fn check_server(app: &Context<'_>, q: &PushQuery) -> Result<String> {
     let token = push_token(app)?;
     let (Some(signature), Some(timestamp), Some(nonce), Some(echostr)) =
         (&q.signature, &q.timestamp, &q.nonce, &q.echostr)
@@ -194,7 +194,7 @@ impl Reply {
 /// covers only `timestamp` and `nonce`, and WeChat sends it in safe mode too,
 /// so honouring a plain push there would let one captured query carry any
 /// body.
-pub async fn handle_push(app: &AppState, q: &PushQuery, body: &[u8]) -> Result<Reply> {
+pub async fn handle_push(app: &Context<'_>, q: &PushQuery, body: &[u8]) -> Result<Reply> {
     let token = push_token(app)?;
     let (Some(timestamp), Some(nonce)) = (q.timestamp.as_deref(), q.nonce.as_deref()) else {
         return Err(Error::Unauthorized("timestamp and nonce are required"));
@@ -210,9 +210,9 @@ pub async fn handle_push(app: &AppState, q: &PushQuery, body: &[u8]) -> Result<R
             ));
         }
         (false, Some("aes")) => {
-            return Err(Error::BadRequest("safe mode is not configured".into()));
+            return Err(Error::Invalid("safe mode is not configured".into()));
         }
-        (_, Some(_)) => return Err(Error::BadRequest("unknown encrypt_type".into())),
+        (_, Some(_)) => return Err(Error::Invalid("unknown encrypt_type".into())),
     }
     match q.signature.as_deref() {
         Some(sig) if !crypto::check_signature(token, timestamp, nonce, sig) => {
@@ -222,13 +222,13 @@ pub async fn handle_push(app: &AppState, q: &PushQuery, body: &[u8]) -> Result<R
         _ => {}
     }
     check_fresh(timestamp)?;
-    let outer = events::parse(body).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let outer = events::parse(body).map_err(|e| Error::Invalid(e.to_string()))?;
     let (push, crypt) = if safe {
         let crypt = safe_mode(app)?;
         let encrypt = outer
             .encrypt
             .as_deref()
-            .ok_or_else(|| Error::BadRequest("safe mode without <Encrypt>".into()))?;
+            .ok_or_else(|| Error::Invalid("safe mode without <Encrypt>".into()))?;
         let presented = q
             .msg_signature
             .as_deref()
@@ -239,8 +239,8 @@ pub async fn handle_push(app: &AppState, q: &PushQuery, body: &[u8]) -> Result<R
         claim_stamp(app, timestamp, nonce, body).await?;
         let xml = crypt
             .decrypt(encrypt)
-            .map_err(|e| Error::BadRequest(e.to_string()))?;
-        let inner = events::parse(xml.as_bytes()).map_err(|e| Error::BadRequest(e.to_string()))?;
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let inner = events::parse(xml.as_bytes()).map_err(|e| Error::Invalid(e.to_string()))?;
         (inner, Some(crypt))
     } else {
         claim_stamp(app, timestamp, nonce, body).await?;
@@ -254,15 +254,15 @@ pub async fn handle_push(app: &AppState, q: &PushQuery, body: &[u8]) -> Result<R
         return Ok(Reply(seal(answer(app, &push).await?)));
     };
     let key = format!("wechat-mp:push:{key}");
-    let store = &app.engine.store;
-    if !store.put_new(&key, IN_PROGRESS, DEDUP_TTL).await? {
+    let store = app.engine;
+    if !store.claim_once(&key, IN_PROGRESS, DEDUP_TTL).await? {
         metrics::counter!("qrlogin_wechat_push_retries_total").increment(1);
         return Ok(Reply(earlier_reply(app, &key).await?));
     }
     match answer(app, &push).await {
         Ok(reply) => {
             let body = seal(reply);
-            store.put(&key, &body, DEDUP_TTL).await?;
+            store.set_value(&key, &body, DEDUP_TTL).await?;
             Ok(Reply(body))
         }
         Err(e) => {
@@ -285,16 +285,16 @@ const STAMP_TTL: Duration = Duration::from_secs(2 * MAX_SKEW_SECS + 60);
 /// de-duplication, which answers it as before and changes nothing; another
 /// body under a used stamp is a replayed signature and is refused (403:
 /// WeChat never sends two bodies under one stamp, so only a forger sees it).
-async fn claim_stamp(app: &AppState, timestamp: &str, nonce: &str, body: &[u8]) -> Result<()> {
+async fn claim_stamp(app: &Context<'_>, timestamp: &str, nonce: &str, body: &[u8]) -> Result<()> {
     use sha2::{Digest, Sha256};
     let stamp = hex::encode(&Sha256::digest(format!("{timestamp}\n{nonce}").as_bytes())[..16]);
     let key = format!("wechat-mp:stamp:{stamp}");
     let digest = hex::encode(&Sha256::digest(body)[..16]);
-    let store = &app.engine.store;
-    if store.put_new(&key, &digest, STAMP_TTL).await? {
+    let store = app.engine;
+    if store.claim_once(&key, &digest, STAMP_TTL).await? {
         return Ok(());
     }
-    if store.get_value(&key).await?.as_deref() == Some(digest.as_str()) {
+    if store.value(&key).await?.as_deref() == Some(digest.as_str()) {
         return Ok(());
     }
     metrics::counter!("qrlogin_wechat_push_refused_total", "why" => "replayed_stamp").increment(1);
@@ -315,14 +315,14 @@ fn check_fresh(timestamp: &str) -> Result<()> {
     Ok(())
 }
 
-fn safe_mode(app: &AppState) -> Result<MsgCrypt> {
+fn safe_mode(app: &Context<'_>) -> Result<MsgCrypt> {
     let s = &app.settings;
     let key = s
         .wechat_encoding_aes_key
         .as_deref()
-        .ok_or_else(|| Error::BadRequest("safe mode is not configured".into()))?;
+        .ok_or_else(|| Error::Invalid("safe mode is not configured".into()))?;
     MsgCrypt::new(key, s.wechat_app_id.as_deref().unwrap_or(""))
-        .map_err(|e| Error::BadRequest(e.to_string()))
+        .map_err(|e| Error::Invalid(e.to_string()))
 }
 
 /// Our reply in WeChat's safe-mode envelope, signed over our own
@@ -339,10 +339,10 @@ fn seal_reply(token: &str, crypt: &MsgCrypt, reply: &str) -> String {
 
 /// The reply of the first delivery of a retried push, once it is known;
 /// `success` if it does not come in time (the first delivery answers).
-async fn earlier_reply(app: &AppState, key: &str) -> Result<String> {
+async fn earlier_reply(app: &Context<'_>, key: &str) -> Result<String> {
     let started = std::time::Instant::now();
     loop {
-        match app.engine.store.get_value(key).await? {
+        match app.engine.value(key).await? {
             Some(v) if v != IN_PROGRESS => return Ok(v),
             // The first delivery failed and released the key.
             None => return Ok(SUCCESS.to_owned()),
@@ -354,7 +354,7 @@ async fn earlier_reply(app: &AppState, key: &str) -> Result<String> {
 
 /// What to answer a verified push: a link for a scan of a live ticket,
 /// `success` for everything else.
-async fn answer(app: &AppState, push: &Push) -> Result<String> {
+async fn answer(app: &Context<'_>, push: &Push) -> Result<String> {
     let Some((scene, _kind)) = push.scene() else {
         return Ok(SUCCESS.to_owned());
     };
@@ -374,7 +374,7 @@ async fn answer(app: &AppState, push: &Push) -> Result<String> {
         _ => return Ok(SUCCESS.to_owned()),
     }
     let key = Secret::generate();
-    let identity = super::identity(&app.settings, openid, None);
+    let identity = super::identity(app.settings, openid, None);
     match app
         .engine
         .scan(&id, Some(link_binding(key.expose())), None, Some(identity))
@@ -382,7 +382,10 @@ async fn answer(app: &AppState, push: &Push) -> Result<String> {
     {
         Ok(_) => {}
         // Scanned, finished or gone in the meantime: nothing to offer.
-        Err(Error::InvalidTransition(_) | Error::TicketNotFound | Error::Forbidden(_)) => {
+        Err(
+            Error::Transition(TransitionError::Invalid(..) | TransitionError::NotScanner)
+            | Error::TicketNotFound,
+        ) => {
             return Ok(SUCCESS.to_owned());
         }
         Err(e) => return Err(e),
@@ -400,88 +403,92 @@ async fn answer(app: &AppState, push: &Push) -> Result<String> {
 }
 
 /// `{public_url}/m/{ticket}?k=K`.
-pub fn confirm_link(app: &AppState, id: &TicketId, key: &str) -> String {
+pub fn confirm_link(app: &Context<'_>, id: &TicketId, key: &str) -> String {
     format!("{}/m/{}?k={}", app.settings.public_url(), id, key)
+}
+
+/// A phone as the edge knows it: its binding (what tickets store), and
+/// `cookie`, which the provider only hands back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Phone<C> {
+    pub binding: String,
+    pub cookie: C,
 }
 
 /// What opening `/m/{ticket}` of a `wechat-mp` ticket shows.
 #[derive(Debug, PartialEq, Eq)]
-pub enum LinkOutcome {
-    /// The confirm page for the phone whose cookie is `phone`; `new_cookie`
-    /// when this opening redeemed the link and `phone` is a fresh value the
-    /// page must set as the cookie.
-    Confirm { phone: String, new_cookie: bool },
-    /// A message page.
-    Message(Message),
+pub enum LinkOutcome<C> {
+    /// The confirm page for the phone whose cookie is `cookie`;
+    /// `new_cookie` when this opening redeemed the link with the fresh
+    /// phone, whose cookie the page must set.
+    Confirm { cookie: C, new_cookie: bool },
+    /// A notice page.
+    Notice(Notice),
     /// The page of a finished or gone ticket.
     Final,
 }
 
-/// Open the one-time link (`key` from `?k=`) or the bare page, on a phone
-/// whose cookie is `cookie`.
-pub async fn open_link(
-    app: &AppState,
+/// Open the one-time link (`key` from `?k=`) or the bare page, on the
+/// phone `current` (none: no cookie yet). `fresh` is a phone the edge drew,
+/// to be the ticket's if this opening redeems the link.
+pub async fn open_link<C>(
+    app: &Context<'_>,
     ticket: &Ticket,
     key: Option<&str>,
-    cookie: Option<&str>,
-) -> LinkOutcome {
+    current: Option<Phone<C>>,
+    fresh: Phone<C>,
+) -> LinkOutcome<C> {
     let status = ticket.status_at(now_ms());
     if status == Status::Pending {
-        return LinkOutcome::Message(Message::OpenInWechat);
+        return LinkOutcome::Notice(Notice::OpenInWechat);
     }
     if status != Status::Scanned {
         return LinkOutcome::Final;
     }
-    let store = &app.engine.store;
-    let redeemed = match store.get_value(&redeemed_key(&ticket.id)).await {
+    let redeemed = match app.engine.value(&redeemed_key(&ticket.id)).await {
         Ok(r) => r,
-        Err(_) => return LinkOutcome::Message(Message::Retry),
+        Err(_) => return LinkOutcome::Notice(Notice::Retry),
     };
     // The phone that redeemed the link, coming back (with the link or not).
-    if let (Some(c), Some(r)) = (cookie, redeemed.as_deref()) {
-        if phone_binding(c) == r {
+    if let (Some(phone), Some(r)) = (current, redeemed.as_deref()) {
+        if phone.binding == r {
             return LinkOutcome::Confirm {
-                phone: c.to_owned(),
+                cookie: phone.cookie,
                 new_cookie: false,
             };
         }
     }
     let Some(k) = key else {
-        return LinkOutcome::Message(Message::Taken);
+        return LinkOutcome::Notice(Notice::Taken);
     };
     if redeemed.is_some() || ticket.scanned_by.as_deref() != Some(link_binding(k).as_str()) {
-        return LinkOutcome::Message(Message::Rescan);
+        return LinkOutcome::Notice(Notice::Rescan);
     }
     // Redeem `K` once: a fresh cookie, and its binding recorded as the
-    // ticket's phone. Racing openings: one `put_new` wins.
-    let phone = Secret::generate().expose().to_owned();
+    // ticket's phone. Racing openings: one claim wins.
     let ttl =
         Duration::from_millis(ticket.expires_at.saturating_sub(now_ms())) + Duration::from_secs(60);
-    match store
-        .put_new(&redeemed_key(&ticket.id), &phone_binding(&phone), ttl)
+    match app
+        .engine
+        .claim_once(&redeemed_key(&ticket.id), &fresh.binding, ttl)
         .await
     {
         Ok(true) => LinkOutcome::Confirm {
-            phone,
+            cookie: fresh.cookie,
             new_cookie: true,
         },
-        Ok(false) => LinkOutcome::Message(Message::Rescan),
-        Err(_) => LinkOutcome::Message(Message::Retry),
+        Ok(false) => LinkOutcome::Notice(Notice::Rescan),
+        Err(_) => LinkOutcome::Notice(Notice::Retry),
     }
 }
 
-/// The binding a confirm or deny from `phone` presents for `ticket`: the
-/// ticket's own (its link's) when this phone redeemed the link, else the
-/// phone's, which the ticket refuses.
-pub async fn answer_binding(app: &AppState, ticket: &Ticket, phone: &str) -> Result<String> {
-    let mine = phone_binding(phone);
-    let redeemed = app
-        .engine
-        .store
-        .get_value(&redeemed_key(&ticket.id))
-        .await?;
+/// The binding a confirm or deny from the phone bound as `mine` presents
+/// for `ticket`: the ticket's own (its link's) when this phone redeemed the
+/// link, else the phone's, which the ticket refuses.
+pub async fn answer_binding(app: &Context<'_>, ticket: &Ticket, mine: &str) -> Result<String> {
+    let redeemed = app.engine.value(&redeemed_key(&ticket.id)).await?;
     match (redeemed, &ticket.scanned_by) {
         (Some(r), Some(scanner)) if r == mine => Ok(scanner.clone()),
-        _ => Ok(mine),
+        _ => Ok(mine.to_owned()),
     }
 }

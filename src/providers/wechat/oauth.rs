@@ -25,10 +25,10 @@ use subtle::ConstantTimeEq;
 
 use super::{WechatClient, WechatError};
 use crate::config::OauthScope;
-use crate::error::Error;
+use crate::engine::Error;
+use crate::providers::Context;
+use crate::providers::Notice;
 use crate::ticket::{Identity, Provider, Status, Ticket, TicketId, UserInfo, now_ms};
-use crate::web::AppState;
-use crate::web::pages::Message;
 
 /// Where WeChat sends the phone back (`wechat-oauth`).
 pub const OAUTH_CALLBACK: &str = "/wechat/oauth/callback";
@@ -47,10 +47,10 @@ pub fn scope_name(scope: OauthScope) -> &'static str {
 
 /// `…/connect/oauth2/authorize?…#wechat_redirect` for ticket `id`: what
 /// `/m/{ticket}` redirects WeChat's in-app browser to.
-pub fn authorize_url(app: &AppState, id: &TicketId) -> String {
+pub fn authorize_url(app: &Context<'_>, id: &TicketId) -> String {
     let s = &app.settings;
     connect_url(
-        &app.wechat,
+        app.wechat,
         "/connect/oauth2/authorize",
         s.wechat_app_id.as_deref().unwrap_or(""),
         &format!("{}{OAUTH_CALLBACK}", s.public_url()),
@@ -62,10 +62,10 @@ pub fn authorize_url(app: &AppState, id: &TicketId) -> String {
 /// `…/connect/qrconnect?…#wechat_redirect` with the ticket's opaque
 /// `state` (see `new_web_state`): WeChat's own QR page for the website
 /// application (`wechat-web`).
-pub fn qrconnect_url(app: &AppState, state: &str) -> String {
+pub fn qrconnect_url(app: &Context<'_>, state: &str) -> String {
     let s = &app.settings;
     connect_url(
-        &app.wechat,
+        app.wechat,
         "/connect/qrconnect",
         s.wechat_web_app_id.as_deref().unwrap_or(""),
         &format!("{}{WEB_CALLBACK}", s.public_url()),
@@ -79,14 +79,13 @@ pub fn qrconnect_url(app: &AppState, state: &str) -> String {
 /// store as naming ticket `id` for the ticket's lifetime, so every
 /// instance resolves it. Not the ticket id: the browser WeChat sends back
 /// learns nothing it could act on from it.
-pub async fn new_web_state(app: &AppState, id: &TicketId) -> crate::error::Result<String> {
+pub async fn new_web_state(app: &Context<'_>, id: &TicketId) -> crate::engine::Result<String> {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     let state = hex::encode(bytes);
     let ttl = Duration::from_secs(app.engine.ttl_secs().saturating_add(60));
     app.engine
-        .store
-        .put(&web_state_key(&state), id.as_str(), ttl)
+        .set_value(&web_state_key(&state), id.as_str(), ttl)
         .await?;
     Ok(state)
 }
@@ -107,11 +106,11 @@ fn plausible_state(state: &str) -> bool {
 
 /// The ticket a `wechat-web` `state` names, if it is one we made and the
 /// ticket lives.
-async fn ticket_of_state(app: &AppState, state: &str) -> Result<Option<Ticket>, Error> {
+async fn ticket_of_state(app: &Context<'_>, state: &str) -> Result<Option<Ticket>, Error> {
     if !plausible_state(state) {
         return Ok(None);
     }
-    let Some(id) = app.engine.store.get_value(&web_state_key(state)).await? else {
+    let Some(id) = app.engine.value(&web_state_key(state)).await? else {
         return Ok(None);
     };
     let Ok(id) = id.parse::<TicketId>() else {
@@ -262,15 +261,14 @@ fn opener_key(id: &TicketId) -> String {
 /// WeChat, unless another phone did first (the first one keeps it: a later
 /// opener could be anyone who saw the QR). Only this phone's refusal denies.
 pub async fn bind_opener(
-    app: &AppState,
+    app: &Context<'_>,
     ticket: &Ticket,
     binding: &str,
-) -> Result<(), crate::error::Error> {
+) -> Result<(), crate::engine::Error> {
     let ttl =
         Duration::from_millis(ticket.expires_at.saturating_sub(now_ms())) + Duration::from_secs(60);
     app.engine
-        .store
-        .put_new(&opener_key(&ticket.id), binding, ttl)
+        .claim_once(&opener_key(&ticket.id), binding, ttl)
         .await?;
     Ok(())
 }
@@ -283,18 +281,18 @@ pub enum PhoneOutcome {
     /// A page for the ticket as it now is (done, denied, expired).
     Final(Option<Ticket>),
     /// A message: scan again, try again, taken…
-    Message(Message),
+    Notice(Notice),
 }
 
 /// `GET /wechat/oauth/callback` for the phone bound as `binding`.
-pub async fn phone_callback(app: &AppState, query: &Callback, binding: &str) -> PhoneOutcome {
+pub async fn phone_callback(app: &Context<'_>, query: &Callback, binding: &str) -> PhoneOutcome {
     let Some(id) = query.ticket_id() else {
-        return PhoneOutcome::Message(Message::Expired);
+        return PhoneOutcome::Notice(Notice::Expired);
     };
     let ticket = match app.engine.get(&id).await {
         Ok(Some(t)) if t.provider == Provider::WechatOauth => t,
-        Ok(_) => return PhoneOutcome::Message(Message::Expired),
-        Err(_) => return PhoneOutcome::Message(Message::Retry),
+        Ok(_) => return PhoneOutcome::Notice(Notice::Expired),
+        Err(_) => return PhoneOutcome::Notice(Notice::Retry),
     };
     match ticket.status_at(now_ms()) {
         Status::Pending => {}
@@ -303,7 +301,7 @@ pub async fn phone_callback(app: &AppState, query: &Callback, binding: &str) -> 
         Status::Scanned if ticket.scanned_by.as_deref() == Some(binding) => {
             return PhoneOutcome::Confirm(ticket);
         }
-        Status::Scanned => return PhoneOutcome::Message(Message::Taken),
+        Status::Scanned => return PhoneOutcome::Notice(Notice::Taken),
         _ => return PhoneOutcome::Final(Some(ticket)),
     }
     let Some(code) = query.code() else {
@@ -311,10 +309,10 @@ pub async fn phone_callback(app: &AppState, query: &Callback, binding: &str) -> 
         // only the ticket, which anyone who sees the QR knows: it denies
         // only from the phone that opened the ticket before going to
         // WeChat; from anywhere else a page, and nothing changes.
-        match app.engine.store.get_value(&opener_key(&id)).await {
+        match app.engine.value(&opener_key(&id)).await {
             Ok(Some(opener)) if opener == binding => {}
-            Ok(_) => return PhoneOutcome::Message(Message::Forbidden),
-            Err(_) => return PhoneOutcome::Message(Message::Retry),
+            Ok(_) => return PhoneOutcome::Notice(Notice::Forbidden),
+            Err(_) => return PhoneOutcome::Notice(Notice::Retry),
         }
         return match app.engine.deny(&id, None).await {
             Ok(t) => PhoneOutcome::Final(Some(t)),
@@ -323,15 +321,15 @@ pub async fn phone_callback(app: &AppState, query: &Callback, binding: &str) -> 
     };
     match claim_code(app, code).await {
         Ok(true) => {}
-        Ok(false) => return PhoneOutcome::Message(Message::Rescan),
-        Err(message) => return PhoneOutcome::Message(message),
+        Ok(false) => return PhoneOutcome::Notice(Notice::Rescan),
+        Err(message) => return PhoneOutcome::Notice(message),
     }
     let s = &app.settings;
     let (appid, secret) = credentials(&s.wechat_app_id, &s.wechat_app_secret);
     let wanted_profile = s.wechat_oauth_scope == OauthScope::SnsapiUserinfo;
     let (identity, user) = match sign_in(app, appid, secret, code, wanted_profile).await {
         Ok(found) => found,
-        Err(message) => return PhoneOutcome::Message(message),
+        Err(message) => return PhoneOutcome::Notice(message),
     };
     match app
         .engine
@@ -342,10 +340,10 @@ pub async fn phone_callback(app: &AppState, query: &Callback, binding: &str) -> 
         // Another phone, the browser's end or the clock got there first.
         Err(_) => match app.engine.get(&id).await {
             Ok(Some(t)) if t.status_at(now_ms()) == Status::Scanned => {
-                PhoneOutcome::Message(Message::Taken)
+                PhoneOutcome::Notice(Notice::Taken)
             }
             Ok(t) => PhoneOutcome::Final(t),
-            Err(_) => PhoneOutcome::Message(Message::Retry),
+            Err(_) => PhoneOutcome::Notice(Notice::Retry),
         },
     }
 }
@@ -358,21 +356,21 @@ pub enum WebOutcome {
     /// secret; nothing was changed.
     HandOff,
     /// A message page: expired or unknown, try again.
-    Message(Message),
+    Notice(Notice),
 }
 
 /// `GET /wechat/web/callback`: resolve `state` to a live pending ticket,
 /// only to know the hand-off is worth showing. No exchange, no change, no
 /// cookie: whoever arrives here may not be who made the ticket.
-pub async fn web_callback(app: &AppState, query: &Callback) -> WebOutcome {
+pub async fn web_callback(app: &Context<'_>, query: &Callback) -> WebOutcome {
     let Some(state) = query.state.as_deref().map(str::trim) else {
-        return WebOutcome::Message(Message::Expired);
+        return WebOutcome::Notice(Notice::Expired);
     };
     match ticket_of_state(app, state).await {
         Ok(Some(t))
             if t.provider == Provider::WechatWeb && t.status_at(now_ms()) == Status::Pending => {}
-        Ok(_) => return WebOutcome::Message(Message::Expired),
-        Err(_) => return WebOutcome::Message(Message::Retry),
+        Ok(_) => return WebOutcome::Notice(Notice::Expired),
+        Err(_) => return WebOutcome::Notice(Notice::Retry),
     }
     WebOutcome::HandOff
 }
@@ -383,12 +381,12 @@ pub async fn web_callback(app: &AppState, query: &Callback) -> WebOutcome {
 /// refused call changes nothing; then the code is exchanged once and the
 /// ticket confirmed for the person WeChat names.
 pub async fn redeem_web_code(
-    app: &AppState,
+    app: &Context<'_>,
     id: &TicketId,
     secret: Option<&str>,
     code: &str,
     state: &str,
-) -> crate::error::Result<Ticket> {
+) -> crate::engine::Result<Ticket> {
     let secret = secret.ok_or(Error::Unauthorized(
         "missing Authorization: Bearer <secret>",
     ))?;
@@ -397,14 +395,14 @@ pub async fn redeem_web_code(
         return Err(Error::Unauthorized("wrong secret"));
     }
     if ticket.provider != Provider::WechatWeb {
-        return Err(Error::BadRequest(format!(
+        return Err(Error::Invalid(format!(
             "this ticket's provider is {}, not wechat-web",
             ticket.provider.as_str()
         )));
     }
     let status = ticket.status_at(now_ms());
     if status != Status::Pending {
-        return Err(Error::InvalidTransition(format!(
+        return Err(Error::WrongState(format!(
             "the ticket is {}, not pending",
             status.as_str()
         )));
@@ -422,12 +420,12 @@ pub async fn redeem_web_code(
     }
     let code = code.trim();
     if code.is_empty() || code.len() > 512 {
-        return Err(Error::BadRequest("code must be 1 to 512 characters".into()));
+        return Err(Error::Invalid("code must be 1 to 512 characters".into()));
     }
     match claim_code(app, code).await {
         Ok(true) => {}
         Ok(false) => {
-            return Err(Error::BadRequest(
+            return Err(Error::Invalid(
                 "this code was redeemed already; scan WeChat's code again".into(),
             ));
         }
@@ -449,14 +447,13 @@ fn credentials<'a>(appid: &'a Option<String>, secret: &'a Option<String>) -> (&'
 }
 
 /// Claim `code` for one exchange. `Ok(false)`: it was claimed before.
-async fn claim_code(app: &AppState, code: &str) -> Result<bool, Message> {
+async fn claim_code(app: &Context<'_>, code: &str) -> Result<bool, Notice> {
     app.engine
-        .store
-        .put_new(&code_key(code), "1", CODE_CLAIM_TTL)
+        .claim_once(&code_key(code), "1", CODE_CLAIM_TTL)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "cannot record a WeChat code as used");
-            Message::Retry
+            Notice::Retry
         })
 }
 
@@ -476,11 +473,11 @@ enum SignInError {
 
 impl SignInError {
     /// The phone or callback page to show instead.
-    fn into_message(self) -> Message {
+    fn into_notice(self) -> Notice {
         match self {
-            SignInError::Wechat(e) if e.is_bad_code() => Message::Rescan,
-            SignInError::Snapshot => Message::Rescan,
-            SignInError::Wechat(_) | SignInError::Mismatch => Message::Retry,
+            SignInError::Wechat(e) if e.is_bad_code() => Notice::Rescan,
+            SignInError::Snapshot => Notice::Rescan,
+            SignInError::Wechat(_) | SignInError::Mismatch => Notice::Retry,
         }
     }
 
@@ -488,12 +485,12 @@ impl SignInError {
     /// caller's (400, scan again), anything else WeChat's (502).
     fn into_error(self) -> Error {
         match self {
-            SignInError::Wechat(e) if e.is_bad_code() => Error::BadRequest(format!(
+            SignInError::Wechat(e) if e.is_bad_code() => Error::Invalid(format!(
                 "WeChat did not accept this code (errcode {}); scan WeChat's code again",
                 e.errcode().unwrap_or_default()
             )),
             SignInError::Wechat(e) => Error::Upstream(e.to_string()),
-            SignInError::Snapshot => Error::BadRequest(
+            SignInError::Snapshot => Error::Invalid(
                 "WeChat sent a preview user; open WeChat's page for real and scan again".into(),
             ),
             SignInError::Mismatch => Error::Upstream("WeChat's profile named another user".into()),
@@ -504,26 +501,26 @@ impl SignInError {
 /// Exchange `code` and, when wanted and allowed, read the profile: the
 /// identity and what the browser may show, or the page to show instead.
 async fn sign_in(
-    app: &AppState,
+    app: &Context<'_>,
     appid: &str,
     secret: &str,
     code: &str,
     wanted_profile: bool,
-) -> Result<(Identity, Option<UserInfo>), Message> {
+) -> Result<(Identity, Option<UserInfo>), Notice> {
     exchange(app, appid, secret, code, wanted_profile)
         .await
-        .map_err(SignInError::into_message)
+        .map_err(SignInError::into_notice)
 }
 
 /// `sign_in`'s work, with the cause of a failure.
 async fn exchange(
-    app: &AppState,
+    app: &Context<'_>,
     appid: &str,
     secret: &str,
     code: &str,
     wanted_profile: bool,
 ) -> Result<(Identity, Option<UserInfo>), SignInError> {
-    let token = exchange_code(&app.wechat, appid, secret, code)
+    let token = exchange_code(app.wechat, appid, secret, code)
         .await
         .map_err(|e| failed(e, "code exchange"))?;
     if token.is_snapshotuser == Some(1) {
@@ -535,7 +532,7 @@ async fn exchange(
     let mut unionid = token.unionid.clone();
     let mut user = None;
     if wanted_profile && token.allows_userinfo() {
-        let profile = userinfo(&app.wechat, &token)
+        let profile = userinfo(app.wechat, &token)
             .await
             .map_err(|e| failed(e, "userinfo"))?;
         if profile.openid != token.openid {
@@ -545,7 +542,7 @@ async fn exchange(
         unionid = unionid.or(profile.unionid);
         user = super::user_info(profile.nickname.as_deref(), profile.headimgurl.as_deref());
     }
-    let identity = super::identity(&app.settings, &token.openid, unionid.as_deref());
+    let identity = super::identity(app.settings, &token.openid, unionid.as_deref());
     Ok((identity, user))
 }
 
