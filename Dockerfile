@@ -4,6 +4,10 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The workspace's other members: cargo reads their manifests (the fuzz
+# targets themselves are never built here).
+COPY crates ./crates
+COPY fuzz/Cargo.toml ./fuzz/
 COPY templates ./templates
 COPY static ./static
 COPY examples ./examples

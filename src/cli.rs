@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use qrlogin::Settings;
 use qrlogin::config::KeygenAlg;
-use qrlogin::token::jwks_verifier::{JwksSource, JwksVerifier};
 use qrlogin::token::{SigningKey, Tokens};
+use qrlogin_verify::{JwksSource, JwksVerifier};
 
 /// `qrlogin keygen --alg …`: a new private key as PKCS#8 PEM on stdout.
 pub fn keygen(alg: KeygenAlg) -> ExitCode {

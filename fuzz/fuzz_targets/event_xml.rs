@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
     .flatten()
     {
         assert!(value.len() <= data.len(), "a value grew: entity expansion");
-        assert!(value.chars().all(events::is_xml_char), "a forbidden character was accepted");
+        assert!(
+            value.chars().all(events::is_xml_char),
+            "a forbidden character was accepted"
+        );
     }
     if let Some(from) = &push.from_user_name {
         let reply = events::text_reply(from, "gh_x", push.create_time.unwrap_or(0), "ok]]>");

@@ -86,23 +86,9 @@ pub fn secret_thumbprint(secret: &[u8]) -> String {
     b64(&Sha256::digest(canonical.as_bytes()))
 }
 
-/// The JWA name of an algorithm, as written in `alg`.
-pub fn jwk_alg(alg: Algorithm) -> &'static str {
-    match alg {
-        Algorithm::HS256 => "HS256",
-        Algorithm::HS384 => "HS384",
-        Algorithm::HS512 => "HS512",
-        Algorithm::ES256 => "ES256",
-        Algorithm::ES384 => "ES384",
-        Algorithm::RS256 => "RS256",
-        Algorithm::RS384 => "RS384",
-        Algorithm::RS512 => "RS512",
-        Algorithm::PS256 => "PS256",
-        Algorithm::PS384 => "PS384",
-        Algorithm::PS512 => "PS512",
-        Algorithm::EdDSA => "EdDSA",
-    }
-}
+/// The JWA name of an algorithm, as written in `alg`: the verifier's own
+/// table, so what we publish and what we check cannot disagree.
+pub use qrlogin_verify::alg_name as jwk_alg;
 
 #[cfg(test)]
 mod tests {

@@ -3,10 +3,9 @@
 //!
 //! - [`keys`]: PEM key files, key generation, signing with parsed keys.
 //! - [`jwk`]: public keys as JWKs and their RFC 7638 thumbprints (`kid`).
-//! - [`verify`]: the verification rules (pinned algorithm per `kid`, every
-//!   registered claim required).
-//! - [`jwks_verifier`]: the same rules over a fetched, cached JWKS, as a
-//!   product backend runs them.
+//! - [`Verifier`] (the `qrlogin-verify` crate): the verification rules
+//!   (pinned algorithm per `kid`, every registered claim required), the
+//!   same a product backend runs over the published JWKS.
 //!
 //! Rotation: the key of `QRLOGIN_JWT_KEY_FILE` signs; the keys of
 //! `QRLOGIN_JWT_PREVIOUS_KEY_FILES` are published and still verify but never
@@ -17,10 +16,8 @@
 //! can add fields but never override them.
 
 pub mod jwk;
-pub mod jwks_verifier;
 pub mod keys;
 pub mod seal;
-pub mod verify;
 
 use std::path::Path;
 
@@ -33,7 +30,7 @@ use crate::config::{JwtAlg, Settings};
 use crate::ticket::{Identity, IssuedToken, now_ms};
 
 pub use keys::{KeyError, SigningKey};
-pub use verify::{Verifier, VerifyError};
+pub use qrlogin_verify::{Verifier, VerifyError};
 
 /// A token's payload, written straight to JSON: building a `Map` of owned
 /// strings first cost 3,600 instructions a token (callgrind), a thirtieth

@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use qrlogin::Settings;
 use qrlogin::config::JwtAlg;
 use qrlogin::token::SigningKey;
-use qrlogin::token::jwks_verifier::{JwksSource, JwksVerifier};
+use qrlogin_verify::{JwksSource, JwksVerifier};
 use serde_json::{Value, json};
 
 use crate::helpers::{API_KEY, JWT_SECRET, TestApp, next_frame, spawn_app_with};

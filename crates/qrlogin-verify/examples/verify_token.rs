@@ -1,7 +1,7 @@
 //! How a product backend verifies qrlogin tokens offline.
 //!
 //! ```text
-//! cargo run --example verify_token -- \
+//! cargo run -p qrlogin-verify --example verify_token -- \
 //!     https://login.example.com/.well-known/jwks.json \
 //!     https://login.example.com qrlogin  < tokens.txt
 //! ```
@@ -20,7 +20,7 @@
 use std::io::BufRead;
 use std::process::ExitCode;
 
-use qrlogin::token::jwks_verifier::{JwksSource, JwksVerifier};
+use qrlogin_verify::{JwksSource, JwksVerifier};
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -2,10 +2,7 @@
 //! the service's `/.well-known/jwks.json` once, keep it, and fetch it again
 //! only when a token names a key it does not hold (the service rotated) or
 //! when the copy is older than `max_age` (so a removed key stops verifying).
-//!
-//! Self-contained on purpose (`jsonwebtoken`, `reqwest`, `serde_json`,
-//! `tokio`): `examples/verify_token.rs` uses it, and a backend written in
-//! Rust may copy it whole.
+//! Fetches are bounded: at most one per `min_refresh`, successful or not.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +13,7 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
-use super::verify::{Verifier, VerifyError};
+use crate::verifier::{Verifier, VerifyError};
 
 /// Where the JWKS comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,14 +92,16 @@ pub struct JwksVerifier {
     issuer: String,
     audience: String,
     client: reqwest::Client,
-    /// Unknown `kid`s refetch at most this often (a flood of forged kids
-    /// must not become a flood of fetches).
+    /// At most one fetch per this interval, whatever the tokens say: a
+    /// flood of forged `kid`s (or of tokens while the JWKS is unreachable)
+    /// must not become a flood of fetches.
     min_refresh: Duration,
     /// A copy older than this is refetched before use.
     max_age: Duration,
     cached: RwLock<Option<Cached>>,
-    /// One fetch at a time; the others wait and use its result.
-    fetching: tokio::sync::Mutex<()>,
+    /// One fetch at a time (the others wait and use its result); it holds
+    /// when the last fetch was tried, successful or not.
+    last_attempt: tokio::sync::Mutex<Option<Instant>>,
     fetches: AtomicU64,
 }
 
@@ -121,20 +120,20 @@ impl JwksVerifier {
             min_refresh: Duration::from_secs(10),
             max_age: Duration::from_secs(300),
             cached: RwLock::new(None),
-            fetching: tokio::sync::Mutex::new(()),
+            last_attempt: tokio::sync::Mutex::new(None),
             fetches: AtomicU64::new(0),
         }
     }
 
-    /// How often an unknown `kid` may trigger a refetch, and how old a copy
-    /// may get (default 10 s and 5 min, the service's `max-age`).
+    /// How often the JWKS may be fetched at most, and how old a copy may
+    /// get (default 10 s and 5 min, the service's `max-age`).
     pub fn with_refresh(mut self, min_refresh: Duration, max_age: Duration) -> Self {
         self.min_refresh = min_refresh;
         self.max_age = max_age;
         self
     }
 
-    /// How many times the JWKS was fetched (to watch the cache work).
+    /// How many times the JWKS was fetched, or tried (to watch the cache work).
     pub fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
     }
@@ -149,9 +148,15 @@ impl JwksVerifier {
             None => self.refresh(None).await?,
         };
         match verifier.verify(token) {
-            Err(VerifyError::UnknownKid(_)) if fetched_at.elapsed() >= self.min_refresh => {
-                let (verifier, _) = self.refresh(Some(fetched_at)).await?;
-                verifier.verify(token)
+            // The service may have rotated since: one more look, unless the
+            // keys were fetched (or tried) too recently.
+            Err(VerifyError::UnknownKid(kid)) => {
+                let (newer, at) = self.refresh(Some(fetched_at)).await?;
+                if at == fetched_at {
+                    Err(VerifyError::UnknownKid(kid))
+                } else {
+                    newer.verify(token)
+                }
             }
             result => result,
         }
@@ -164,18 +169,28 @@ impl JwksVerifier {
             .map(|c| (Arc::clone(&c.verifier), c.fetched_at))
     }
 
-    /// Fetch anew unless another caller already replaced the copy fetched
-    /// at `seen` while we waited for our turn.
+    /// Fetch anew, unless another caller already replaced the copy fetched
+    /// at `seen` while we waited for our turn, or a fetch was tried less
+    /// than `min_refresh` ago (then the copy we have is the answer).
     async fn refresh(
         &self,
         seen: Option<Instant>,
     ) -> Result<(Arc<Verifier>, Instant), VerifyError> {
-        let _turn = self.fetching.lock().await;
-        if let Some((verifier, at)) = self.current() {
-            if Some(at) != seen {
-                return Ok((verifier, at));
+        let mut last_attempt = self.last_attempt.lock().await;
+        let current = self.current();
+        if let Some((verifier, at)) = &current {
+            if Some(*at) != seen {
+                return Ok((Arc::clone(verifier), *at));
             }
         }
+        if let Some(tried) = *last_attempt {
+            if tried.elapsed() < self.min_refresh {
+                return current.ok_or_else(|| {
+                    VerifyError::Keys("the last fetch of the JWKS failed; retrying later".into())
+                });
+            }
+        }
+        *last_attempt = Some(Instant::now());
         let jwks = self.fetch().await?;
         let verifier = Arc::new(verifier_from_jwks(&jwks, &self.issuer, &self.audience)?);
         let at = Instant::now();
