@@ -23,9 +23,9 @@ use tower::ServiceExt;
 
 const CONTENT: &str = "http://127.0.0.1:8080/m/AbCdEfGhIjKlMnOpQrStUvWx";
 
-fn settings() -> qrlogin::Settings {
+fn settings() -> qrlogin::config::Args {
     let mut s = Cli::try_parse_from(["qrlogin"])
-        .map(|c| c.settings)
+        .map(|c| c.args)
         .expect("default settings");
     s.bind = "127.0.0.1:0".parse().expect("address");
     s.api_key = Some("bench-api-key-0123456789".into());
@@ -44,7 +44,7 @@ fn engine(rt: &tokio::runtime::Runtime) -> Engine {
     Engine::new(
         Arc::new(MemoryStore::new()),
         Arc::new(MemoryHub::default()),
-        Arc::new(Tokens::from_settings(&s).expect("tokens")),
+        Arc::new(Tokens::load(&s.key_settings(), s.public_url()).expect("tokens")),
         s.ticket_ttl,
         s.max_live_tickets,
     )

@@ -15,7 +15,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
 use criterion::{Criterion, criterion_group, criterion_main};
-use qrlogin::config::{Cli, JwtAlg};
+use qrlogin::config::Cli;
+use qrlogin::token::JwtAlg;
 use qrlogin::token::SigningKey;
 use serde_json::Value;
 use sha2::Digest;
@@ -25,9 +26,9 @@ const API_KEY: &str = "bench-api-key-0123456789";
 const CALLBACK: &str = "https://app.example.com/callback";
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Chrome/130.0";
 
-fn settings(dir: &std::path::Path) -> qrlogin::Settings {
+fn settings(dir: &std::path::Path) -> qrlogin::config::Args {
     let mut s = Cli::try_parse_from(["qrlogin"])
-        .map(|c| c.settings)
+        .map(|c| c.args)
         .expect("default settings");
     s.bind = "127.0.0.1:0".parse().expect("address");
     s.api_key = Some(API_KEY.into());

@@ -10,7 +10,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Settings;
+use crate::config::{Args, Settings};
 use crate::engine::Engine;
 use crate::hub::redis::RedisHub;
 use crate::hub::{Hub, MemoryHub};
@@ -85,26 +85,27 @@ pub fn raise_file_limit() {
 /// then not ready (`/readyz` 503, new tickets 503) until Redis comes up, and
 /// connects by itself — no crash loop while Redis restarts.
 async fn engines(settings: &Settings) -> Result<(Arc<dyn TicketStore>, Arc<dyn Hub>), StartError> {
-    let Some(url) = &settings.redis_url else {
+    let redis = &settings.redis;
+    let Some(url) = &redis.url else {
         let store = Arc::new(MemoryStore::new());
         // Ends when the store is dropped with the application.
         MemoryStore::maintain(&store);
         return Ok((store, Arc::new(MemoryHub::default())));
     };
-    let tls = redis_tls_files(settings).map_err(StartError::Redis)?;
+    let tls = redis_tls_files(redis).map_err(StartError::Redis)?;
     let wait = ReplicaWait {
-        replicas: settings.redis_wait_replicas,
-        timeout: std::time::Duration::from_millis(settings.redis_wait_timeout_ms),
+        replicas: redis.wait_replicas,
+        timeout: redis.wait_timeout,
     };
-    let redis = Redis::open_with(url, &tls, wait).map_err(StartError::Redis)?;
-    let store = RedisStore::new(redis.clone(), &settings.redis_prefix);
+    let connection = Redis::open_with(url, &tls, wait).map_err(StartError::Redis)?;
+    let store = RedisStore::new(connection.clone(), &redis.prefix);
     // A TLS failure (unknown CA, wrong hostname) is one of these errors and
     // never a fallback to plaintext: the service stays not ready.
     match store.ping().await {
         Ok(()) => tracing::info!(
             url = %redact(url),
-            cluster = redis.is_cluster(),
-            prefix = %settings.redis_prefix,
+            cluster = connection.is_cluster(),
+            prefix = %redis.prefix,
             "tickets and pushes go through redis"
         ),
         Err(e) => tracing::warn!(
@@ -113,24 +114,21 @@ async fn engines(settings: &Settings) -> Result<(Arc<dyn TicketStore>, Arc<dyn H
             "redis does not answer yet; not ready until it does"
         ),
     }
-    let hub = RedisHub::start(redis, &settings.redis_prefix);
+    let hub = RedisHub::start(connection, &redis.prefix);
     Ok((Arc::new(store), Arc::new(hub)))
 }
 
 /// The PEM files of `QRLOGIN_REDIS_CA_FILE` and the client certificate,
 /// read once at start.
-fn redis_tls_files(settings: &Settings) -> Result<TlsFiles, String> {
+fn redis_tls_files(settings: &crate::config::Redis) -> Result<TlsFiles, String> {
     let read = |variable: &str, path: &std::path::Path| {
         std::fs::read(path).map_err(|e| format!("{variable}: {}: {e}", path.display()))
     };
-    let ca = match &settings.redis_ca_file {
+    let ca = match &settings.ca_file {
         Some(path) => Some(read("QRLOGIN_REDIS_CA_FILE", path)?),
         None => None,
     };
-    let client = match (
-        &settings.redis_client_cert_file,
-        &settings.redis_client_key_file,
-    ) {
+    let client = match (&settings.client_cert_file, &settings.client_key_file) {
         (Some(cert), Some(key)) => Some((
             read("QRLOGIN_REDIS_CLIENT_CERT_FILE", cert)?,
             read("QRLOGIN_REDIS_CLIENT_KEY_FILE", key)?,
@@ -166,11 +164,14 @@ impl StopHandle {
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let problems = settings.problems();
-        if !problems.is_empty() {
-            return Err(StartError::Settings(problems));
-        }
+    /// The service of `args`, refused with every problem when they
+    /// cannot run.
+    pub async fn build(args: Args) -> Result<Self, StartError> {
+        let settings = Settings::parse(&args).map_err(StartError::Settings)?;
+        Self::from_settings(settings).await
+    }
+
+    pub async fn from_settings(settings: Settings) -> Result<Self, StartError> {
         if settings.providers.contains(&crate::ticket::Provider::Dev) {
             tracing::warn!(
                 "the dev provider is enabled: anyone who opens a QR link can log in; development only"
@@ -180,20 +181,19 @@ impl Application {
             && settings
                 .providers
                 .contains(&crate::ticket::Provider::WechatMp)
-            && settings.wechat_encoding_aes_key.is_none()
+            && settings.wechat.encoding_aes_key.is_none()
         {
             tracing::warn!(
                 "wechat-mp runs in plain mode: its pushes are signed but not encrypted, and the signature does not cover the body; set QRLOGIN_WECHAT_ENCODING_AES_KEY (safe mode)"
             );
         }
-        let listener =
-            TcpListener::bind(settings.bind)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: settings.bind,
-                    source,
-                })?;
-        let metrics_listener = match settings.metrics_bind {
+        let listener = TcpListener::bind(settings.http.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: settings.http.bind,
+                source,
+            })?;
+        let metrics_listener = match settings.http.metrics_bind {
             Some(addr) => Some(
                 TcpListener::bind(addr)
                     .await
@@ -202,23 +202,18 @@ impl Application {
             None => None,
         };
         let mut settings = settings;
-        // Once, here: the WebSocket check and CORS compare request Origins,
-        // normalised the same way, against this list.
-        settings.allowed_origins = settings
-            .allowed_origins
-            .iter()
-            .filter_map(|o| match o.as_str() {
-                "*" => Some(o.clone()),
-                _ => crate::config::normalize_origin(o),
-            })
-            .collect();
-        if settings.public_url.is_none() {
+        if settings.http.public_url.is_none() {
             // Bound to port 0 (tests): name the real port in QR contents.
             if let Ok(addr) = listener.local_addr() {
-                settings.public_url = Some(format!("http://{addr}"));
+                settings.http.public_url = Some(format!("http://{addr}"));
             }
         }
-        let tokens = Arc::new(Tokens::from_settings(&settings)?);
+        let issuer = settings
+            .tokens
+            .issuer
+            .clone()
+            .unwrap_or_else(|| settings.http.public_url());
+        let tokens = Arc::new(Tokens::load(&settings.tokens, issuer)?);
         // The phone pages' CSRF key, derived from the signing key so that a
         // form served by one instance is accepted by every other (and after
         // a restart): a random key per process broke confirms behind a
@@ -238,11 +233,11 @@ impl Application {
             store,
             hub,
             tokens,
-            settings.ticket_ttl,
-            settings.max_live_tickets,
+            settings.tickets.ttl.as_secs(),
+            settings.tickets.max_live,
         );
         let (stop, shutdown) = watch::channel(false);
-        let qr_cache = crate::web::qr_cache::new_cache(settings.ticket_ttl());
+        let qr_cache = crate::web::qr_cache::new_cache(settings.tickets.ttl);
         let wechat = crate::providers::wechat::WechatClient::from_settings(&settings)?;
         let limits = crate::web::limits::Limits::new(&settings);
         let shared = Shared {
@@ -298,7 +293,7 @@ impl Application {
             let _ = stop.send(true);
         });
         let router = crate::web::router(self.state.clone());
-        let header_timeout = Duration::from_secs(self.state.settings.header_read_timeout);
+        let header_timeout = self.state.settings.http.header_read_timeout;
         let metrics = self.metrics_listener.map(|listener| {
             tokio::spawn(crate::web::serve::serve(
                 listener,

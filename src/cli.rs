@@ -4,9 +4,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use qrlogin::Settings;
-use qrlogin::config::KeygenAlg;
-use qrlogin::token::{SigningKey, Tokens};
+use qrlogin::config::{Args, KeygenAlg};
+use qrlogin::token::{JwtAlg, SigningKey, Tokens};
 use qrlogin_verify::{JwksSource, JwksVerifier};
 
 /// `qrlogin keygen --alg …`: a new private key as PKCS#8 PEM on stdout.
@@ -35,16 +34,16 @@ pub fn keygen(alg: KeygenAlg) -> ExitCode {
 /// `qrlogin token verify <jwt> [--jwks …]`: the claims as JSON on stdout,
 /// or the reason on stderr and exit 1.
 pub async fn verify_token(
-    settings: &Settings,
+    args: &Args,
     jwt: &str,
     jwks: Option<&str>,
     issuer: Option<String>,
     audience: Option<String>,
 ) -> ExitCode {
     let issuer = issuer
-        .or_else(|| settings.jwt_issuer.clone())
-        .unwrap_or_else(|| settings.public_url());
-    let audience = audience.unwrap_or_else(|| settings.jwt_audience.clone());
+        .or_else(|| args.jwt_issuer.clone())
+        .unwrap_or_else(|| args.public_url());
+    let audience = audience.unwrap_or_else(|| args.jwt_audience.clone());
     let jwt = jwt.trim();
     let result = match jwks {
         Some(source) => {
@@ -57,16 +56,15 @@ pub async fn verify_token(
                 .await
         }
         None => {
-            if settings.jwt_alg == qrlogin::config::JwtAlg::Hs256 && settings.jwt_secret.is_none() {
+            if args.jwt_alg == JwtAlg::Hs256 && args.jwt_secret.is_none() {
                 eprintln!(
                     "qrlogin token verify: QRLOGIN_JWT_SECRET is unset; give --jwks or the configured keys"
                 );
                 return ExitCode::FAILURE;
             }
-            let mut settings = settings.clone();
-            settings.jwt_issuer = Some(issuer);
-            settings.jwt_audience = audience;
-            match Tokens::from_settings(&settings) {
+            let mut keys = args.key_settings();
+            keys.audience = audience;
+            match Tokens::load(&keys, issuer) {
                 Ok(tokens) => tokens.verify(jwt),
                 Err(e) => {
                     eprintln!("qrlogin token verify: {e}");

@@ -5,7 +5,8 @@
 //! signed JWT.
 //!
 //! A tour, in the order a login flows through it:
-//! - [`config`]: typed settings from the environment / `.env` / flags.
+//! - [`config`]: the command line and typed settings from the environment /
+//!   `.env` / flags.
 //! - [`ticket`]: ids, secrets and the state machine (pure).
 //! - [`store`]: where tickets live (`memory`, `redis`) behind one trait.
 //! - [`hub`]: wakes the waiters of a ticket after a change; the store holds
@@ -19,7 +20,6 @@
 //! - [`app`]: building and running it all; `main.rs` is a thin shell.
 
 pub mod app;
-mod cli_values;
 pub mod config;
 pub mod engine;
 pub mod error;

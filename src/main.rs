@@ -32,7 +32,7 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    init_logs(cli.settings.log_format);
+    init_logs(cli.args.log_format);
     let command = cli.command.unwrap_or(Command::Serve);
     if !env_problems.is_empty() && !matches!(command, Command::CheckConfig | Command::Keygen { .. })
     {
@@ -43,8 +43,8 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     match command {
-        Command::Serve => serve(cli.settings).await,
-        Command::CheckConfig => check_config(&cli.settings, &matches, &env_problems),
+        Command::Serve => serve(cli.args).await,
+        Command::CheckConfig => check_config(&cli.args, &matches, &env_problems),
         Command::Keygen { alg } => cli::keygen(alg),
         Command::Token {
             command:
@@ -54,7 +54,7 @@ async fn main() -> ExitCode {
                     issuer,
                     audience,
                 },
-        } => cli::verify_token(&cli.settings, &jwt, jwks.as_deref(), issuer, audience).await,
+        } => cli::verify_token(&cli.args, &jwt, jwks.as_deref(), issuer, audience).await,
     }
 }
 
@@ -73,16 +73,16 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-async fn serve(settings: qrlogin::Settings) -> ExitCode {
+async fn serve(args: qrlogin::config::Args) -> ExitCode {
     qrlogin::app::raise_file_limit();
-    let app = match Application::build(settings).await {
+    let app = match Application::build(args).await {
         Ok(app) => app,
         Err(e) => {
             eprintln!("qrlogin: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let url = app.state().settings.public_url();
+    let url = app.state().settings.http.public_url();
     tracing::info!(port = app.port(), "qrlogin listening; open {url}/");
     match app.run(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,7 +96,7 @@ async fn serve(settings: qrlogin::Settings) -> ExitCode {
 /// The effective settings (secrets redacted) and every problem, those of
 /// unparsable values first; exit 1 on problems.
 fn check_config(
-    settings: &qrlogin::Settings,
+    args: &qrlogin::config::Args,
     matches: &clap::ArgMatches,
     env_problems: &[qrlogin::config::EnvProblem],
 ) -> ExitCode {
@@ -118,12 +118,12 @@ fn check_config(
     for p in env_problems {
         let _ = writeln!(out, "problem: {}", p.text);
     }
-    if let Some(path) = &settings.oidc_clients_file {
+    if let Some(path) = &args.oidc_clients_file {
         if let Ok(clients) = qrlogin::oidc::Clients::load(path) {
             let _ = writeln!(out, "{}", clients.describe());
         }
     }
-    let problems = settings.problems();
+    let problems = qrlogin::Settings::parse(args).err().unwrap_or_default();
     for p in &problems {
         let _ = writeln!(out, "problem: {p}");
     }

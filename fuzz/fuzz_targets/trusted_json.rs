@@ -24,7 +24,7 @@ fn tokens() -> &'static Tokens {
             "fuzzing-secret-fuzzing-secret-fuzzing",
         ])
         .unwrap();
-        Tokens::from_settings(&cli.settings).unwrap()
+        Tokens::load(&cli.args.key_settings(), cli.args.public_url()).unwrap()
     })
 }
 

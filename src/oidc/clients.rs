@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{JwtAlg, Problem, Settings};
+use crate::config::Problem;
 
 /// Shortest accepted client secret: 32 characters of a random string are
 /// far beyond guessing, even without the token endpoint's rate limit.
@@ -275,23 +275,24 @@ impl RawClient {
 
 const VARIABLE: &str = "QRLOGIN_OIDC_CLIENTS_FILE";
 
-/// What stops the provider from starting, for `Settings::problems`.
-pub fn problems(settings: &Settings) -> Vec<Problem> {
-    let Some(path) = &settings.oidc_clients_file else {
-        return Vec::new();
-    };
+/// What stops the provider of the clients file at `path` from starting,
+/// for `Settings::parse`: the service's `issuer` (unset: the public URL)
+/// and `audience`, and whether it signs with HS256.
+pub fn problems(
+    path: &Path,
+    issuer: Option<&str>,
+    public_url: &str,
+    audience: &str,
+    hs256: bool,
+) -> Vec<Problem> {
     let mut out = Vec::new();
     // Access tokens are signed by the same key for the userinfo audience: a
     // service audience equal to it would let them pass as the service's JWT.
     let userinfo = format!(
         "{}/oauth2/userinfo",
-        settings
-            .jwt_issuer
-            .clone()
-            .unwrap_or_else(|| settings.public_url())
-            .trim_end_matches('/')
+        issuer.unwrap_or(public_url).trim_end_matches('/')
     );
-    if settings.jwt_audience == userinfo {
+    if audience == userinfo {
         out.push(Problem {
             variable: "QRLOGIN_JWT_AUDIENCE",
             message: format!(
@@ -305,20 +306,19 @@ pub fn problems(settings: &Settings) -> Vec<Problem> {
             message,
         })
     };
-    if settings.jwt_alg == JwtAlg::Hs256 {
+    if hs256 {
         bad(
             "the OpenID provider signs ID tokens that relying parties verify from the JWKS: \
              QRLOGIN_JWT_ALG must be RS256, ES256 or EdDSA, not HS256"
                 .into(),
         );
     }
-    if let Some(issuer) = &settings.jwt_issuer {
-        if issuer.trim_end_matches('/') != settings.public_url() {
+    if let Some(issuer) = issuer {
+        if issuer.trim_end_matches('/') != public_url {
             out.push(Problem {
                 variable: "QRLOGIN_JWT_ISSUER",
                 message: format!(
-                    "{issuer} must equal QRLOGIN_PUBLIC_URL ({}) when QRLOGIN_OIDC_CLIENTS_FILE is set: discovery is served under the issuer",
-                    settings.public_url()
+                    "{issuer} must equal QRLOGIN_PUBLIC_URL ({public_url}) when QRLOGIN_OIDC_CLIENTS_FILE is set: discovery is served under the issuer"
                 ),
             });
         }
@@ -336,11 +336,10 @@ pub fn problems(settings: &Settings) -> Vec<Problem> {
             }
         }
         Ok(clients) => {
-            if clients.get(&settings.jwt_audience).is_some() {
+            if clients.get(audience).is_some() {
                 bad(format!(
-                    "{}: client {:?}: client_id equals QRLOGIN_JWT_AUDIENCE, so its ID tokens would pass as the service's own tokens",
+                    "{}: client {audience:?}: client_id equals QRLOGIN_JWT_AUDIENCE, so its ID tokens would pass as the service's own tokens",
                     path.display(),
-                    settings.jwt_audience
                 ));
             }
         }

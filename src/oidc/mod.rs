@@ -202,9 +202,9 @@ pub struct Provider {
 impl Provider {
     /// The provider of `settings`, `None` when no clients file is set.
     /// Settings problems (HS256, a bad file) are reported by
-    /// `Settings::problems` before this runs; here they are errors again.
+    /// `Settings::parse` before this runs; here they are errors again.
     pub fn from_settings(settings: &Settings, tokens: &Tokens) -> Result<Option<Self>, String> {
-        let Some(path) = &settings.oidc_clients_file else {
+        let Some(path) = &settings.oidc.clients_file else {
             return Ok(None);
         };
         let clients = Clients::load(path).map_err(|e| {
@@ -229,7 +229,7 @@ impl Provider {
             key.algorithm(),
             key.decoding_key().map_err(|e| e.to_string())?,
         );
-        let rate = NonZeroU32::new(settings.oidc_token_rate).unwrap_or(NonZeroU32::MIN);
+        let rate = NonZeroU32::new(settings.oidc.token_rate).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new((rate.get() / 6).max(1)).unwrap_or(NonZeroU32::MIN);
         Ok(Some(Self {
             clients,
@@ -238,8 +238,8 @@ impl Provider {
             access_verifier,
             token_limit: RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
             token_checks: std::sync::atomic::AtomicU32::new(0),
-            code_ttl_ms: settings.oidc_code_ttl.min(60) * 1000,
-            ticket_ttl: settings.ticket_ttl(),
+            code_ttl_ms: settings.oidc.code_ttl.as_secs().min(60) * 1000,
+            ticket_ttl: settings.tickets.ttl,
         }))
     }
 

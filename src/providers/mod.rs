@@ -54,13 +54,15 @@ pub struct Prepared {
 /// Decide what ticket `id` of `provider` shows, before it is stored. May ask
 /// WeChat (a provider whose QR WeChat makes); its errors fail the creation.
 pub async fn prepare(app: &Context<'_>, provider: Provider, id: &TicketId) -> Result<Prepared> {
-    let phone_page = format!("{}/m/{}", app.settings.public_url(), id);
+    let phone_page = format!("{}/m/{}", app.settings.http.public_url(), id);
     match provider {
         Provider::WechatWeb => {
             let state = wechat::oauth::new_web_state(app, id).await?;
             Ok(Prepared {
                 qr_content: phone_page,
-                authorize_url: Some(wechat::oauth::qrconnect_url(app, &state)),
+                authorize_url: Some(
+                    wechat::oauth::qrconnect_url(app, &state).ok_or(Error::NotFound)?,
+                ),
             })
         }
         Provider::WechatMp => Ok(Prepared {

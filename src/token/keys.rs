@@ -14,6 +14,8 @@ use rsa::rand_core::{OsRng, RngCore};
 use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
 use rsa::traits::PublicKeyParts;
 use sha2::Sha256;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::jwk::{PublicKey, secret_thumbprint};
 
@@ -35,6 +37,192 @@ pub enum KeyError {
 
 fn format_error(message: impl Into<String>) -> KeyError {
     KeyError::Format(message.into())
+}
+
+/// The JWT signing algorithms a deployment may choose (`QRLOGIN_JWT_ALG`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlg {
+    Hs256,
+    Rs256,
+    Es256,
+    EdDsa,
+}
+
+impl JwtAlg {
+    /// Every algorithm with its JWS name, as operators write it.
+    pub const NAMES: [(&'static str, JwtAlg); 4] = [
+        ("HS256", JwtAlg::Hs256),
+        ("RS256", JwtAlg::Rs256),
+        ("ES256", JwtAlg::Es256),
+        ("EdDSA", JwtAlg::EdDsa),
+    ];
+
+    /// The JWS algorithm.
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            JwtAlg::Hs256 => Algorithm::HS256,
+            JwtAlg::Rs256 => Algorithm::RS256,
+            JwtAlg::Es256 => Algorithm::ES256,
+            JwtAlg::EdDsa => Algorithm::EdDSA,
+        }
+    }
+}
+
+/// The key settings as given (a secret, key file paths) and the claims
+/// every token carries. Only [`load`] and [`check`] read the files, so a
+/// key that `check-config` accepts is the key that signs.
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    pub alg: JwtAlg,
+    pub secret: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub previous_key_files: Vec<PathBuf>,
+    /// `iss`; unset: the public URL.
+    pub issuer: Option<String>,
+    pub audience: String,
+    pub ttl: Duration,
+}
+
+/// Why the key settings cannot sign, naming the variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyProblem {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.variable, self.message)
+    }
+}
+
+const SECRET: &str = "QRLOGIN_JWT_SECRET";
+const KEY_FILE: &str = "QRLOGIN_JWT_KEY_FILE";
+const PREVIOUS: &str = "QRLOGIN_JWT_PREVIOUS_KEY_FILES";
+
+fn problem(variable: &'static str, message: String) -> KeyProblem {
+    KeyProblem { variable, message }
+}
+
+/// Every problem of `settings`, each key file read and parsed, so that a
+/// bad key is found before a deploy is. `production` refuses a missing
+/// HS256 secret (elsewhere a random one signs).
+pub fn check(settings: &KeySettings, production: bool) -> Vec<KeyProblem> {
+    let mut problems = Vec::new();
+    match (settings.alg, &settings.secret) {
+        (JwtAlg::Hs256, Some(s)) if s.len() < 32 => problems.push(problem(
+            SECRET,
+            format!("is {} bytes; HS256 needs at least 32", s.len()),
+        )),
+        (JwtAlg::Hs256, None) if production => problems.push(problem(
+            SECRET,
+            "must be set in production (at least 32 bytes)".into(),
+        )),
+        (JwtAlg::Hs256, _) => {}
+        (alg, _) => {
+            if settings.key_file.is_none() {
+                problems.push(no_key_file(alg));
+            }
+        }
+    }
+    if settings.alg == JwtAlg::Hs256 && !settings.previous_key_files.is_empty() {
+        problems.push(hs256_previous());
+    }
+    let signing = settings
+        .key_file
+        .iter()
+        .filter(|_| settings.alg != JwtAlg::Hs256);
+    for path in signing {
+        if let Err(p) = read_signing_key(settings.alg, path) {
+            problems.push(p);
+        }
+    }
+    for path in &settings.previous_key_files {
+        if let Err(p) = read_key(PREVIOUS, path) {
+            problems.push(p);
+        }
+    }
+    problems
+}
+
+/// The signing key and the previous keys of `settings`; the first problem
+/// [`check`] would report stops it.
+pub fn load(settings: &KeySettings) -> Result<(SigningKey, Vec<SigningKey>), KeyProblem> {
+    let signer = match settings.alg {
+        JwtAlg::Hs256 => {
+            if !settings.previous_key_files.is_empty() {
+                return Err(hs256_previous());
+            }
+            hs256_key(settings.secret.as_deref())?
+        }
+        alg => {
+            let path = settings
+                .key_file
+                .as_deref()
+                .ok_or_else(|| no_key_file(alg))?;
+            read_signing_key(alg, path)?
+        }
+    };
+    let previous = settings
+        .previous_key_files
+        .iter()
+        .map(|path| read_key(PREVIOUS, path))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((signer, previous))
+}
+
+fn no_key_file(alg: JwtAlg) -> KeyProblem {
+    problem(KEY_FILE, format!("{alg:?} needs a PEM private key file"))
+}
+
+fn hs256_previous() -> KeyProblem {
+    problem(
+        PREVIOUS,
+        "key files are for RS256, ES256 and EdDSA; HS256 has one secret".into(),
+    )
+}
+
+fn hs256_key(secret: Option<&str>) -> Result<SigningKey, KeyProblem> {
+    let secret = match secret {
+        Some(s) if s.len() >= 32 => Zeroizing::new(s.as_bytes().to_vec()),
+        Some(s) => {
+            return Err(problem(
+                SECRET,
+                format!("is {} bytes; HS256 needs at least 32", s.len()),
+            ));
+        }
+        None => {
+            tracing::warn!(
+                "QRLOGIN_JWT_SECRET is unset: signing with a random key that changes at restart"
+            );
+            let mut key = Zeroizing::new(vec![0u8; 32]);
+            OsRng.fill_bytes(key.as_mut_slice());
+            key
+        }
+    };
+    SigningKey::from_secret(&secret).map_err(|e| problem(SECRET, e.to_string()))
+}
+
+/// The key of `QRLOGIN_JWT_KEY_FILE`, which must be of `alg`.
+fn read_signing_key(alg: JwtAlg, path: &Path) -> Result<SigningKey, KeyProblem> {
+    let key = read_key(KEY_FILE, path)?;
+    if key.algorithm() != alg.algorithm() {
+        return Err(problem(
+            KEY_FILE,
+            format!(
+                "{} holds a {:?} key but QRLOGIN_JWT_ALG is {alg:?}",
+                path.display(),
+                key.algorithm(),
+            ),
+        ));
+    }
+    Ok(key)
+}
+
+fn read_key(variable: &'static str, path: &Path) -> Result<SigningKey, KeyProblem> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| problem(variable, format!("cannot read {}: {e}", path.display())))?;
+    SigningKey::from_pem(&pem).map_err(|e| problem(variable, format!("{}: {e}", path.display())))
 }
 
 /// A private key, parsed and ready to sign.

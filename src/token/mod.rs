@@ -19,17 +19,14 @@ pub mod jwk;
 pub mod keys;
 pub mod seal;
 
-use std::path::Path;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value, json};
 
-use crate::config::{JwtAlg, Settings};
 use crate::ticket::{Identity, IssuedToken, now_ms};
 
-pub use keys::{KeyError, SigningKey};
+pub use keys::{JwtAlg, KeyError, KeyProblem, KeySettings, SigningKey};
 pub use qrlogin_verify::{Verifier, VerifyError};
 
 /// A token's payload, written straight to JSON: building a `Map` of owned
@@ -83,16 +80,6 @@ pub enum TokenError {
     Sign(String),
 }
 
-/// The JWS algorithm of a setting.
-pub fn algorithm_of(alg: JwtAlg) -> Algorithm {
-    match alg {
-        JwtAlg::Hs256 => Algorithm::HS256,
-        JwtAlg::Rs256 => Algorithm::RS256,
-        JwtAlg::Es256 => Algorithm::ES256,
-        JwtAlg::EdDsa => Algorithm::EdDSA,
-    }
-}
-
 pub struct Tokens {
     signer: SigningKey,
     /// The encoded header, the same for every token of this signer.
@@ -105,50 +92,20 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    /// Keys and claims from settings. HS256 in development without a
-    /// secret: a random one (tokens then stop verifying at restart, which is
-    /// fine for trying the service out).
-    pub fn from_settings(settings: &Settings) -> Result<Self, TokenError> {
-        let alg = algorithm_of(settings.jwt_alg);
-        let signer = if alg == Algorithm::HS256 {
-            if !settings.jwt_previous_key_files.is_empty() {
-                return Err(TokenError::Key(
-                    "QRLOGIN_JWT_PREVIOUS_KEY_FILES: key files are for RS256, ES256 and EdDSA; HS256 has one secret".into(),
-                ));
-            }
-            hs256_key(settings.jwt_secret.as_deref())?
-        } else {
-            let path = settings.jwt_key_file.as_deref().ok_or_else(|| {
-                TokenError::Key(format!(
-                    "QRLOGIN_JWT_KEY_FILE: {:?} needs a PEM private key file",
-                    settings.jwt_alg
-                ))
-            })?;
-            let key = read_key("QRLOGIN_JWT_KEY_FILE", path)?;
-            if key.algorithm() != alg {
-                return Err(TokenError::Key(format!(
-                    "QRLOGIN_JWT_KEY_FILE: {} holds a {:?} key but QRLOGIN_JWT_ALG is {:?}",
-                    path.display(),
-                    key.algorithm(),
-                    alg
-                )));
-            }
-            key
-        };
-        let previous = settings
-            .jwt_previous_key_files
-            .iter()
-            .map(|path| read_key("QRLOGIN_JWT_PREVIOUS_KEY_FILES", path))
-            .collect::<Result<Vec<_>, _>>()?;
+    /// Keys and claims as configured, the keys read and checked by
+    /// [`keys::load`] (the checks `check-config` runs too). HS256 in
+    /// development without a secret: a random one (tokens then stop
+    /// verifying at restart, which is fine for trying the service out).
+    /// `issuer` is `iss` (the configured one, else the public URL).
+    pub fn load(settings: &KeySettings, issuer: String) -> Result<Self, TokenError> {
+        let (signer, previous) =
+            keys::load(settings).map_err(|p| TokenError::Key(p.to_string()))?;
         Self::new(
             signer,
             previous,
-            settings
-                .jwt_issuer
-                .clone()
-                .unwrap_or_else(|| settings.public_url()),
-            settings.jwt_audience.clone(),
-            settings.jwt_ttl,
+            issuer,
+            settings.audience.clone(),
+            settings.ttl.as_secs(),
         )
     }
 
@@ -290,33 +247,6 @@ impl Tokens {
     pub fn jwks(&self) -> Option<&Value> {
         self.jwks.as_ref()
     }
-}
-
-fn hs256_key(secret: Option<&str>) -> Result<SigningKey, TokenError> {
-    let secret = match secret {
-        Some(s) if s.len() >= 32 => s.as_bytes().to_vec(),
-        Some(_) => {
-            return Err(TokenError::Key(
-                "QRLOGIN_JWT_SECRET must be at least 32 bytes".into(),
-            ));
-        }
-        None => {
-            tracing::warn!(
-                "QRLOGIN_JWT_SECRET is unset: signing with a random key that changes at restart"
-            );
-            let mut key = [0u8; 32];
-            rand::Rng::fill(&mut rand::rng(), &mut key);
-            key.to_vec()
-        }
-    };
-    SigningKey::from_secret(&secret).map_err(|e| TokenError::Key(e.to_string()))
-}
-
-fn read_key(variable: &str, path: &Path) -> Result<SigningKey, TokenError> {
-    let pem = std::fs::read_to_string(path)
-        .map_err(|e| TokenError::Key(format!("{variable}: cannot read {}: {e}", path.display())))?;
-    SigningKey::from_pem(&pem)
-        .map_err(|e| TokenError::Key(format!("{variable}: {}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -129,11 +129,12 @@ impl Admission {
     pub fn new(settings: &Settings) -> Self {
         Self {
             counts: Mutex::default(),
-            max_sockets: settings.max_sockets,
-            max_polls: settings.max_polls,
-            max_sockets_per_ip: settings.max_sockets_per_ip,
-            max_polls_per_ip: settings.max_polls_per_ip,
-            max_per_ticket: u32::try_from(settings.max_sockets_per_ticket).unwrap_or(u32::MAX),
+            max_sockets: settings.limits.max_sockets,
+            max_polls: settings.limits.max_polls,
+            max_sockets_per_ip: settings.limits.max_sockets_per_ip,
+            max_polls_per_ip: settings.limits.max_polls_per_ip,
+            max_per_ticket: u32::try_from(settings.limits.max_sockets_per_ticket)
+                .unwrap_or(u32::MAX),
             hasher: std::hash::RandomState::new(),
         }
     }
@@ -252,13 +253,13 @@ impl Drop for Pass {
 impl Limits {
     pub fn new(settings: &Settings) -> Self {
         Self {
-            tickets: Limit::per_minute(settings.rate_tickets),
-            sockets: Limit::per_minute(settings.rate_sockets),
-            polls: Limit::per_minute(settings.rate_polls),
-            wechat: Limit::per_minute(settings.rate_wechat),
-            events: Limit::per_minute(settings.rate_events),
-            miniprogram: Limit::per_minute(settings.rate_miniprogram),
-            renders: Limit::per_minute(settings.rate_renders),
+            tickets: Limit::per_minute(settings.limits.rate_tickets),
+            sockets: Limit::per_minute(settings.limits.rate_sockets),
+            polls: Limit::per_minute(settings.limits.rate_polls),
+            wechat: Limit::per_minute(settings.limits.rate_wechat),
+            events: Limit::per_minute(settings.limits.rate_events),
+            miniprogram: Limit::per_minute(settings.limits.rate_miniprogram),
+            renders: Limit::per_minute(settings.limits.rate_renders),
             waiting: Arc::new(Admission::new(settings)),
         }
     }
@@ -321,7 +322,7 @@ pub async fn limit_requests(State(app): State<AppState>, request: Request, next:
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(a)| a.ip())
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let ip = client_ip(peer, request.headers(), &app.settings.trusted_proxies);
+        let ip = client_ip(peer, request.headers(), &app.settings.http.trusted_proxies);
         if let Err(retry_after) = limit.check(ip) {
             metrics::counter!("qrlogin_rate_limited_total", "limit" => name).increment(1);
             let error = Error::RateLimited {
@@ -363,7 +364,7 @@ fn rate_limited_page(app: &AppState, request: &Request, error: Error) -> Respons
 /// reading of client input (a poll trickling its body a byte at a time
 /// would otherwise hold a connection forever, uncounted).
 pub async fn limit_duration(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let limit = std::time::Duration::from_secs(app.settings.request_timeout);
+    let limit = app.settings.http.request_timeout;
     let request = with_body_deadline(request, tokio::time::Instant::now() + limit);
     let path = request.uri().path();
     if path.ends_with("/ws") || path.ends_with("/poll") {
@@ -473,7 +474,7 @@ mod tests {
     }
 
     fn settings(tweak: impl FnOnce(&mut Settings)) -> Settings {
-        let mut s = Settings::from_env().unwrap();
+        let mut s = Settings::parse(&crate::config::Args::from_env().unwrap()).unwrap();
         tweak(&mut s);
         s
     }
@@ -482,11 +483,11 @@ mod tests {
     fn admission_caps_in_total_per_ip_and_per_ticket_and_gives_back_on_drop() {
         let admission = Arc::new(Admission::new(&settings(|s| {
             (
-                s.max_sockets,
-                s.max_sockets_per_ip,
-                s.max_sockets_per_ticket,
+                s.limits.max_sockets,
+                s.limits.max_sockets_per_ip,
+                s.limits.max_sockets_per_ticket,
             ) = (3, 2, 2);
-            (s.max_polls, s.max_polls_per_ip) = (3, 1);
+            (s.limits.max_polls, s.limits.max_polls_per_ip) = (3, 1);
         })));
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let (t, u, v) = (

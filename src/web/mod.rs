@@ -89,7 +89,7 @@ impl std::ops::Deref for AppState {
 fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
     use axum::http::{Method, header};
     use tower_http::cors::{AllowOrigin, CorsLayer};
-    let origins = &settings.allowed_origins;
+    let origins = &settings.http.allowed_origins;
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
@@ -179,7 +179,7 @@ pub fn origin_in(allowed: &[String], origin: &str) -> bool {
 
 pub fn router(state: AppState) -> Router {
     let cors = cors(&state.settings);
-    let metrics_here = state.settings.metrics_bind.is_none();
+    let metrics_here = state.settings.http.metrics_bind.is_none();
     Router::new()
         .merge(browser_api::router())
         .merge(trusted_api::router())
@@ -353,7 +353,7 @@ impl FromRequestParts<AppState> for ClientIp {
         Ok(ClientIp(client_ip(
             peer,
             &parts.headers,
-            &state.settings.trusted_proxies,
+            &state.settings.http.trusted_proxies,
         )))
     }
 }

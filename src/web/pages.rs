@@ -161,7 +161,9 @@ async fn show_oauth_page(
             {
                 return message_page(&app, lang, Message::Retry, None);
             }
-            let url = oauth::authorize_url(&providers, &ticket.id);
+            let Some(url) = oauth::authorize_url(&providers, &ticket.id) else {
+                return message_page(&app, lang, Message::Retry, None);
+            };
             let mut response = page_response(StatusCode::FOUND, String::new());
             match HeaderValue::from_str(&url) {
                 Ok(location) => {

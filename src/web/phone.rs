@@ -24,7 +24,7 @@ const PHONE_COOKIE: &str = "qrl_phone";
 const HOST_PHONE_COOKIE: &str = "__Host-qrl_phone";
 
 fn https(settings: &Settings) -> bool {
-    settings.public_url().starts_with("https://")
+    settings.http.public_url().starts_with("https://")
 }
 
 /// The phone cookie's name for this deployment.

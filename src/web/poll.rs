@@ -95,7 +95,8 @@ pub async fn poll_ticket(
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<Json<StateView>> {
-    let PollRequest { wait, seen } = PollRequest::parse(&query, &body, app.settings.poll_max_wait)?;
+    let PollRequest { wait, seen } =
+        PollRequest::parse(&query, &body, app.settings.limits.poll_max_wait.as_secs())?;
     let secret = bearer(&headers).ok_or(Error::Unauthorized(
         "missing Authorization: Bearer <secret>",
     ))?;

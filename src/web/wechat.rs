@@ -95,8 +95,8 @@ struct HandoffPage<'a> {
 /// `QRLOGIN_ALLOWED_ORIGINS`, never `*` (a `*` there allows any Origin for
 /// CORS, but a code is never posted to whoever frames the callback).
 fn handoff_origins(app: &AppState) -> Vec<String> {
-    let own = std::iter::once(app.settings.public_url());
-    own.chain(app.settings.allowed_origins.iter().cloned())
+    let own = std::iter::once(app.settings.http.public_url());
+    own.chain(app.settings.http.allowed_origins.iter().cloned())
         .filter_map(|o| url::Url::parse(o.trim_end_matches('/')).ok())
         .map(|u| u.origin())
         .filter(url::Origin::is_tuple)

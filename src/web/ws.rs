@@ -61,13 +61,13 @@ pub fn origin_allowed(app: &AppState, headers: &HeaderMap) -> bool {
         // Not a browser (browsers always send Origin on WebSockets).
         return true;
     };
-    let allowed = &app.settings.allowed_origins;
+    let allowed = &app.settings.http.allowed_origins;
     if allowed.iter().any(|a| a == "*") || super::origin_in(allowed, origin) {
         return true;
     }
     // The public URL may carry a path; its origin is what browsers send.
     let ours =
-        url::Url::parse(&app.settings.public_url()).map(|u| u.origin().ascii_serialization());
+        url::Url::parse(&app.settings.http.public_url()).map(|u| u.origin().ascii_serialization());
     if ours.is_ok_and(|ours| super::origin_in(&[ours], origin)) {
         return true;
     }
@@ -229,7 +229,7 @@ async fn session(
 ) {
     let _open = OpenSocket::new();
     let mut shutdown = app.shutdown.clone();
-    let ping_base = Duration::from_secs(app.settings.ws_ping_interval);
+    let ping_base = app.settings.limits.ws_ping_interval;
     let mut next_ping = Instant::now() + ping_interval(ping_base);
     let mut last_heard = Instant::now();
     let mut sent: Option<u64> = None;

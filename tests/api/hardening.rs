@@ -190,7 +190,7 @@ fn from(app: &TestApp, ip: &str, request: reqwest::RequestBuilder) -> reqwest::R
     request.header("x-forwarded-for", ip)
 }
 
-fn behind_proxy(s: &mut qrlogin::Settings) {
+fn behind_proxy(s: &mut qrlogin::config::Args) {
     s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
 }
 

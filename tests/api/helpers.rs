@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use qrlogin::Application;
 use qrlogin::app::StopHandle;
-use qrlogin::{Application, Settings};
+use qrlogin::config::Args;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -20,8 +21,8 @@ pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Settings every test starts from: port 0, a fixed API key and JWT secret.
-pub fn test_settings() -> Settings {
-    let mut s = Settings::from_env().expect("settings");
+pub fn test_settings() -> Args {
+    let mut s = Args::from_env().expect("settings");
     s.bind = "127.0.0.1:0".parse().unwrap();
     s.api_key = Some(API_KEY.into());
     s.jwt_secret = Some(JWT_SECRET.into());
@@ -46,13 +47,13 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// Start the real server on port 0 with `tweak`ed settings.
-pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Args)) -> TestApp {
     let mut settings = test_settings();
     tweak(&mut settings);
     spawn_settings(settings).await
 }
 
-pub async fn spawn_settings(settings: Settings) -> TestApp {
+pub async fn spawn_settings(settings: Args) -> TestApp {
     let app = Application::build(settings).await.expect("app builds");
     let port = app.port();
     let stop = app.stop_handle();

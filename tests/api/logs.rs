@@ -417,7 +417,7 @@ async fn a_mini_program_login_logs_no_code_session_key_scan_token_or_openid() {
 #[tokio::test]
 async fn in_production_wechat_mp_in_plain_mode_warns_at_start() {
     let (logs, _guard) = Captured::start();
-    let production = |s: &mut qrlogin::Settings| {
+    let production = |s: &mut qrlogin::config::Args| {
         s.env = qrlogin::config::Environment::Production;
         s.public_url = Some("https://login.example.com".into());
         s.providers = vec![qrlogin::ticket::Provider::WechatMp];
@@ -447,7 +447,7 @@ async fn redis_passwords_appear_in_no_log_line() {
     let (logs, _guard) = Captured::start();
     let port = redis.port;
     let with = |url: String| {
-        move |s: &mut qrlogin::config::Settings| {
+        move |s: &mut qrlogin::config::Args| {
             s.redis_url = Some(url);
             s.redis_prefix = "logpw".into();
         }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use qrlogin::config::JwtAlg;
+use qrlogin::token::JwtAlg;
 use qrlogin::token::SigningKey;
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -64,7 +64,7 @@ impl OidcFiles {
     }
 
     /// Point `s` at these files, signing with `alg`.
-    pub fn apply(&self, s: &mut qrlogin::Settings, alg: Algorithm) {
+    pub fn apply(&self, s: &mut qrlogin::config::Args, alg: Algorithm) {
         s.jwt_alg = match alg {
             Algorithm::RS256 => JwtAlg::Rs256,
             Algorithm::EdDSA => JwtAlg::EdDsa,
@@ -82,7 +82,7 @@ impl Drop for OidcFiles {
 }
 
 /// An app with the two clients, signing with ES256.
-async fn provider_app(tweak: impl FnOnce(&mut qrlogin::Settings)) -> (TestApp, OidcFiles) {
+async fn provider_app(tweak: impl FnOnce(&mut qrlogin::config::Args)) -> (TestApp, OidcFiles) {
     let files = OidcFiles::new(Algorithm::ES256, &[]);
     let app = spawn_app_with(|s| {
         files.apply(s, Algorithm::ES256);

@@ -238,7 +238,7 @@ async fn a_killed_subscription_during_a_confirm_still_delivers() {
 }
 
 fn prefix_of(app: &TestApp) -> String {
-    app.state.settings.redis_prefix.clone()
+    app.state.settings.redis.prefix.clone()
 }
 
 #[tokio::test]

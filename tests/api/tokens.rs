@@ -11,8 +11,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use qrlogin::Settings;
-use qrlogin::config::JwtAlg;
+use qrlogin::config::Args;
+use qrlogin::token::JwtAlg;
 use qrlogin::token::SigningKey;
 use qrlogin_verify::{JwksSource, JwksVerifier};
 use serde_json::{Value, json};
@@ -81,7 +81,7 @@ pub fn jwt_alg(alg: Algorithm) -> JwtAlg {
 async fn app_signing(alg: Algorithm, key: Option<&Path>, previous: &[&Path]) -> TestApp {
     let key = key.map(Path::to_path_buf);
     let previous: Vec<PathBuf> = previous.iter().map(|p| p.to_path_buf()).collect();
-    spawn_app_with(move |s: &mut Settings| {
+    spawn_app_with(move |s: &mut Args| {
         s.jwt_alg = jwt_alg(alg);
         s.jwt_key_file = key;
         s.jwt_previous_key_files = previous;

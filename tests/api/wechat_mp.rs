@@ -29,7 +29,7 @@ pub(crate) async fn spawn_plain() -> (TestApp, FakeWechat) {
 
 /// [`spawn`] with `tweak`ed settings.
 pub(crate) async fn spawn_with(
-    tweak: impl FnOnce(&mut qrlogin::Settings),
+    tweak: impl FnOnce(&mut qrlogin::config::Args),
 ) -> (TestApp, FakeWechat) {
     let fake = FakeWechat::start().await;
     let app = spawn_app_with(|s| {

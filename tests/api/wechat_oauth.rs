@@ -16,7 +16,7 @@ const USERINFO_PATH: &str = "/sns/userinfo";
 
 pub async fn spawn(
     providers: &str,
-    tweak: impl FnOnce(&mut qrlogin::Settings),
+    tweak: impl FnOnce(&mut qrlogin::config::Args),
 ) -> (TestApp, FakeWechat) {
     let fake = FakeWechat::start().await;
     let app = spawn_app_with(|s| {

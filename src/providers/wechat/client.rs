@@ -124,9 +124,9 @@ impl WechatClient {
 
     pub fn from_settings(settings: &Settings) -> Result<Self, WechatError> {
         Self::new(
-            &settings.wechat_api_base,
-            &settings.wechat_open_base,
-            settings.wechat_timeout(),
+            &settings.wechat.api_base,
+            &settings.wechat.open_base,
+            settings.wechat.timeout,
         )
     }
 

@@ -22,12 +22,17 @@ pub const JSCODE2SESSION: &str = "/sns/jscode2session";
 pub const GETWXACODEUNLIMIT: &str = "/wxa/getwxacodeunlimit";
 
 /// The Mini Program's credentials.
-pub fn mp_app<'a>(app: &Context<'a>) -> App<'a> {
-    let s = &app.settings;
-    App {
-        app_id: s.miniprogram_app_id.as_deref().unwrap_or(""),
-        secret: s.miniprogram_app_secret.as_deref().unwrap_or(""),
-    }
+pub fn mp_app<'a>(app: &Context<'a>) -> Result<App<'a>> {
+    let mp = app
+        .settings
+        .wechat
+        .miniprogram
+        .as_ref()
+        .ok_or(Error::NotFound)?;
+    Ok(App {
+        app_id: &mp.app_id,
+        secret: &mp.secret,
+    })
 }
 
 /// `scanned_by` of a ticket scanned with `scan_token`.
@@ -57,10 +62,10 @@ pub async fn wxacode(app: &Context<'_>, ticket: &Ticket) -> Result<bytes::Bytes>
     };
     let body = WxacodeRequest {
         scene: ticket.id.as_str(),
-        page: &app.settings.miniprogram_page,
+        page: &app.settings.wechat.miniprogram_page,
     };
     tokens
-        .with_token(mp_app(app), "wxacode", |token| {
+        .with_token(mp_app(app)?, "wxacode", |token| {
             let body = &body;
             async move {
                 app.wechat
@@ -130,7 +135,7 @@ pub async fn scan(app: &Context<'_>, id: &TicketId, code: &str) -> Result<Scan> 
             ticket.status_at(now_ms()).as_str()
         )));
     }
-    let App { app_id, secret } = mp_app(app);
+    let App { app_id, secret } = mp_app(app)?;
     let session: Session = app
         .wechat
         .get_json(

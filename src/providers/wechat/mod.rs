@@ -20,7 +20,7 @@ use crate::ticket::{Identity, UserInfo};
 /// unionid counts as none.
 pub fn identity(settings: &Settings, openid: &str, unionid: Option<&str>) -> Identity {
     let unionid = unionid.filter(|u| !u.is_empty()).map(str::to_owned);
-    let sub = match (settings.wechat_subject, &unionid) {
+    let sub = match (settings.wechat.subject, &unionid) {
         (WechatSubject::Unionid, Some(u)) => u.clone(),
         _ => openid.to_owned(),
     };
@@ -52,9 +52,12 @@ mod tests {
     use super::*;
 
     fn settings(subject: &str) -> Settings {
-        crate::config::Cli::try_parse_from(["qrlogin", "--wechat-subject", subject])
-            .unwrap()
-            .settings
+        Settings::parse(
+            &crate::config::Cli::try_parse_from(["qrlogin", "--wechat-subject", subject])
+                .unwrap()
+                .args,
+        )
+        .unwrap()
     }
 
     use clap::Parser;

@@ -65,12 +65,17 @@ const RETRY_WAIT: Duration = Duration::from_secs(3);
 pub const MAX_SKEW_SECS: u64 = 300;
 
 /// The Official Account's credentials.
-pub fn oa_app<'a>(app: &Context<'a>) -> App<'a> {
-    let s = &app.settings;
-    App {
-        app_id: s.wechat_app_id.as_deref().unwrap_or(""),
-        secret: s.wechat_app_secret.as_deref().unwrap_or(""),
-    }
+pub fn oa_app<'a>(app: &Context<'a>) -> Result<App<'a>> {
+    let oa = app
+        .settings
+        .wechat
+        .official
+        .as_ref()
+        .ok_or(Error::NotFound)?;
+    Ok(App {
+        app_id: &oa.app_id,
+        secret: &oa.secret,
+    })
 }
 
 #[derive(Serialize)]
@@ -112,7 +117,7 @@ pub async fn create_qr(app: &Context<'_>, id: &TicketId) -> Result<String> {
         },
     };
     let created: QrCreated = tokens
-        .with_token(oa_app(app), "qrcode create", |token| {
+        .with_token(oa_app(app)?, "qrcode create", |token| {
             let body = &body;
             async move {
                 app.wechat
@@ -143,7 +148,8 @@ pub struct PushQuery {
 
 fn push_token<'a>(app: &Context<'a>) -> Result<&'a str> {
     app.settings
-        .wechat_token
+        .wechat
+        .push_token
         .as_deref()
         .filter(|t| !t.is_empty())
         .ok_or(Error::NotFound)
@@ -199,7 +205,7 @@ pub async fn handle_push(app: &Context<'_>, q: &PushQuery, body: &[u8]) -> Resul
     let (Some(timestamp), Some(nonce)) = (q.timestamp.as_deref(), q.nonce.as_deref()) else {
         return Err(Error::Unauthorized("timestamp and nonce are required"));
     };
-    let safe = app.settings.wechat_encoding_aes_key.is_some();
+    let safe = app.settings.wechat.encoding_aes_key.is_some();
     match (safe, q.encrypt_type.as_deref()) {
         (true, Some("aes")) | (false, None | Some("" | "raw")) => {}
         (true, None | Some("" | "raw")) => {
@@ -318,11 +324,11 @@ fn check_fresh(timestamp: &str) -> Result<()> {
 fn safe_mode(app: &Context<'_>) -> Result<MsgCrypt> {
     let s = &app.settings;
     let key = s
-        .wechat_encoding_aes_key
+        .wechat
+        .encoding_aes_key
         .as_deref()
         .ok_or_else(|| Error::Invalid("safe mode is not configured".into()))?;
-    MsgCrypt::new(key, s.wechat_app_id.as_deref().unwrap_or(""))
-        .map_err(|e| Error::Invalid(e.to_string()))
+    MsgCrypt::new(key, oa_app(app)?.app_id).map_err(|e| Error::Invalid(e.to_string()))
 }
 
 /// Our reply in WeChat's safe-mode envelope, signed over our own
@@ -404,7 +410,7 @@ async fn answer(app: &Context<'_>, push: &Push) -> Result<String> {
 
 /// `{public_url}/m/{ticket}?k=K`.
 pub fn confirm_link(app: &Context<'_>, id: &TicketId, key: &str) -> String {
-    format!("{}/m/{}?k={}", app.settings.public_url(), id, key)
+    format!("{}/m/{}?k={}", app.settings.http.public_url(), id, key)
 }
 
 /// A phone as the edge knows it: its binding (what tickets store), and

@@ -47,31 +47,33 @@ pub fn scope_name(scope: OauthScope) -> &'static str {
 
 /// `…/connect/oauth2/authorize?…#wechat_redirect` for ticket `id`: what
 /// `/m/{ticket}` redirects WeChat's in-app browser to.
-pub fn authorize_url(app: &Context<'_>, id: &TicketId) -> String {
+pub fn authorize_url(app: &Context<'_>, id: &TicketId) -> Option<String> {
     let s = &app.settings;
-    connect_url(
+    let oa = s.wechat.official.as_ref()?;
+    Some(connect_url(
         app.wechat,
         "/connect/oauth2/authorize",
-        s.wechat_app_id.as_deref().unwrap_or(""),
-        &format!("{}{OAUTH_CALLBACK}", s.public_url()),
-        scope_name(s.wechat_oauth_scope),
+        &oa.app_id,
+        &format!("{}{OAUTH_CALLBACK}", s.http.public_url()),
+        scope_name(s.wechat.oauth_scope),
         id.as_str(),
-    )
+    ))
 }
 
 /// `…/connect/qrconnect?…#wechat_redirect` with the ticket's opaque
 /// `state` (see `new_web_state`): WeChat's own QR page for the website
 /// application (`wechat-web`).
-pub fn qrconnect_url(app: &Context<'_>, state: &str) -> String {
+pub fn qrconnect_url(app: &Context<'_>, state: &str) -> Option<String> {
     let s = &app.settings;
-    connect_url(
+    let web = s.wechat.web.as_ref()?;
+    Some(connect_url(
         app.wechat,
         "/connect/qrconnect",
-        s.wechat_web_app_id.as_deref().unwrap_or(""),
-        &format!("{}{WEB_CALLBACK}", s.public_url()),
+        &web.app_id,
+        &format!("{}{WEB_CALLBACK}", s.http.public_url()),
         "snsapi_login",
         state,
-    )
+    ))
 }
 
 /// A fresh `state` for a `wechat-web` ticket: 128 random bits as 32 hex
@@ -325,8 +327,11 @@ pub async fn phone_callback(app: &Context<'_>, query: &Callback, binding: &str) 
         Err(message) => return PhoneOutcome::Notice(message),
     }
     let s = &app.settings;
-    let (appid, secret) = credentials(&s.wechat_app_id, &s.wechat_app_secret);
-    let wanted_profile = s.wechat_oauth_scope == OauthScope::SnsapiUserinfo;
+    let Some(oa) = &s.wechat.official else {
+        return PhoneOutcome::Notice(Notice::Retry);
+    };
+    let (appid, secret) = (oa.app_id.as_str(), oa.secret.as_str());
+    let wanted_profile = s.wechat.oauth_scope == OauthScope::SnsapiUserinfo;
     let (identity, user) = match sign_in(app, appid, secret, code, wanted_profile).await {
         Ok(found) => found,
         Err(message) => return PhoneOutcome::Notice(message),
@@ -432,18 +437,12 @@ pub async fn redeem_web_code(
         Err(_) => return Err(Error::Unavailable),
     }
     let s = &app.settings;
-    let (appid, secret) = credentials(&s.wechat_web_app_id, &s.wechat_web_app_secret);
+    let web = s.wechat.web.as_ref().ok_or(Error::NotFound)?;
+    let (appid, secret) = (web.app_id.as_str(), web.secret.as_str());
     let (identity, user) = exchange(app, appid, secret, code, true)
         .await
         .map_err(SignInError::into_error)?;
     app.engine.confirm(id, None, &identity, user, None).await
-}
-
-fn credentials<'a>(appid: &'a Option<String>, secret: &'a Option<String>) -> (&'a str, &'a str) {
-    (
-        appid.as_deref().unwrap_or(""),
-        secret.as_deref().unwrap_or(""),
-    )
 }
 
 /// Claim `code` for one exchange. `Ok(false)`: it was claimed before.

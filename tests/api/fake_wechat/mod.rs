@@ -106,7 +106,7 @@ impl FakeWechat {
     }
 
     /// Point a service's settings at this fake, with its credentials.
-    pub fn configure(&self, s: &mut qrlogin::Settings) {
+    pub fn configure(&self, s: &mut qrlogin::config::Args) {
         s.wechat_api_base = self.base.clone();
         s.wechat_open_base = self.base.clone();
         s.wechat_app_id = Some(OA_APP_ID.into());

@@ -108,7 +108,7 @@ pub fn routes() -> Router<Shared> {
 impl FakeWechat {
     /// Also configure the event push (token, safe-mode key) and the Mini
     /// Program.
-    pub fn configure_mp(&self, s: &mut qrlogin::Settings) {
+    pub fn configure_mp(&self, s: &mut qrlogin::config::Args) {
         self.configure(s);
         s.wechat_token = Some(PUSH_TOKEN.into());
         s.wechat_encoding_aes_key = Some(AES_KEY.into());

@@ -1,20 +1,16 @@
-//! Typed settings: every knob is an environment variable (also read from
-//! `.env`), and a CLI flag of the same name may override it.
-//!
-//! The names are the operators' contract (API.md); `validate` turns raw
-//! values into problems that name the variable, so a bad deployment stops at
-//! start instead of failing on the first login.
+//! The command-line grammar: subcommands, one flag per variable, and the
+//! checks and listing that work on clap's own matches (`check-config`).
+//! What the values mean is [`super::Settings`]'s business.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand, ValueEnum};
 
+use super::{Environment, LogFormat, OauthScope, WechatSubject};
 use crate::ticket::Provider;
-
-/// Where an `app` QR's URL takes the ticket id.
-const APP_QR_PLACEHOLDER: &str = "{ticket}";
+use crate::token::JwtAlg;
 
 /// `qrlogin`: with no subcommand it serves.
 #[derive(Debug, Clone, Parser)]
@@ -23,7 +19,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
-    pub settings: Settings,
+    pub args: Args,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -74,50 +70,11 @@ pub enum KeygenAlg {
     EdDsa,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Environment {
-    Development,
-    Production,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum JwtAlg {
-    #[value(name = "HS256")]
-    Hs256,
-    #[value(name = "RS256")]
-    Rs256,
-    #[value(name = "ES256")]
-    Es256,
-    #[value(name = "EdDSA")]
-    EdDsa,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OauthScope {
-    #[value(name = "snsapi_userinfo")]
-    SnsapiUserinfo,
-    #[value(name = "snsapi_base")]
-    SnsapiBase,
-}
-
-/// Which WeChat id becomes the token's `sub`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum WechatSubject {
-    /// The unionid when WeChat gave one, else the openid.
-    Unionid,
-    /// Always the openid.
-    Openid,
-}
-
-/// Every setting of a running service.
-#[derive(Debug, Clone, Args)]
-pub struct Settings {
+/// Every setting as given: one field per variable (and flag), the names
+/// and help operators read. [`Settings::parse`](super::Settings::parse)
+/// turns it into the typed settings a running service uses.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
     /// Listen address.
     #[arg(long = "bind", env = "QRLOGIN_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
@@ -137,7 +94,8 @@ pub struct Settings {
         long = "providers",
         env = "QRLOGIN_PROVIDERS",
         value_delimiter = ',',
-        default_value = "dev"
+        default_value = "dev",
+        value_parser = provider_parser()
     )]
     pub providers: Vec<Provider>,
     /// Ticket lifetime in seconds.
@@ -209,8 +167,8 @@ pub struct Settings {
     #[arg(
         long = "jwt-alg",
         env = "QRLOGIN_JWT_ALG",
-        value_enum,
-        default_value = "HS256"
+        default_value = "HS256",
+        value_parser = jwt_alg_parser()
     )]
     pub jwt_alg: JwtAlg,
     /// HS256 key (at least 32 bytes). Unset in development: a random one.
@@ -465,389 +423,70 @@ pub struct Settings {
     pub log_format: LogFormat,
 }
 
-/// One reason the settings cannot run, naming the variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub variable: &'static str,
-    pub message: String,
+/// The providers as `QRLOGIN_PROVIDERS` names them, with their help.
+const PROVIDERS: [(&str, Provider, &str); 6] = [
+    (
+        "dev",
+        Provider::Dev,
+        "The built-in phone page: anyone who opens it may log in. Development only",
+    ),
+    (
+        "wechat-oauth",
+        Provider::WechatOauth,
+        "Official Account OAuth inside WeChat's browser",
+    ),
+    (
+        "wechat-web",
+        Provider::WechatWeb,
+        "Open Platform website application (WeChat's own QR)",
+    ),
+    (
+        "wechat-mp",
+        Provider::WechatMp,
+        "Official Account parametric QR with event push",
+    ),
+    (
+        "miniprogram",
+        Provider::Miniprogram,
+        "The product's Mini Program scans the code",
+    ),
+    (
+        "app",
+        Provider::App,
+        "The product's own app scans the code and its backend drives the trusted API; the QR holds `QRLOGIN_APP_QR_URL`",
+    ),
+];
+
+/// `QRLOGIN_PROVIDERS`'s values: parsed here, so the domain's `Provider`
+/// knows nothing of command lines.
+fn provider_parser() -> impl TypedValueParser<Value = Provider> {
+    PossibleValuesParser::new(PROVIDERS.map(|(name, _, help)| PossibleValue::new(name).help(help)))
+        .map(|name| {
+            PROVIDERS
+                .iter()
+                .find(|(n, ..)| *n == name)
+                .map_or(Provider::Dev, |(_, p, _)| *p)
+        })
 }
 
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.variable, self.message)
-    }
-}
-
-impl Settings {
-    /// Whether any of the Redis TLS files is given.
-    fn redis_tls_files_set(&self) -> bool {
-        self.redis_ca_file.is_some()
-            || self.redis_client_cert_file.is_some()
-            || self.redis_client_key_file.is_some()
-    }
-
-    /// Settings from the environment alone (no CLI), as tests and embedders start from.
-    pub fn from_env() -> Result<Self, clap::Error> {
-        Cli::try_parse_from(["qrlogin"]).map(|cli| cli.settings)
-    }
-
-    pub fn ticket_ttl(&self) -> Duration {
-        Duration::from_secs(self.ticket_ttl)
-    }
-
-    /// How long one WeChat call may take.
-    pub fn wechat_timeout(&self) -> Duration {
-        Duration::from_millis(self.wechat_timeout_ms)
-    }
-
-    /// The external base URL, without a trailing slash.
-    pub fn public_url(&self) -> String {
-        match &self.public_url {
-            Some(url) => url.trim_end_matches('/').to_owned(),
-            None => format!("http://{}", self.bind),
-        }
-    }
-
-    /// What an `app` ticket's QR holds: `QRLOGIN_APP_QR_URL` with its
-    /// `{ticket}` replaced (checked at start to be there).
-    pub fn app_qr_content(&self, id: &crate::ticket::TicketId) -> String {
-        self.app_qr_url
-            .as_deref()
-            .unwrap_or(APP_QR_PLACEHOLDER)
-            .replace(APP_QR_PLACEHOLDER, id.as_str())
-    }
-
-    pub fn is_production(&self) -> bool {
-        self.env == Environment::Production
-    }
-
-    /// The provider of tickets created without one.
-    pub fn default_provider(&self) -> Provider {
-        self.providers.first().copied().unwrap_or(Provider::Dev)
-    }
-
-    /// Every problem that stops a start, each naming its variable.
-    pub fn problems(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        let mut bad =
-            |variable: &'static str, message: String| problems.push(Problem { variable, message });
-        if let Some(url) = &self.public_url {
-            match url::Url::parse(url) {
-                Ok(u) if !matches!(u.scheme(), "http" | "https") || u.host().is_none() => bad(
-                    "QRLOGIN_PUBLIC_URL",
-                    format!("{url:?} is not an http(s) URL"),
-                ),
-                // Paths are appended to it: a query or fragment would
-                // swallow them and break every QR link.
-                Ok(u) if u.query().is_some() || u.fragment().is_some() => bad(
-                    "QRLOGIN_PUBLIC_URL",
-                    format!(
-                        "{url:?} has a query or fragment; give a base URL like https://login.example.com"
-                    ),
-                ),
-                Ok(u) if self.is_production() && u.scheme() != "https" => bad(
-                    "QRLOGIN_PUBLIC_URL",
-                    format!("{url:?} is not https; production cookies are Secure and need it"),
-                ),
-                Ok(_) => {}
-                Err(_) => bad(
-                    "QRLOGIN_PUBLIC_URL",
-                    format!("{url:?} is not an http(s) URL"),
-                ),
-            }
-        } else if self.is_production() {
-            bad(
-                "QRLOGIN_PUBLIC_URL",
-                "must be set to an https URL in production (the default http://{bind} cannot carry Secure cookies)".into(),
-            );
-        }
-        if self.max_live_tickets == 0 {
-            bad(
-                "QRLOGIN_MAX_LIVE_TICKETS",
-                "must be at least 1 (0 refuses every ticket)".into(),
-            );
-        }
-        if let Some(dir) = &self.templates_dir {
-            if !dir.is_dir() {
-                bad(
-                    "QRLOGIN_TEMPLATES_DIR",
-                    format!("{} is not a readable folder", dir.display()),
-                );
-            }
-        }
-        if self.providers.is_empty() {
-            bad(
-                "QRLOGIN_PROVIDERS",
-                "at least one provider must be enabled".into(),
-            );
-        }
-        if self.is_production() && self.providers.contains(&Provider::Dev) {
-            bad(
-                "QRLOGIN_PROVIDERS",
-                "the dev provider logs anyone in and is refused when QRLOGIN_ENV=production".into(),
-            );
-        }
-        if self.providers.contains(&Provider::App) {
-            match &self.app_qr_url {
-                None => bad(
-                    "QRLOGIN_APP_QR_URL",
-                    "is required when the app provider is enabled".into(),
-                ),
-                Some(url) if !url.contains(APP_QR_PLACEHOLDER) => bad(
-                    "QRLOGIN_APP_QR_URL",
-                    format!("{url:?} must contain {APP_QR_PLACEHOLDER}"),
-                ),
-                Some(_) => {}
-            }
-            if self.api_key.is_none() {
-                bad(
-                    "QRLOGIN_API_KEY",
-                    "is required when the app provider is enabled (its backend drives the trusted API)"
-                        .into(),
-                );
-            }
-        }
-        if let Some(key) = &self.api_key {
-            if key.len() < 16 {
-                bad("QRLOGIN_API_KEY", "must be at least 16 characters".into());
-            }
-        }
-        for origin in &self.allowed_origins {
-            if origin != "*" && normalize_origin(origin).is_none() {
-                bad(
-                    "QRLOGIN_ALLOWED_ORIGINS",
-                    format!("{origin:?} is not an origin like https://example.com"),
-                );
-            }
-        }
-        match self.jwt_alg {
-            JwtAlg::Hs256 => match &self.jwt_secret {
-                Some(s) if s.len() < 32 => bad(
-                    "QRLOGIN_JWT_SECRET",
-                    format!("is {} bytes; HS256 needs at least 32", s.len()),
-                ),
-                None if self.is_production() => bad(
-                    "QRLOGIN_JWT_SECRET",
-                    "must be set in production (at least 32 bytes)".into(),
-                ),
-                _ => {}
-            },
-            _ => {
-                if self.jwt_key_file.is_none() {
-                    bad(
-                        "QRLOGIN_JWT_KEY_FILE",
-                        format!("{:?} needs a PEM private key file", self.jwt_alg),
-                    );
-                }
-            }
-        }
-        if self.jwt_alg == JwtAlg::Hs256 && !self.jwt_previous_key_files.is_empty() {
-            bad(
-                "QRLOGIN_JWT_PREVIOUS_KEY_FILES",
-                "key files are for RS256, ES256 and EdDSA; HS256 has one secret".into(),
-            );
-        }
-        for (variable, path) in self
-            .jwt_key_file
+/// `QRLOGIN_JWT_ALG`'s values, by their JWS names.
+fn jwt_alg_parser() -> impl TypedValueParser<Value = JwtAlg> {
+    PossibleValuesParser::new(JwtAlg::NAMES.map(|(name, _)| name)).map(|name| {
+        JwtAlg::NAMES
             .iter()
-            .filter(|_| self.jwt_alg != JwtAlg::Hs256)
-            .map(|p| ("QRLOGIN_JWT_KEY_FILE", p))
-            .chain(
-                self.jwt_previous_key_files
-                    .iter()
-                    .map(|p| ("QRLOGIN_JWT_PREVIOUS_KEY_FILES", p)),
-            )
-        {
-            // Parsed here too, so `check-config` finds a bad key before a deploy does.
-            match std::fs::read_to_string(path) {
-                Err(e) => bad(variable, format!("cannot read {}: {e}", path.display())),
-                Ok(pem) => match crate::token::SigningKey::from_pem(&pem) {
-                    Err(e) => bad(variable, format!("{}: {e}", path.display())),
-                    Ok(key)
-                        if variable == "QRLOGIN_JWT_KEY_FILE"
-                            && key.algorithm() != crate::token::algorithm_of(self.jwt_alg) =>
-                    {
-                        bad(
-                            variable,
-                            format!(
-                                "{} holds a {:?} key but QRLOGIN_JWT_ALG is {:?}",
-                                path.display(),
-                                key.algorithm(),
-                                self.jwt_alg
-                            ),
-                        )
-                    }
-                    Ok(_) => {}
-                },
-            }
-        }
-        if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ']) {
-            bad(
-                "QRLOGIN_REDIS_PREFIX",
-                "must be non-empty, without spaces or braces".into(),
-            );
-        }
-        if let Some(url) = &self.redis_url {
-            match crate::store::redis::Target::parse(url) {
-                Err(e) => bad("QRLOGIN_REDIS_URL", e),
-                Ok(target) if !target.tls() && self.redis_tls_files_set() => bad(
-                    "QRLOGIN_REDIS_CA_FILE",
-                    "TLS files are set but QRLOGIN_REDIS_URL is not a rediss… URL".into(),
-                ),
-                Ok(crate::store::redis::Target::Cluster(_))
-                    if self.redis_wait_replicas.is_some_and(|n| n > 0) =>
-                {
-                    bad(
-                        "QRLOGIN_REDIS_WAIT_REPLICAS",
-                        "not available with redis+cluster:// (a cluster connection cannot \
-                         wait on the node that took the write); leave it unset or 0"
-                            .into(),
-                    )
-                }
-                Ok(_) => {}
-            }
-        } else if self.redis_tls_files_set() {
-            bad(
-                "QRLOGIN_REDIS_CA_FILE",
-                "TLS files are set but QRLOGIN_REDIS_URL is not".into(),
-            );
-        }
-        // Redis reads a WAIT timeout of 0 as "forever"; past a second the
-        // wait would outlast the operation's own bound and fail the change.
-        if !(1..=1000).contains(&self.redis_wait_timeout_ms) {
-            bad(
-                "QRLOGIN_REDIS_WAIT_TIMEOUT_MS",
-                format!(
-                    "{} is out of range 1..=1000 (QRLOGIN_REDIS_WAIT_REPLICAS=0 turns the wait off)",
-                    self.redis_wait_timeout_ms
-                ),
-            );
-        }
-        if self.redis_client_cert_file.is_some() != self.redis_client_key_file.is_some() {
-            bad(
-                "QRLOGIN_REDIS_CLIENT_CERT_FILE",
-                "needs QRLOGIN_REDIS_CLIENT_KEY_FILE, and the other way round".into(),
-            );
-        }
-        for (variable, file) in [
-            ("QRLOGIN_REDIS_CA_FILE", &self.redis_ca_file),
-            (
-                "QRLOGIN_REDIS_CLIENT_CERT_FILE",
-                &self.redis_client_cert_file,
-            ),
-            ("QRLOGIN_REDIS_CLIENT_KEY_FILE", &self.redis_client_key_file),
-        ] {
-            let Some(path) = file else { continue };
-            if let Err(e) = std::fs::metadata(path) {
-                bad(variable, format!("{}: {e}", path.display()));
-            }
-        }
-        if self.max_sockets_per_ticket == 0 {
-            bad(
-                "QRLOGIN_MAX_SOCKETS_PER_TICKET",
-                "must be at least 1".into(),
-            );
-        }
-        for (variable, base) in [
-            ("QRLOGIN_WECHAT_API_BASE", &self.wechat_api_base),
-            ("QRLOGIN_WECHAT_OPEN_BASE", &self.wechat_open_base),
-        ] {
-            if !matches!(
-                url::Url::parse(base)
-                    .map(|u| u.scheme().to_owned())
-                    .as_deref(),
-                Ok("http" | "https")
-            ) {
-                bad(variable, format!("{base:?} is not an http(s) URL"));
-            }
-        }
-        let needs = |p: Provider| self.providers.contains(&p);
-        let mut require = |on: bool, variable: &'static str, value: &Option<String>, why: &str| {
-            if on && value.as_deref().is_none_or(str::is_empty) {
-                problems.push(Problem {
-                    variable,
-                    message: format!("is required by {why}"),
-                });
-            }
-        };
-        let oa = needs(Provider::WechatOauth) || needs(Provider::WechatMp);
-        require(
-            oa,
-            "QRLOGIN_WECHAT_APP_ID",
-            &self.wechat_app_id,
-            "wechat-oauth / wechat-mp",
-        );
-        require(
-            oa,
-            "QRLOGIN_WECHAT_APP_SECRET",
-            &self.wechat_app_secret,
-            "wechat-oauth / wechat-mp",
-        );
-        require(
-            needs(Provider::WechatMp),
-            "QRLOGIN_WECHAT_TOKEN",
-            &self.wechat_token,
-            "wechat-mp",
-        );
-        let web = needs(Provider::WechatWeb);
-        require(
-            web,
-            "QRLOGIN_WECHAT_WEB_APP_ID",
-            &self.wechat_web_app_id,
-            "wechat-web",
-        );
-        require(
-            web,
-            "QRLOGIN_WECHAT_WEB_APP_SECRET",
-            &self.wechat_web_app_secret,
-            "wechat-web",
-        );
-        let mp = needs(Provider::Miniprogram);
-        require(
-            mp,
-            "QRLOGIN_MINIPROGRAM_APP_ID",
-            &self.miniprogram_app_id,
-            "miniprogram",
-        );
-        require(
-            mp,
-            "QRLOGIN_MINIPROGRAM_APP_SECRET",
-            &self.miniprogram_app_secret,
-            "miniprogram",
-        );
-        problems.extend(crate::oidc::clients::problems(self));
-        if let Some(key) = &self.wechat_encoding_aes_key {
-            if key.len() != 43 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                problems.push(Problem {
-                    variable: "QRLOGIN_WECHAT_ENCODING_AES_KEY",
-                    message: "must be 43 characters of [A-Za-z0-9]".into(),
-                });
-            }
-        }
-        problems
+            .find(|(n, _)| *n == name)
+            .map_or(JwtAlg::Hs256, |(_, alg)| *alg)
+    })
+}
+
+impl Args {
+    /// The settings of the environment alone (no flags), as tests and
+    /// embedders start from.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Cli::try_parse_from(["qrlogin"]).map(|cli| cli.args)
     }
 }
 
-/// An origin as browsers send it in `Origin`: scheme and host lowercase,
-/// the default port dropped, no path. `None` for anything that is not an
-/// http(s) origin (a path, a query, user info, garbage). The allowed list
-/// and each request's `Origin` both go through this, so the WebSocket check
-/// and CORS can never disagree about one spelling.
-pub fn normalize_origin(origin: &str) -> Option<String> {
-    let url = url::Url::parse(origin.trim()).ok()?;
-    let bare = matches!(url.path(), "" | "/")
-        && url.query().is_none()
-        && url.fragment().is_none()
-        && url.username().is_empty()
-        && url.password().is_none();
-    if !bare || !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return None;
-    }
-    Some(url.origin().ascii_serialization())
-}
-
-/// One environment value clap cannot parse: the argument's id (to parse
-/// the rest without it) and the problem, naming the variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvProblem {
     pub id: String,
@@ -976,7 +615,7 @@ mod tests {
 
     #[test]
     fn env_example_lists_every_variable() {
-        let example = include_str!("../.env.example");
+        let example = include_str!("../../.env.example");
         for arg in Cli::command().get_arguments() {
             if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
                 assert!(
@@ -1006,132 +645,6 @@ mod tests {
         assert!(!text.contains("super-secret-api-key"));
         assert!(text.contains("QRLOGIN_TICKET_TTL=30  (flag)"));
         assert!(text.contains("QRLOGIN_BIND=127.0.0.1:8080  (default)"));
-    }
-
-    fn settings(args: &[&str]) -> Settings {
-        let mut all = vec!["qrlogin"];
-        all.extend_from_slice(args);
-        Cli::try_parse_from(all).map(|c| c.settings).unwrap()
-    }
-
-    #[test]
-    fn origins_normalise_to_what_browsers_send() {
-        for (given, want) in [
-            ("HTTPS://Other.Example.com", "https://other.example.com"),
-            (
-                "https://other.example.com:443/",
-                "https://other.example.com",
-            ),
-            ("http://a.example:80", "http://a.example"),
-            ("http://a.example:8080", "http://a.example:8080"),
-        ] {
-            assert_eq!(normalize_origin(given).as_deref(), Some(want), "{given}");
-        }
-        for garbage in [
-            "a.example",
-            "https://a.example/path",
-            "https://a.example/?q",
-            "https://u@a.example",
-            "ftp://a.example",
-            "null",
-        ] {
-            assert_eq!(normalize_origin(garbage), None, "{garbage}");
-        }
-    }
-
-    #[test]
-    fn defaults_run_without_problems() {
-        assert_eq!(settings(&[]).problems(), vec![]);
-    }
-
-    #[test]
-    fn replica_wait_is_refused_on_a_cluster_and_outside_its_range() {
-        let variables = |args: &[&str]| -> Vec<&'static str> {
-            settings(args)
-                .problems()
-                .iter()
-                .map(|p| p.variable)
-                .collect()
-        };
-        let cluster = [
-            "--redis-url",
-            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
-        ];
-        assert_eq!(
-            variables(&[&cluster[..], &["--redis-wait-replicas", "1"]].concat()),
-            vec!["QRLOGIN_REDIS_WAIT_REPLICAS"]
-        );
-        assert!(variables(&[&cluster[..], &["--redis-wait-replicas", "0"]].concat()).is_empty());
-        assert!(variables(&cluster).is_empty());
-        let single = [
-            "--redis-url",
-            "redis://127.0.0.1:6379",
-            "--redis-wait-replicas",
-            "2",
-        ];
-        assert!(variables(&single).is_empty());
-        for bad in ["0", "1001"] {
-            assert_eq!(
-                variables(&[&single[..], &["--redis-wait-timeout-ms", bad]].concat()),
-                vec!["QRLOGIN_REDIS_WAIT_TIMEOUT_MS"],
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn short_jwt_secret_is_refused_naming_the_variable() {
-        let problems = settings(&["--jwt-secret", "short"]).problems();
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].variable, "QRLOGIN_JWT_SECRET");
-    }
-
-    #[test]
-    fn dev_provider_is_refused_in_production() {
-        let s = settings(&["--env", "production", "--jwt-secret", &"k".repeat(32)]);
-        assert!(
-            s.problems()
-                .iter()
-                .any(|p| p.variable == "QRLOGIN_PROVIDERS")
-        );
-    }
-
-    #[test]
-    fn wechat_providers_name_their_missing_credentials() {
-        let problems = settings(&["--providers", "wechat-mp"]).problems();
-        let vars: Vec<_> = problems.iter().map(|p| p.variable).collect();
-        assert!(vars.contains(&"QRLOGIN_WECHAT_APP_ID"));
-        assert!(vars.contains(&"QRLOGIN_WECHAT_TOKEN"));
-    }
-
-    #[test]
-    fn key_files_are_read_and_checked_against_the_algorithm() {
-        let dir = std::env::temp_dir().join(format!("qrlogin-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ed = dir.join("ed.pem");
-        let key = crate::token::SigningKey::generate(jsonwebtoken::Algorithm::EdDSA).unwrap();
-        std::fs::write(&ed, key.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
-        let ed = ed.to_str().unwrap();
-        assert_eq!(
-            settings(&["--jwt-alg", "EdDSA", "--jwt-key-file", ed]).problems(),
-            vec![]
-        );
-        let wrong_alg = settings(&["--jwt-alg", "ES256", "--jwt-key-file", ed]).problems();
-        assert_eq!(wrong_alg[0].variable, "QRLOGIN_JWT_KEY_FILE");
-        assert!(wrong_alg[0].message.contains("EdDSA"), "{}", wrong_alg[0]);
-        let missing = settings(&[
-            "--jwt-alg",
-            "EdDSA",
-            "--jwt-key-file",
-            ed,
-            "--jwt-previous-key-files",
-            "/nonexistent/old.pem",
-        ])
-        .problems();
-        assert_eq!(missing[0].variable, "QRLOGIN_JWT_PREVIOUS_KEY_FILES");
-        let hs_previous = settings(&["--jwt-previous-key-files", ed]).problems();
-        assert_eq!(hs_previous[0].variable, "QRLOGIN_JWT_PREVIOUS_KEY_FILES");
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
