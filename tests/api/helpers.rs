@@ -19,9 +19,20 @@ pub const JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-0123";
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Settings every test starts from: port 0, a fixed API key and JWT secret.
+/// Settings every test starts from: the embedded defaults, port 0, a fixed
+/// API key and JWT secret. The caller's `QRLOGIN_*` variables are not read:
+/// a `QRLOGIN_REDIS_URL` in the shell would otherwise move the whole suite
+/// onto that Redis, a `QRLOGIN_TICKET_TTL` change what every test measures.
+/// Tests that want Redis start their own server and say so in `spawn_app_with`.
 pub fn test_settings() -> Settings {
-    let mut s = Settings::from_env().expect("settings");
+    use clap::{CommandFactory, FromArgMatches};
+    let command = qrlogin::config::Cli::command().mut_args(|arg| arg.env(None::<&'static str>));
+    let matches = command
+        .try_get_matches_from(["qrlogin"])
+        .expect("the defaults parse");
+    let mut s = qrlogin::config::Cli::from_arg_matches(&matches)
+        .expect("the defaults parse")
+        .settings;
     s.bind = "127.0.0.1:0".parse().unwrap();
     s.api_key = Some(API_KEY.into());
     s.jwt_secret = Some(JWT_SECRET.into());
