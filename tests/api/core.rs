@@ -1,7 +1,7 @@
 //! The core contract: tickets, QR images, WebSocket, long-poll, trusted API,
 //! dev phone pages, errors and limits.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use serde_json::{Value, json};
@@ -487,12 +487,23 @@ async fn poll_answers_at_once_when_the_state_differs() {
 async fn poll_waits_for_the_change_then_answers_it() {
     let app = spawn_app().await;
     let t = app.create_ticket().await;
-    let waiting = poll(&app, &t, json!({ "status": "pending" }), 10);
-    let confirm = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        app.confirm(&t.id, "u1").await
+    let waiting = async {
+        let r = poll(&app, &t, json!({ "status": "pending" }), 10).await;
+        (r, Instant::now())
     };
-    let (r, _) = tokio::join!(waiting, confirm);
+    let confirm = async {
+        polls_waiting(&app, 1).await;
+        let sent = Instant::now();
+        (app.confirm(&t.id, "u1").await, sent)
+    };
+    let ((r, answered), (confirmed, sent)) = tokio::join!(waiting, confirm);
+    assert_eq!(confirmed.status(), 200);
+    // Woken by the change, not answered at the end of its 10 s wait.
+    let took = answered.duration_since(sent);
+    assert!(
+        took < Duration::from_secs(2),
+        "answered {took:?} after the confirm"
+    );
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "confirmed");
     assert!(body["token"].is_string());
@@ -1170,8 +1181,8 @@ async fn waiting_long_polls_are_capped() {
     assert_eq!(error_of(second).await, (503, "over_capacity".into()));
 }
 
-/// Resolves once `n` long-polls wait in the instance.
-async fn polls_waiting(app: &TestApp, n: usize) {
+/// Resolves once `n` long-polls wait in the instance (within 5 s).
+pub(crate) async fn polls_waiting(app: &TestApp, n: usize) {
     for _ in 0..500 {
         if app.state.limits.waiting.in_use().1 == n {
             return;
