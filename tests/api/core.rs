@@ -704,26 +704,21 @@ async fn the_dev_phone_page_names_the_computer_and_marks_scanned() {
     };
     let mut ws = app.ws(&ticket).await;
     next_frame(&mut ws).await;
-    let phone = phone(IPHONE_UA);
-    let r = phone
-        .get(t["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let page = phone(IPHONE_UA).open(ticket.link()).await;
+    assert_eq!(page.status, 200);
+    let cookie = page.headers["set-cookie"].to_str().unwrap();
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
-    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(page.headers["referrer-policy"], "no-referrer");
     assert!(
-        r.headers()["content-security-policy"]
+        page.headers["content-security-policy"]
             .to_str()
             .unwrap()
             .contains("frame-ancestors 'none'")
     );
-    let html = r.text().await.unwrap();
+    let html = page.html;
     assert!(html.contains("Chrome 120"), "browser named");
     assert!(html.contains("Windows"), "OS named");
     assert!(html.contains("127.0.0.1"), "IP named");
@@ -738,21 +733,9 @@ async fn a_dev_login_from_the_phone_pushes_the_token() {
     let mut ws = app.ws(&t).await;
     next_frame(&mut ws).await;
     let phone = phone(IPHONE_UA);
-    let html = phone
-        .get(t.body["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = phone.open(t.link()).await;
     next_frame(&mut ws).await;
-    let r = phone
-        .post(app.url(&format!("/m/{}/confirm", t.id)))
-        .form(&[("csrf", csrf_of(&html).as_str()), ("name", "Ann")])
-        .send()
-        .await
-        .unwrap();
+    let r = phone.confirm_as(&page, "Ann").await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("Logged in"));
     let frame = next_frame(&mut ws).await;
@@ -775,20 +758,8 @@ async fn deny_from_the_phone_is_pushed() {
     let app = spawn_app().await;
     let t = app.create_ticket().await;
     let phone = phone(IPHONE_UA);
-    let html = phone
-        .get(t.body["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = phone
-        .post(app.url(&format!("/m/{}/deny", t.id)))
-        .form(&[("csrf", csrf_of(&html))])
-        .send()
-        .await
-        .unwrap();
+    let page = phone.open(t.link()).await;
+    let r = phone.deny(&page).await;
     assert!(r.text().await.unwrap().contains("cancelled"));
     let mut ws = app.ws(&t).await;
     assert_eq!(next_frame(&mut ws).await["status"], "denied");
@@ -799,20 +770,13 @@ async fn a_bare_post_confirms_nothing() {
     let app = spawn_app().await;
     let t = app.create_ticket().await;
     let phone = phone(IPHONE_UA);
-    let html = phone
-        .get(t.body["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = phone.open(t.link()).await;
     let url = app.url(&format!("/m/{}/confirm", t.id));
     // No cookie (another client), with the right CSRF value.
     let r = app
         .client
         .post(&url)
-        .form(&[("csrf", csrf_of(&html).as_str()), ("name", "x")])
+        .form(&[("csrf", page.csrf().as_str()), ("name", "x")])
         .send()
         .await
         .unwrap();
@@ -846,20 +810,10 @@ async fn a_bare_post_confirms_nothing() {
 async fn another_phone_cannot_take_over_a_scanned_ticket() {
     let app = spawn_app().await;
     let t = app.create_ticket().await;
-    let first = phone(IPHONE_UA);
-    first
-        .get(t.body["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let second = phone(IPHONE_UA);
-    let r = second
-        .get(t.body["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
-    assert!(r.text().await.unwrap().contains("another device"));
+    assert_eq!(phone(IPHONE_UA).open(t.link()).await.status, 200);
+    let second = phone(IPHONE_UA).open(t.link()).await;
+    assert_eq!(second.status, 409);
+    assert!(second.html.contains("another device"));
 }
 
 #[tokio::test]
