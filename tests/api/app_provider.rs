@@ -96,13 +96,9 @@ async fn the_phone_page_of_an_app_ticket_confirms_nothing() {
     let app = spawn_app_provider().await;
     let t = create_from_chrome(&app).await;
     let phone = phone(IPHONE_UA);
-    let page = phone
-        .get(app.url(&format!("/m/{}", t.id)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
+    let page = phone.open(&app.url(&format!("/m/{}", t.id))).await;
+    assert_eq!(page.status, 200);
+    let html = page.html;
     assert!(!html.contains("name=\"csrf\""), "no confirm form: {html}");
     assert!(html.contains("Open this in the app"), "{html}");
     let r = phone

@@ -1,7 +1,7 @@
 //! The core contract: tickets, QR images, WebSocket, long-poll, trusted API,
 //! dev phone pages, errors and limits.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use serde_json::{Value, json};
@@ -487,12 +487,23 @@ async fn poll_answers_at_once_when_the_state_differs() {
 async fn poll_waits_for_the_change_then_answers_it() {
     let app = spawn_app().await;
     let t = app.create_ticket().await;
-    let waiting = poll(&app, &t, json!({ "status": "pending" }), 10);
-    let confirm = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        app.confirm(&t.id, "u1").await
+    let waiting = async {
+        let r = poll(&app, &t, json!({ "status": "pending" }), 10).await;
+        (r, Instant::now())
     };
-    let (r, _) = tokio::join!(waiting, confirm);
+    let confirm = async {
+        polls_waiting(&app, 1).await;
+        let sent = Instant::now();
+        (app.confirm(&t.id, "u1").await, sent)
+    };
+    let ((r, answered), (confirmed, sent)) = tokio::join!(waiting, confirm);
+    assert_eq!(confirmed.status(), 200);
+    // Woken by the change, not answered at the end of its 10 s wait.
+    let took = answered.duration_since(sent);
+    assert!(
+        took < Duration::from_secs(2),
+        "answered {took:?} after the confirm"
+    );
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "confirmed");
     assert!(body["token"].is_string());
@@ -693,26 +704,21 @@ async fn the_dev_phone_page_names_the_computer_and_marks_scanned() {
     };
     let mut ws = app.ws(&ticket).await;
     next_frame(&mut ws).await;
-    let phone = phone(IPHONE_UA);
-    let r = phone
-        .get(t["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let page = phone(IPHONE_UA).open(ticket.link()).await;
+    assert_eq!(page.status, 200);
+    let cookie = page.headers["set-cookie"].to_str().unwrap();
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
-    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(page.headers["referrer-policy"], "no-referrer");
     assert!(
-        r.headers()["content-security-policy"]
+        page.headers["content-security-policy"]
             .to_str()
             .unwrap()
             .contains("frame-ancestors 'none'")
     );
-    let html = r.text().await.unwrap();
+    let html = page.html;
     assert!(html.contains("Chrome 120"), "browser named");
     assert!(html.contains("Windows"), "OS named");
     assert!(html.contains("127.0.0.1"), "IP named");
@@ -727,21 +733,9 @@ async fn a_dev_login_from_the_phone_pushes_the_token() {
     let mut ws = app.ws(&t).await;
     next_frame(&mut ws).await;
     let phone = phone(IPHONE_UA);
-    let html = phone
-        .get(t.body["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = phone.open(t.link()).await;
     next_frame(&mut ws).await;
-    let r = phone
-        .post(app.url(&format!("/m/{}/confirm", t.id)))
-        .form(&[("csrf", csrf_of(&html).as_str()), ("name", "Ann")])
-        .send()
-        .await
-        .unwrap();
+    let r = phone.confirm_as(&page, "Ann").await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("Logged in"));
     let frame = next_frame(&mut ws).await;
@@ -764,20 +758,8 @@ async fn deny_from_the_phone_is_pushed() {
     let app = spawn_app().await;
     let t = app.create_ticket().await;
     let phone = phone(IPHONE_UA);
-    let html = phone
-        .get(t.body["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = phone
-        .post(app.url(&format!("/m/{}/deny", t.id)))
-        .form(&[("csrf", csrf_of(&html))])
-        .send()
-        .await
-        .unwrap();
+    let page = phone.open(t.link()).await;
+    let r = phone.deny(&page).await;
     assert!(r.text().await.unwrap().contains("cancelled"));
     let mut ws = app.ws(&t).await;
     assert_eq!(next_frame(&mut ws).await["status"], "denied");
@@ -788,20 +770,13 @@ async fn a_bare_post_confirms_nothing() {
     let app = spawn_app().await;
     let t = app.create_ticket().await;
     let phone = phone(IPHONE_UA);
-    let html = phone
-        .get(t.body["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = phone.open(t.link()).await;
     let url = app.url(&format!("/m/{}/confirm", t.id));
     // No cookie (another client), with the right CSRF value.
     let r = app
         .client
         .post(&url)
-        .form(&[("csrf", csrf_of(&html).as_str()), ("name", "x")])
+        .form(&[("csrf", page.csrf().as_str()), ("name", "x")])
         .send()
         .await
         .unwrap();
@@ -835,20 +810,10 @@ async fn a_bare_post_confirms_nothing() {
 async fn another_phone_cannot_take_over_a_scanned_ticket() {
     let app = spawn_app().await;
     let t = app.create_ticket().await;
-    let first = phone(IPHONE_UA);
-    first
-        .get(t.body["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let second = phone(IPHONE_UA);
-    let r = second
-        .get(t.body["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
-    assert!(r.text().await.unwrap().contains("another device"));
+    assert_eq!(phone(IPHONE_UA).open(t.link()).await.status, 200);
+    let second = phone(IPHONE_UA).open(t.link()).await;
+    assert_eq!(second.status, 409);
+    assert!(second.html.contains("another device"));
 }
 
 #[tokio::test]
@@ -1170,8 +1135,8 @@ async fn waiting_long_polls_are_capped() {
     assert_eq!(error_of(second).await, (503, "over_capacity".into()));
 }
 
-/// Resolves once `n` long-polls wait in the instance.
-async fn polls_waiting(app: &TestApp, n: usize) {
+/// Resolves once `n` long-polls wait in the instance (within 5 s).
+pub(crate) async fn polls_waiting(app: &TestApp, n: usize) {
     for _ in 0..500 {
         if app.state.limits.waiting.in_use().1 == n {
             return;

@@ -274,10 +274,9 @@ async fn scan_and_confirm(page: &Page, app: &TestApp) -> String {
         code.starts_with(&app.url("/m/")),
         "the product page shows the service's code: {code}"
     );
-    let ticket = code.rsplit('/').next().unwrap();
     let phone = phone(IPHONE_UA);
-    let confirm_page = phone.get(&code).send().await.unwrap().text().await.unwrap();
-    let r = app.tap_confirm(&phone, ticket, &confirm_page).await;
+    let confirm_page = phone.open(&code).await;
+    let r = phone.confirm(&confirm_page).await;
     assert_eq!(r.status(), 200, "the phone confirms");
     code
 }

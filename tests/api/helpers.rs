@@ -20,9 +20,20 @@ pub const JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-0123";
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Settings every test starts from: port 0, a fixed API key and JWT secret.
+/// Settings every test starts from: the embedded defaults, port 0, a fixed
+/// API key and JWT secret. The caller's `QRLOGIN_*` variables are not read:
+/// a `QRLOGIN_REDIS_URL` in the shell would otherwise move the whole suite
+/// onto that Redis, a `QRLOGIN_TICKET_TTL` change what every test measures.
+/// Tests that want Redis start their own server and say so in `spawn_app_with`.
 pub fn test_settings() -> Args {
-    let mut s = Args::from_env().expect("settings");
+    use clap::{CommandFactory, FromArgMatches};
+    let command = qrlogin::config::Cli::command().mut_args(|arg| arg.env(None::<&'static str>));
+    let matches = command
+        .try_get_matches_from(["qrlogin"])
+        .expect("the defaults parse");
+    let mut s = qrlogin::config::Cli::from_arg_matches(&matches)
+        .expect("the defaults parse")
+        .args;
     s.bind = "127.0.0.1:0".parse().unwrap();
     s.api_key = Some(API_KEY.into());
     s.jwt_secret = Some(JWT_SECRET.into());
@@ -80,6 +91,13 @@ pub struct Ticket {
     pub id: String,
     pub secret: String,
     pub body: Value,
+}
+
+impl Ticket {
+    /// What its QR holds: the link a phone opens.
+    pub fn link(&self) -> &str {
+        self.body["qr_content"].as_str().unwrap()
+    }
 }
 
 impl TestApp {
@@ -165,7 +183,8 @@ impl TestApp {
             .expect("ws connects")
     }
 
-    /// The phone taps Confirm on the confirm `page` it was shown for `ticket`.
+    /// The phone taps Confirm on the confirm `page` it was shown for
+    /// `ticket`, sent to this instance (the page may come from another).
     pub async fn tap_confirm(
         &self,
         phone: &reqwest::Client,
@@ -241,14 +260,107 @@ pub async fn error_of(r: reqwest::Response) -> (u16, String) {
     )
 }
 
-/// A phone: an HTTP client with a cookie jar and a phone User-Agent.
-pub fn phone(user_agent: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .user_agent(user_agent)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+/// A phone with a cookie jar and `user_agent`.
+pub fn phone(user_agent: &str) -> Phone {
+    Phone(
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .user_agent(user_agent)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    )
+}
+
+/// A phone: an HTTP client (its cookie is who it is) that opens links and
+/// taps the buttons of the page it was shown. It is a `reqwest::Client`
+/// too, for the tests that take a step by hand.
+#[derive(Clone)]
+pub struct Phone(pub reqwest::Client);
+
+impl std::ops::Deref for Phone {
+    type Target = reqwest::Client;
+    fn deref(&self) -> &reqwest::Client {
+        &self.0
+    }
+}
+
+/// A page a phone was shown.
+pub struct PhonePage {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub html: String,
+    /// Where it was shown: its forms' actions are relative to it.
+    pub url: reqwest::Url,
+}
+
+impl PhonePage {
+    /// The CSRF token of the confirm page's forms.
+    pub fn csrf(&self) -> String {
+        csrf_of(&self.html)
+    }
+
+    /// The absolute URL the page's `class` form (`confirm`, `deny`) posts to.
+    pub fn action(&self, class: &str) -> String {
+        let tag = self
+            .html
+            .split("<form ")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('>').unwrap()])
+            .find(|tag| tag.contains(&format!("class=\"{class}\"")))
+            .unwrap_or_else(|| panic!("a {class} form on the page: {}", self.html));
+        let action = tag.split("action=\"").nth(1).expect("an action");
+        let action = action[..action.find('"').unwrap()]
+            .replace("&#x2f;", "/")
+            .replace("&amp;", "&");
+        self.url.join(&action).unwrap().to_string()
+    }
+}
+
+impl Phone {
+    /// Open `link` (a QR's content, a one-time link, a callback).
+    pub async fn open(&self, link: &str) -> PhonePage {
+        let r = self.get(link).send().await.unwrap();
+        PhonePage {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            url: r.url().clone(),
+            html: r.text().await.unwrap(),
+        }
+    }
+
+    /// Post `form` to the action of `page`'s `class` form, as this phone.
+    pub async fn submit(
+        &self,
+        page: &PhonePage,
+        class: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.post(page.action(class))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Tap Confirm on `page` (which may have been shown to another phone).
+    pub async fn confirm(&self, page: &PhonePage) -> reqwest::Response {
+        self.submit(page, "confirm", &[("csrf", page.csrf().as_str())])
+            .await
+    }
+
+    /// Type `name` into the page's name field, then tap Confirm.
+    pub async fn confirm_as(&self, page: &PhonePage, name: &str) -> reqwest::Response {
+        let csrf = page.csrf();
+        self.submit(page, "confirm", &[("csrf", csrf.as_str()), ("name", name)])
+            .await
+    }
+
+    /// Tap Deny on `page`.
+    pub async fn deny(&self, page: &PhonePage) -> reqwest::Response {
+        self.submit(page, "deny", &[("csrf", page.csrf().as_str())])
+            .await
+    }
 }
 
 pub const IPHONE_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";

@@ -165,21 +165,9 @@ async fn ticket_for(app: &TestApp, request: &str) -> Ticket {
 /// The dev phone scans and confirms as `name`.
 async fn phone_confirms(app: &TestApp, t: &Ticket, name: &str) {
     let phone = phone(IPHONE_UA);
-    let html = phone
-        .get(t.body["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = phone
-        .post(app.url(&format!("/m/{}/confirm", t.id)))
-        .form(&[("csrf", csrf_of(&html).as_str()), ("name", name)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let page = phone.open(t.link()).await;
+    assert_eq!(phone.confirm_as(&page, name).await.status(), 200);
+    assert_eq!(status_of(app, &t.id).await, "confirmed");
 }
 
 /// What the page's script asks once the ticket is final.
@@ -730,20 +718,8 @@ async fn a_deny_on_the_phone_sends_access_denied() {
     let request = open_login_page(&app, &spa_request(&challenge, &[])).await;
     let t = ticket_for(&app, &request).await;
     let phone = phone(IPHONE_UA);
-    let html = phone
-        .get(t.body["qr_content"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    phone
-        .post(app.url(&format!("/m/{}/deny", t.id)))
-        .form(&[("csrf", csrf_of(&html))])
-        .send()
-        .await
-        .unwrap();
+    let page = phone.open(t.link()).await;
+    assert_eq!(phone.deny(&page).await.status(), 200);
     let r = complete(&app, &request, &t.id, &t.secret).await;
     assert_eq!(r.status(), 200);
     let to = r.json::<Value>().await.unwrap()["redirect_to"]

@@ -11,8 +11,8 @@ use crate::wechat_mp::{deliver, link_in, now, openid};
 use crate::wechat_oauth::{authorize_in_wechat, location, open};
 
 /// Every `Set-Cookie` of a response, whole.
-fn cookies_set_by(r: &reqwest::Response) -> Vec<String> {
-    r.headers()
+fn cookies_set_by(headers: &reqwest::header::HeaderMap) -> Vec<String> {
+    headers
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
@@ -27,15 +27,17 @@ fn value_of(set_cookie: &str) -> String {
 
 /// A client that presents `cookie` as its phone cookie, by hand (as an
 /// attacker who knows a value would).
-fn phone_with_cookie(cookie: &str) -> reqwest::Client {
+fn phone_with_cookie(cookie: &str) -> Phone {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("cookie", cookie.parse().unwrap());
-    reqwest::Client::builder()
-        .user_agent(WECHAT_UA)
-        .default_headers(headers)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    Phone(
+        reqwest::Client::builder()
+            .user_agent(WECHAT_UA)
+            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -67,7 +69,7 @@ async fn a_one_time_link_never_becomes_the_phone_cookie_nor_gives_confirm_power(
     let victim = phone(WECHAT_UA);
     let r = victim.get(&link).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let set = cookies_set_by(&r);
+    let set = cookies_set_by(r.headers());
     assert_eq!(set.len(), 1, "{set:?}");
     assert!(set[0].starts_with("qrl_phone="), "{set:?}");
     assert!(!set[0].contains(&k), "the link's key became the cookie");
@@ -88,9 +90,9 @@ async fn a_one_time_link_never_becomes_the_phone_cookie_nor_gives_confirm_power(
         .create_ticket_with(json!({"provider": "wechat-oauth"}))
         .await;
     let callback = authorize_in_wechat(&victim, &t2).await;
-    let (status, page) = open(&victim, &callback).await;
-    assert_eq!(status, 200);
-    assert!(page.contains("name=\"csrf\""));
+    let page = victim.open(&callback).await;
+    assert_eq!(page.status, 200);
+    assert!(page.html.contains("name=\"csrf\""));
     assert_eq!(status_of(&app, &t2.id).await, "scanned");
 
     // Holding `k` gets the attacker no confirm page and no confirm.
@@ -101,12 +103,12 @@ async fn a_one_time_link_never_becomes_the_phone_cookie_nor_gives_confirm_power(
         .unwrap();
     assert_eq!(r.status(), 409);
     assert!(!r.text().await.unwrap().contains("name=\"csrf\""));
-    let r = app.tap_confirm(&attacker, &t2.id, &page).await;
+    let r = attacker.confirm(&page).await;
     assert_eq!(r.status(), 403);
     assert_eq!(status_of(&app, &t2.id).await, "scanned");
 
     // The victim's own phone still confirms its ticket.
-    assert_eq!(app.tap_confirm(&victim, &t2.id, &page).await.status(), 200);
+    assert_eq!(victim.confirm(&page).await.status(), 200);
     assert_eq!(status_of(&app, &t2.id).await, "confirmed");
 }
 
@@ -117,15 +119,11 @@ async fn over_https_the_phone_cookie_is_host_prefixed() {
     })
     .await;
     let t = app.create_ticket().await;
-    let r = app
-        .client
-        .get(app.url(&format!("/m/{}", t.id)))
-        .header("user-agent", WECHAT_UA)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let set = cookies_set_by(&r);
+    let page = phone(WECHAT_UA)
+        .open(&app.url(&format!("/m/{}", t.id)))
+        .await;
+    assert_eq!(page.status, 200);
+    let set = cookies_set_by(&page.headers);
     assert_eq!(set.len(), 1, "{set:?}");
     let attrs: Vec<&str> = set[0].split(';').map(str::trim).collect();
     assert!(attrs[0].starts_with("__Host-qrl_phone="), "{set:?}");
@@ -138,15 +136,14 @@ async fn over_https_the_phone_cookie_is_host_prefixed() {
         "{set:?}"
     );
     let value = value_of(&set[0]);
-    let page = r.text().await.unwrap();
 
     // The same value under the unprefixed name (which a sibling host could
     // plant) is not this phone.
     let planted = phone_with_cookie(&format!("qrl_phone={value}"));
-    assert_eq!(app.tap_confirm(&planted, &t.id, &page).await.status(), 403);
+    assert_eq!(planted.confirm(&page).await.status(), 403);
     assert_eq!(status_of(&app, &t.id).await, "scanned");
     let real = phone_with_cookie(&format!("__Host-qrl_phone={value}"));
-    assert_eq!(app.tap_confirm(&real, &t.id, &page).await.status(), 200);
+    assert_eq!(real.confirm(&page).await.status(), 200);
     assert_eq!(status_of(&app, &t.id).await, "confirmed");
 }
 

@@ -12,7 +12,7 @@ use qrlogin::store::conformance::find_jws;
 use qrlogin::token::seal::{BrowserKey, Opener};
 use serde_json::{Value, json};
 
-use crate::core::poll;
+use crate::core::{poll, polls_waiting};
 use crate::helpers::*;
 use crate::redis::{instance, instances};
 use crate::redis_server::RedisServer;
@@ -82,7 +82,7 @@ async fn a_sealed_long_poll_gets_the_jwe_when_the_phone_confirms() {
     let t = app.create_ticket_with(json!({ "seal": public })).await;
     let waiting = poll(&app, &t, json!({ "status": "pending" }), 10);
     let confirming = async {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        polls_waiting(&app, 1).await;
         app.confirm(&t.id, "u2").await
     };
     let (answer, confirmed) = tokio::join!(waiting, confirming);

@@ -252,11 +252,13 @@ async fn a_scan_event_scans_and_the_one_time_link_confirms() {
     assert_eq!(next_frame(&mut ws).await["status"], "scanned");
 
     let phone = phone(WECHAT_UA);
-    let r = phone.get(&link).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let page = r.text().await.unwrap();
-    assert!(page.contains("127.0.0.1"), "names the computer that asked");
-    let r = app.tap_confirm(&phone, &t.id, &page).await;
+    let page = phone.open(&link).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.html.contains("127.0.0.1"),
+        "names the computer that asked"
+    );
+    let r = phone.confirm(&page).await;
     assert_eq!(r.status(), 200);
     let confirmed = next_frame(&mut ws).await;
     assert_eq!(confirmed["status"], "confirmed");
@@ -321,13 +323,8 @@ async fn a_subscribe_event_in_safe_mode_gets_an_encrypted_signed_reply() {
 
     // Deny from the link.
     let phone = phone(WECHAT_UA);
-    let page = phone.get(&link).send().await.unwrap().text().await.unwrap();
-    let r = phone
-        .post(app.url(&format!("/m/{}/deny", t.id)))
-        .form(&[("csrf", csrf_of(&page))])
-        .send()
-        .await
-        .unwrap();
+    let page = phone.open(&link).await;
+    let r = phone.deny(&page).await;
     assert_eq!(r.status(), 200);
     assert_eq!(next_frame(&mut ws).await["status"], "denied");
 }
@@ -552,22 +549,21 @@ async fn a_used_link_from_another_phone_asks_to_scan_again() {
     let link = link_in(&reply, &openid);
 
     let first = phone(WECHAT_UA);
-    let r = first.get(&link).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    let page = first.open(&link).await;
+    assert_eq!(page.status, 200);
     assert!(
-        r.headers()["set-cookie"]
+        page.headers["set-cookie"]
             .to_str()
             .unwrap()
             .starts_with("qrl_phone=")
     );
-    let page = r.text().await.unwrap();
-    assert!(page.contains("name=\"csrf\""));
+    assert!(page.html.contains("name=\"csrf\""));
 
     // The link forwarded to someone else is spent.
     let second = phone(WECHAT_UA);
-    let r = second.get(&link).send().await.unwrap();
-    assert_eq!(r.status(), 400);
-    let page2 = r.text().await.unwrap();
+    let page2 = second.open(&link).await;
+    assert_eq!(page2.status, 400);
+    let page2 = page2.html;
     assert!(!page2.contains("name=\"csrf\""), "no confirm page: {page2}");
     // A made-up key too.
     let forged = format!(
@@ -577,10 +573,9 @@ async fn a_used_link_from_another_phone_asks_to_scan_again() {
     assert_eq!(second.get(&forged).send().await.unwrap().status(), 400);
 
     // The phone that opened it can come back.
-    let r = first.get(&link).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let page = r.text().await.unwrap();
-    let r = app.tap_confirm(&first, &t.id, &page).await;
+    let page = first.open(&link).await;
+    assert_eq!(page.status, 200);
+    let r = first.confirm(&page).await;
     assert_eq!(r.status(), 200);
     assert_eq!(status_of(&app, &t.id).await, "confirmed");
     // After the end the link shows the outcome, not a confirm page.
@@ -667,8 +662,7 @@ async fn over_redis_instances_share_one_token_and_one_reply_per_push() {
     let link = link_in(&first.1, &openid);
     assert!(link.starts_with(&b.address), "{link}");
     let phone = phone(WECHAT_UA);
-    let page = phone.get(&link).send().await.unwrap().text().await.unwrap();
-    let r = b.tap_confirm(&phone, &t.id, &page).await;
+    let r = phone.confirm(&phone.open(&link).await).await;
     assert_eq!(r.status(), 200);
     assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
 }

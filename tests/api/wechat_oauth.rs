@@ -146,11 +146,12 @@ async fn a_wechat_login_scans_confirms_and_pushes_a_wechat_token() {
     let phone = phone(WECHAT_UA);
     let callback = authorize_in_wechat(&phone, &t).await;
     assert!(callback.starts_with(&format!("{}/wechat/oauth/callback?code=", app.address)));
-    let (status, page) = open(&phone, &callback).await;
-    assert_eq!(status, 200, "{page}");
-    assert!(page.contains("name=\"csrf\""), "the confirm page: {page}");
-    assert!(page.contains("127.0.0.1"), "names the computer that asked");
-    assert_clean(&page, &param(&callback, "code").unwrap());
+    let page = phone.open(&callback).await;
+    let html = &page.html;
+    assert_eq!(page.status, 200, "{html}");
+    assert!(html.contains("name=\"csrf\""), "the confirm page: {html}");
+    assert!(html.contains("127.0.0.1"), "names the computer that asked");
+    assert_clean(html, &param(&callback, "code").unwrap());
 
     let user = User::default();
     let scanned = next_frame(&mut ws).await;
@@ -158,7 +159,7 @@ async fn a_wechat_login_scans_confirms_and_pushes_a_wechat_token() {
     assert_eq!(scanned["user"]["nickname"], user.nickname.as_str());
     assert_eq!(scanned["user"]["avatar"], user.headimgurl.as_str());
 
-    let r = app.tap_confirm(&phone, &t.id, &page).await;
+    let r = phone.confirm(&page).await;
     assert_eq!(r.status(), 200);
     let confirmed = next_frame(&mut ws).await;
     assert_eq!(confirmed["status"], "confirmed");
@@ -180,10 +181,10 @@ async fn without_a_unionid_or_when_asked_sub_is_the_openid() {
     let t = app.create_ticket().await;
     let phone = phone(WECHAT_UA);
     let callback = authorize_in_wechat(&phone, &t).await;
-    let (_, page) = open(&phone, &callback).await;
+    let page = phone.open(&callback).await;
     let mut ws = app.ws(&t).await;
     next_frame(&mut ws).await;
-    app.tap_confirm(&phone, &t.id, &page).await;
+    assert_eq!(phone.confirm(&page).await.status(), 200);
     let claims = claims_of(next_frame(&mut ws).await["token"].as_str().unwrap());
     let user = User::default();
     assert_eq!(claims["sub"], user.openid(OA_APP_ID));
@@ -200,10 +201,10 @@ async fn without_a_unionid_or_when_asked_sub_is_the_openid() {
     let t = app.create_ticket().await;
     let phone = crate::helpers::phone(WECHAT_UA);
     let callback = authorize_in_wechat(&phone, &t).await;
-    let (_, page) = open(&phone, &callback).await;
+    let page = phone.open(&callback).await;
     let mut ws = app.ws(&t).await;
     next_frame(&mut ws).await;
-    app.tap_confirm(&phone, &t.id, &page).await;
+    assert_eq!(phone.confirm(&page).await.status(), 200);
     let claims = claims_of(next_frame(&mut ws).await["token"].as_str().unwrap());
     assert_eq!(claims["sub"].as_str().unwrap().len(), 28);
     assert!(claims["sub"].as_str().unwrap().starts_with('o'));
@@ -219,14 +220,14 @@ async fn snsapi_base_logs_in_without_asking_the_profile() {
     let t = app.create_ticket().await;
     let phone = phone(WECHAT_UA);
     let callback = authorize_in_wechat(&phone, &t).await;
-    let (status, page) = open(&phone, &callback).await;
-    assert_eq!(status, 200, "{page}");
+    let page = phone.open(&callback).await;
+    assert_eq!(page.status, 200, "{}", page.html);
     assert_eq!(fake.hits(USERINFO_PATH), 0);
     let mut ws = app.ws(&t).await;
     let scanned = next_frame(&mut ws).await;
     assert_eq!(scanned["status"], "scanned");
     assert!(scanned.get("user").is_none_or(Value::is_null));
-    app.tap_confirm(&phone, &t.id, &page).await;
+    assert_eq!(phone.confirm(&page).await.status(), 200);
     let claims = claims_of(next_frame(&mut ws).await["token"].as_str().unwrap());
     assert_eq!(claims["sub"], User::default().openid(OA_APP_ID));
 }
@@ -415,13 +416,13 @@ async fn a_replayed_callback_never_scans_or_confirms_twice() {
     let t = app.create_ticket().await;
     let phone = phone(WECHAT_UA);
     let callback = authorize_in_wechat(&phone, &t).await;
-    let (_, page) = open(&phone, &callback).await;
+    let page = phone.open(&callback).await;
 
     // Another phone replaying the URL (a leaked link) gets nothing.
     let thief = crate::helpers::phone(WECHAT_UA);
     let (status, page2) = open(&thief, &callback).await;
     assert_eq!(status, 409, "{page2}");
-    let r = app.tap_confirm(&thief, &t.id, &page).await;
+    let r = thief.confirm(&page).await;
     assert_eq!(r.status(), 403, "another phone's csrf is useless");
 
     // The same phone reloading sees its confirm page again, from the
@@ -437,7 +438,7 @@ async fn a_replayed_callback_never_scans_or_confirms_twice() {
 
     let mut ws = app.ws(&t).await;
     next_frame(&mut ws).await;
-    app.tap_confirm(&phone, &t.id, &page).await;
+    assert_eq!(phone.confirm(&page).await.status(), 200);
     let token = next_frame(&mut ws).await["token"]
         .as_str()
         .unwrap()
@@ -525,8 +526,8 @@ async fn wechat_logins_log_no_code_secret_or_access_token() {
     let t = app.create_ticket().await;
     let phone = phone(WECHAT_UA);
     let callback = authorize_in_wechat(&phone, &t).await;
-    let (_, page) = open(&phone, &callback).await;
-    app.tap_confirm(&phone, &t.id, &page).await;
+    let page = phone.open(&callback).await;
+    assert_eq!(phone.confirm(&page).await.status(), 200);
     // A website login.
     let w = app
         .create_ticket_with(json!({ "provider": "wechat-web" }))
