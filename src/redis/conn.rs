@@ -14,9 +14,9 @@
 //! - each lane has a bounded number of commands in flight, and a command
 //!   waits at most `SLOT_WAIT` for a slot before failing (503): a command
 //!   that gives up while waiting was never sent and costs Redis nothing;
-//! - a timeout is not a lost connection (it is retried by nobody here, and
-//!   does not make Sentinel look for another master unless nothing at all
-//!   answered for a while);
+//! - a timeout is not a lost connection (it is not sent again);
+//! - a connection attempt runs on a task of its own, so the request that
+//!   started it giving up does not cancel it (see `connect`);
 //! - after a failed connection attempt, commands fail at once for
 //!   `CONNECT_PAUSE` instead of each making (and waiting for) an attempt of
 //!   its own.
@@ -52,10 +52,6 @@ const SWEEP_SLOTS: usize = 4;
 const SLOT_WAIT: Duration = Duration::from_secs(1);
 /// After a failed connection attempt, commands fail at once this long.
 const CONNECT_PAUSE: Duration = Duration::from_millis(250);
-/// With Sentinel, a lane on which nothing succeeded for this long while its
-/// commands time out is taken for a master that stopped answering without
-/// closing (a partition): the next command asks the sentinels again.
-const SILENT_MASTER: Duration = Duration::from_secs(6);
 
 /// After a `WAIT` that came back with too few replicas, transitions skip
 /// the wait for this long. `WAIT` blocks the whole connection it runs on,
@@ -146,15 +142,13 @@ struct Line {
     conn: std::sync::Mutex<Option<(u64, Conn)>>,
     /// Connections made so far (numbers the next one).
     made: AtomicU64,
-    /// One connection attempt at a time.
-    connecting: tokio::sync::Mutex<()>,
+    /// One connection attempt at a time (held by the attempt's task).
+    connecting: Arc<tokio::sync::Mutex<()>>,
     /// Commands in flight.
     slots: Semaphore,
     /// No new connection attempt before this (ms, `now_ms`): the last one
     /// failed.
     retry_at: AtomicU64,
-    /// When a command last succeeded (ms, `now_ms`).
-    last_ok: AtomicU64,
 }
 
 impl Line {
@@ -162,10 +156,9 @@ impl Line {
         Self {
             conn: std::sync::Mutex::new(None),
             made: AtomicU64::new(0),
-            connecting: tokio::sync::Mutex::new(()),
+            connecting: Arc::new(tokio::sync::Mutex::new(())),
             slots: Semaphore::new(slots),
             retry_at: AtomicU64::new(0),
-            last_ok: AtomicU64::new(now_ms()),
         }
     }
 
@@ -404,7 +397,16 @@ impl Redis {
     /// is recent (`CONNECT_PAUSE`). A failure is counted as
     /// `qrlogin_redis_errors_total{op="connect"}` (besides the operation
     /// that needed the connection).
-    async fn connect(&self, line: &Line) -> RedisResult<(u64, Conn)> {
+    ///
+    /// The attempt runs on a task of its own, holding the lock, and is
+    /// bounded by its own timeout: the request that started it may give up
+    /// (its `OP_TIMEOUT`) without cancelling it. Cancelled with its request,
+    /// an attempt made under a storm of requests — each with little of its
+    /// time left after queueing for the lock — would rarely finish, and no
+    /// request would get a connection for as long as the storm lasted: the
+    /// Sentinel soak's timeouts after a failover.
+    async fn connect(&self, lane: Lane) -> RedisResult<(u64, Conn)> {
+        let line = self.line(lane);
         if let Some(conn) = line.cached() {
             return Ok(conn);
         }
@@ -419,27 +421,44 @@ impl Redis {
         if line.paused() {
             return not_yet();
         }
-        let _one = line.connecting.lock().await;
+        let one = line.connecting.clone().lock_owned().await;
         if let Some(conn) = line.cached() {
             return Ok(conn);
         }
         if line.paused() {
             return not_yet();
         }
-        match self.open_conn().await {
-            Ok(conn) => {
-                let number = line.made.fetch_add(1, Ordering::AcqRel) + 1;
-                *line.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some((number, conn.clone()));
-                Ok((number, conn))
+        let this = self.clone();
+        let attempt = tokio::spawn(async move {
+            let _one = one;
+            let line = this.line(lane);
+            let made = match tokio::time::timeout(OP_TIMEOUT, this.open_conn()).await {
+                Ok(made) => made,
+                Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connection attempt timed out",
+                ))),
+            };
+            match made {
+                Ok(conn) => {
+                    let number = line.made.fetch_add(1, Ordering::AcqRel) + 1;
+                    *line.conn.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((number, conn.clone()));
+                    Ok((number, conn))
+                }
+                Err(e) => {
+                    line.retry_at.store(
+                        now_ms() + CONNECT_PAUSE.as_millis() as u64,
+                        Ordering::Release,
+                    );
+                    count_error("connect");
+                    Err(e)
+                }
             }
-            Err(e) => {
-                line.retry_at.store(
-                    now_ms() + CONNECT_PAUSE.as_millis() as u64,
-                    Ordering::Release,
-                );
-                count_error("connect");
-                Err(e)
-            }
+        });
+        match attempt.await {
+            Ok(made) => made,
+            Err(_) => not_yet(),
         }
     }
 
@@ -467,36 +486,26 @@ impl Redis {
             let Ok(Ok(_slot)) = tokio::time::timeout(SLOT_WAIT, line.slots.acquire()).await else {
                 return Err(Failure::Busy);
             };
-            let (number, conn) = self.connect(line).await?;
+            let (number, conn) = self.connect(lane).await?;
             match call(conn).await {
                 Err(e) if self.stale(&e) => {
                     if self.is_sentinel() {
                         line.forget(number);
                     }
-                    Ok(call(self.connect(line).await?.1).await?)
+                    Ok(call(self.connect(lane).await?.1).await?)
                 }
                 done => Ok(done?),
             }
         };
-        let cause = match tokio::time::timeout(OP_TIMEOUT, attempt).await {
-            Ok(Ok(v)) => {
-                line.last_ok.store(now_ms(), Ordering::Release);
-                return Ok(v);
-            }
+        match tokio::time::timeout(OP_TIMEOUT, attempt).await {
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(Failure::Busy)) => {
                 metrics::counter!("qrlogin_redis_busy_total").increment(1);
-                return Err(failed(op, "busy (too many commands in flight)"));
+                Err(failed(op, "busy (too many commands in flight)"))
             }
-            Ok(Err(Failure::Redis(e))) if !e.is_timeout() => return Err(failed(op, e)),
-            Ok(Err(Failure::Redis(_))) | Err(_) => "timed out",
-        };
-        let silent = now_ms().saturating_sub(line.last_ok.load(Ordering::Acquire));
-        if self.is_sentinel() && silent > SILENT_MASTER.as_millis() as u64 {
-            if let Some((number, _)) = line.cached() {
-                line.forget(number);
-            }
+            Ok(Err(Failure::Redis(e))) if !e.is_timeout() => Err(failed(op, e)),
+            Ok(Err(Failure::Redis(_))) | Err(_) => Err(failed(op, "timed out")),
         }
-        Err(failed(op, cause))
     }
 
     /// Run `cmd` on the request lane, retried once after a lost connection
