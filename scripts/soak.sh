@@ -194,6 +194,30 @@ two_instances() {
     SERVERS=(--server "127.0.0.1:$pa" --server "127.0.0.1:$pb")
 }
 
+# sample RUN REDIS_PORT…: every second, the commands each Redis data node
+# has run so far (INFO commandstats: calls per command) and the instances'
+# Redis counters and open sockets, appended to $OUT/RUN-samples.txt — what
+# shows where the load goes after a fault. Runs until killed (SAMPLER).
+# SAMPLE_CLI: extra redis-cli arguments (TLS).
+sample() {
+    local run=$1
+    shift
+    while true; do
+        local t p
+        t=$(date +%s)
+        for p in "$@"; do
+            echo "$t redis $p $(redis-cli "${SAMPLE_CLI[@]}" -p "$p" info commandstats 2>/dev/null |
+                tr -d '\r' | sed -n 's/^cmdstat_\([a-z|]*\):calls=\([0-9]*\).*/\1=\2/p' | tr '\n' ' ')"
+        done
+        for p in $pa $pb; do
+            echo "$t qrlogin $p $(curl -s -m 1 "http://127.0.0.1:$p/metrics" |
+                grep -E '^qrlogin_(redis_[a-z_]+_total|sockets_open)' | sed 's/ /=/' | tr '\n' ' ')"
+        done
+        sleep 1
+    done >>"$OUT/$run-samples.txt" 2>/dev/null
+}
+SAMPLE_CLI=()
+
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 declare -A R # results for the table
@@ -358,6 +382,8 @@ if [[ -z "${SKIP_SENTINEL:-}" ]]; then
     soak sentinel "$DURATION" "$SOCKETS" "${SERVERS[@]}" \
         --server-pid-file "$OUT/sentinel-a.pid" --server-pid-file "$OUT/sentinel-b.pid" \
         --fault-file "$OUT/sentinel-faults.txt"
+    sample sentinel "$m1" "$m2" &
+    SAMPLER=$!
     sleep $((DURATION * 40 / 100))
     echo "== sentinel: killing the master (port $m1)"
     R[sentinel_kill_at]=$(date -u +%T)
@@ -376,6 +402,7 @@ if [[ -z "${SKIP_SENTINEL:-}" ]]; then
     start_data n1 "$m1" --replicaof 127.0.0.1 "$m2"
     R[sentinel_ok]=pass
     wait_gens sentinel || R[sentinel_ok]=FAIL
+    kill "$SAMPLER" 2>/dev/null || true
     sleep 5
     read -r R[sa_rss2] R[sa_fd2] < <(proc sentinel-a)
     R[sentinel_panics]=$(panics "$OUT/sentinel-a.log" "$OUT/sentinel-b.log")
@@ -421,6 +448,9 @@ if [[ -z "${SKIP_TLS:-}" ]]; then
     soak tls "$DURATION" "$SOCKETS" "${SERVERS[@]}" \
         --server-pid-file "$OUT/tls-a.pid" --server-pid-file "$OUT/tls-b.pid" \
         --fault-file "$OUT/tls-faults.txt"
+    SAMPLE_CLI=("${TLS_CLI[@]}")
+    sample tls "$tport" &
+    SAMPLER=$!
     sleep $((DURATION * 50 / 100))
     echo "== tls: restarting Redis (down for $REDIS_DOWN s)"
     R[tls_restart_at]=$(date -u +%T)
@@ -430,6 +460,7 @@ if [[ -z "${SKIP_TLS:-}" ]]; then
     start_tls_redis
     R[tls_ok]=pass
     wait_gens tls || R[tls_ok]=FAIL
+    kill "$SAMPLER" 2>/dev/null || true
     sleep 5
     read -r R[ta_rss2] R[ta_fd2] < <(proc tls-a)
     R[tls_panics]=$(panics "$OUT/tls-a.log" "$OUT/tls-b.log")

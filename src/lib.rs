@@ -11,6 +11,7 @@
 //! - [`store`]: where tickets live (`memory`, `redis`) behind one trait.
 //! - [`hub`]: wakes the waiters of a ticket after a change; the store holds
 //!   the truth, the hub only wakes.
+//! - [`redis`]: the connection to Redis the Redis store and hub share.
 //! - [`engine`]: store + hub + token signing: every change in one place.
 //! - [`token`]: JWT signing, verification and JWKS.
 //! - [`qr`]: PNG and SVG images of a ticket's QR content.
@@ -28,6 +29,7 @@ pub mod ip;
 pub mod oidc;
 pub mod providers;
 pub mod qr;
+pub mod redis;
 pub mod store;
 pub mod templates;
 pub mod ticket;

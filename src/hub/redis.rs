@@ -1,67 +1,63 @@
 //! The hub across instances: a change anywhere wakes this instance's
 //! waiters of that ticket, over Redis pub/sub.
 //!
-//! Each instance holds ONE subscription, to one channel (`P:changes`), whose
-//! messages are ticket ids. A message wakes only that ticket's local waiters
-//! (usually none: an instance hears every change but acts on its own
-//! sockets); the waiters then re-read the store, which is the truth.
+//! Each instance holds ONE subscription (`crate::redis::Subscription`), to
+//! one channel (`P:changes`), whose messages are ticket ids. A message wakes
+//! only that ticket's local waiters (usually none: an instance hears every
+//! change but acts on its own sockets); the waiters then re-read the store,
+//! which is the truth.
 //!
-//! Pub/sub is at-most-once: while the subscription is down, messages are
-//! lost. So after every (re)subscription all locally watched tickets are
-//! woken and re-read — a change made while it was down is still delivered.
-//! The subscription is checked with a `PING` every few seconds, so a silent
-//! network failure is noticed too, and it reconnects by itself with capped
-//! exponential backoff (`qrlogin_redis_reconnects_total`,
-//! `qrlogin_redis_errors_total{op="subscribe"}`).
+//! Pub/sub is at-most-once, so two things make up for lost messages:
+//! - While the subscription is down, the watched tickets are re-read about
+//!   once a second, and once it is back they are re-read once more (the
+//!   catch-up): a change made meanwhile still reaches its browser. These
+//!   reads are batched (`MGET`, on a connection of their own) and wake only
+//!   the waiters whose ticket changed since the previous read. Before, every
+//!   waiter re-read its own ticket each second: with 10,000 sockets per
+//!   instance that was 10,000 reads a second added to the retry storm of a
+//!   failover, on the connection the requests needed.
+//! - A publish that fails (this instance's connection broke, or timed out,
+//!   while the other instances' subscriptions were fine) is retried in the
+//!   background until it goes through: otherwise the other instances would
+//!   never hear of that change and its browser would wait until its ticket
+//!   expired (the late pushes after a Redis restart in docs/redis.md).
 //!
 //! `live()` says whether the subscription is up right now: `/readyz`
 //! answers 200 only then, so an instance that reports ready also hears
-//! other instances' pushes. The backoff is capped low (`MAX_BACKOFF`) so
-//! that, once Redis is back, readiness returns within about a second.
-//!
-//! Sentinel: the subscription goes to the master the sentinels name at
-//! each (re)connection; a failover breaks it, and the next attempt finds
-//! the new master. A publish on a master reaches subscribers on its
-//! replicas too.
-//!
-//! Redis Cluster: classic `PUBLISH`/`SUBSCRIBE` is broadcast to every node
-//! over the cluster bus, so a publish through any node reaches a subscriber
-//! on any other; the subscription goes to the first configured node that
-//! answers. One channel per deployment keeps that at one subscription per
-//! instance (sharded pub/sub would need one per shard). Login traffic is
-//! small enough that the broadcast costs nothing worth a shard-aware design.
+//! other instances' pushes.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use rand::Rng;
-use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::{Notify, watch};
 
 use super::{Hub, Waiter, Waiters};
-use crate::store::redis::{Redis, count_error};
+use crate::redis::subscription::State;
+use crate::redis::{Lane, Redis, Subscription, ticket_key};
 use crate::ticket::TicketId;
 
-/// How often an idle subscription proves it is alive.
-const PING_EVERY: Duration = Duration::from_secs(5);
-/// Longest a connect, subscribe or ping may take.
-const STEP_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often local waiters re-read the store while the subscription is down.
+/// How often watched tickets are re-read while the subscription is down.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// Low enough that readiness (and pushes) come back within about a second
-/// of Redis; a retry costs one connection attempt.
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Keys per `MGET`.
+const SWEEP_BATCH: usize = 500;
+/// Failed publishes kept for retrying; past this (an outage of this size
+/// leaves the other instances deaf too, and their catch-up covers it)
+/// further ones are dropped.
+const MAX_UNSENT: usize = 100_000;
+const REPUBLISH_MIN_BACKOFF: Duration = Duration::from_millis(50);
+const REPUBLISH_MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 pub struct RedisHub {
     waiters: Arc<Waiters>,
     redis: Redis,
     channel: String,
-    /// Whether the subscription is up (see `live`).
-    subscribed: Arc<AtomicBool>,
-    listener: tokio::task::AbortHandle,
+    subscription: Subscription,
+    unsent: Arc<Unsent>,
+    tasks: [tokio::task::AbortHandle; 2],
 }
 
 impl RedisHub {
@@ -70,26 +66,40 @@ impl RedisHub {
     pub fn start(redis: Redis, prefix: &str) -> Self {
         let waiters = Arc::new(Waiters::default());
         let channel = format!("{prefix}:changes");
-        let subscribed = Arc::new(AtomicBool::new(false));
-        let listener = tokio::spawn(listen(
-            redis.clone(),
-            channel.clone(),
-            waiters.clone(),
-            subscribed.clone(),
-        ));
+        let heard = waiters.clone();
+        let subscription = Subscription::start(redis.clone(), channel.clone(), move |payload| {
+            let id = std::str::from_utf8(payload)
+                .ok()
+                .and_then(|p| p.parse::<TicketId>().ok());
+            if let Some(id) = id {
+                heard.wake(&id);
+            }
+        });
+        let sweeper = Sweeper {
+            redis: redis.clone(),
+            prefix: prefix.to_owned(),
+            waiters: waiters.clone(),
+            seen: HashMap::new(),
+        };
+        let sweeps = tokio::spawn(sweeper.run(subscription.state()));
+        let unsent = Arc::new(Unsent::default());
+        let republish = tokio::spawn(republish(redis.clone(), channel.clone(), unsent.clone()));
         Self {
             waiters,
             redis,
             channel,
-            subscribed,
-            listener: listener.abort_handle(),
+            subscription,
+            unsent,
+            tasks: [sweeps.abort_handle(), republish.abort_handle()],
         }
     }
 }
 
 impl Drop for RedisHub {
     fn drop(&mut self) {
-        self.listener.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -103,9 +113,8 @@ impl Hub for RedisHub {
         // Local waiters need not wait for the round trip.
         self.waiters.wake(id);
         if let Err(e) = self.redis.publish(&self.channel, id.as_str()).await {
-            // Other instances re-read everything when their subscription
-            // comes back; until then their sockets keep the last state.
-            tracing::warn!(error = %e, ticket = id.short(), "publish failed");
+            tracing::warn!(error = %e, ticket = id.short(), "publish failed; retrying");
+            self.unsent.add(id);
         }
     }
 
@@ -114,94 +123,145 @@ impl Hub for RedisHub {
     }
 
     fn live(&self) -> bool {
-        self.subscribed.load(Ordering::Acquire)
+        self.subscription.live()
     }
 }
 
-/// Subscribe, deliver, and on any failure reconnect with backoff — forever
-/// (until the hub is dropped).
-async fn listen(redis: Redis, channel: String, waiters: Arc<Waiters>, subscribed: Arc<AtomicBool>) {
-    let mut backoff = MIN_BACKOFF;
-    let mut node = 0usize;
-    let mut ever_subscribed = false;
-    let mut last_sweep = tokio::time::Instant::now();
-    loop {
-        let attempt = match redis.pubsub_client(node).await {
-            Ok(client) => subscribe(&client, &channel).await,
-            Err(e) => Err(e),
-        };
-        match attempt {
-            Ok((sink, stream)) => {
-                if ever_subscribed {
-                    metrics::counter!("qrlogin_redis_reconnects_total").increment(1);
-                    tracing::info!("redis subscription restored");
+/// The safety net for lost messages (see the module's comment).
+struct Sweeper {
+    redis: Redis,
+    prefix: String,
+    waiters: Arc<Waiters>,
+    /// A fingerprint of each watched ticket's stored value at the last
+    /// read; emptied after each catch-up, so it only exists while the
+    /// subscription is down.
+    seen: HashMap<TicketId, u64>,
+}
+
+impl Sweeper {
+    /// Follow the subscription's state until the hub is dropped.
+    async fn run(mut self, mut state: watch::Receiver<State>) {
+        let mut caught_up = 0;
+        loop {
+            let now = *state.borrow_and_update();
+            if now.live {
+                if now.epoch != caught_up {
+                    // Anything may have changed before we were listening.
+                    caught_up = now.epoch;
+                    self.read(true).await;
+                    self.seen = HashMap::new();
+                    continue;
                 }
-                ever_subscribed = true;
-                backoff = MIN_BACKOFF;
-                subscribed.store(true, Ordering::Release);
-                // Anything may have changed while we were not listening.
-                waiters.wake_all();
-                let cause = deliver(sink, stream, &waiters).await;
-                subscribed.store(false, Ordering::Release);
-                count_error("subscribe");
-                tracing::warn!(%cause, "redis subscription lost; reconnecting");
+                if state.changed().await.is_err() {
+                    return;
+                }
+                continue;
             }
-            Err(cause) => {
-                count_error("subscribe");
-                tracing::warn!(%cause, "redis subscription failed; retrying");
-                node = node.wrapping_add(1);
-                // The safety net while deaf: local waiters re-read the
-                // store about once a second, so a change another instance
-                // made still arrives.
-                if last_sweep.elapsed() >= SWEEP_EVERY {
-                    waiters.wake_all();
-                    last_sweep = tokio::time::Instant::now();
+            let pause = SWEEP_EVERY.mul_f64(rand::rng().random_range(0.8..1.2));
+            tokio::select! {
+                changed = state.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(pause) => self.read(false).await,
+            }
+        }
+    }
+
+    /// Read every watched ticket, in batches, and wake the waiters of those
+    /// whose value differs from the last read (all of them on the first
+    /// read). A batch that fails wakes its waiters when `catch_up` (they
+    /// read for themselves), and is tried again at the next sweep otherwise.
+    async fn read(&mut self, catch_up: bool) {
+        let ids = self.waiters.watched();
+        let mut seen = HashMap::with_capacity(ids.len());
+        for batch in ids.chunks(SWEEP_BATCH) {
+            let mut mget = redis::cmd("MGET");
+            for id in batch {
+                mget.arg(ticket_key(&self.prefix, id));
+            }
+            match self
+                .redis
+                .query_on::<Vec<Option<Vec<u8>>>>(Lane::Sweeps, "sweep", &mget)
+                .await
+            {
+                Ok(values) if values.len() == batch.len() => {
+                    for (id, value) in batch.iter().zip(values) {
+                        let print = fingerprint(value.as_deref());
+                        if self.seen.get(id) != Some(&print) {
+                            self.waiters.wake(id);
+                        }
+                        seen.insert(id.clone(), print);
+                    }
+                }
+                _ if catch_up => batch.iter().for_each(|id| self.waiters.wake(id)),
+                _ => {
+                    for id in batch {
+                        if let Some(print) = self.seen.get(id) {
+                            seen.insert(id.clone(), *print);
+                        }
+                    }
                 }
             }
         }
-        let jitter = rand::rng().random_range(0.8..1.2);
-        tokio::time::sleep(backoff.mul_f64(jitter)).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        self.seen = seen;
     }
 }
 
-async fn subscribe(
-    client: &redis::Client,
-    channel: &str,
-) -> Result<(PubSubSink, PubSubStream), String> {
-    let steps = async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        Ok::<_, redis::RedisError>(pubsub.split())
-    };
-    match tokio::time::timeout(STEP_TIMEOUT, steps).await {
-        Ok(Ok(pair)) => Ok(pair),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".into()),
+fn fingerprint(value: Option<&[u8]>) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// Ticket ids whose publish failed, to be published again.
+#[derive(Default)]
+struct Unsent {
+    ids: Mutex<HashSet<TicketId>>,
+    added: Notify,
+}
+
+impl Unsent {
+    fn add(&self, id: &TicketId) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if ids.len() < MAX_UNSENT {
+            ids.insert(id.clone());
+        }
+        drop(ids);
+        self.added.notify_one();
+    }
+
+    fn take(&self) -> Vec<TicketId> {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        ids.drain().collect()
     }
 }
 
-/// Wake waiters per message until the subscription breaks; returns why.
-async fn deliver(mut sink: PubSubSink, mut stream: PubSubStream, waiters: &Waiters) -> String {
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await; // the first tick is immediate
+/// Publish the failed publishes again, with backoff, until they go through.
+async fn republish(redis: Redis, channel: String, unsent: Arc<Unsent>) {
+    let mut backoff = REPUBLISH_MIN_BACKOFF;
     loop {
-        tokio::select! {
-            msg = stream.next() => {
-                let Some(msg) = msg else { return "connection closed".into() };
-                let id = msg.get_payload::<String>().ok().and_then(|p| p.parse::<TicketId>().ok());
-                if let Some(id) = id {
-                    waiters.wake(&id);
-                }
+        let mut ids = unsent.take();
+        if ids.is_empty() {
+            unsent.added.notified().await;
+            continue;
+        }
+        while let Some(id) = ids.pop() {
+            if redis.publish(&channel, id.as_str()).await.is_err() {
+                unsent.add(&id);
+                ids.iter().for_each(|id| unsent.add(id));
+                break;
             }
-            _ = ping.tick() => {
-                match tokio::time::timeout(STEP_TIMEOUT, sink.ping::<redis::Value>()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return format!("ping: {e}"),
-                    Err(_) => return "ping timed out".into(),
-                }
-            }
+            metrics::counter!("qrlogin_redis_republished_total").increment(1);
+        }
+        if unsent
+            .ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            backoff = REPUBLISH_MIN_BACKOFF;
+        } else {
+            let jitter = rand::rng().random_range(0.8..1.2);
+            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            backoff = (backoff * 2).min(REPUBLISH_MAX_BACKOFF);
         }
     }
 }

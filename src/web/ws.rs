@@ -278,8 +278,13 @@ async fn session(
                         sent = Some(print);
                     }
                 }
-                // The store is unreachable: keep the socket and look again soon.
-                Err(_) => expires_at = Some(Instant::now() + Duration::from_secs(1)),
+                // The store is unreachable: keep the socket and look again
+                // in about a second, spread so that the sockets an outage
+                // failed together do not retry together.
+                Err(_) => {
+                    let again = Duration::from_millis(rand::rng().random_range(500..1500));
+                    expires_at = Some(Instant::now() + again);
+                }
             }
         }
         let deadline = expires_at.map_or(next_ping, |e| e.min(next_ping));

@@ -20,6 +20,7 @@ mod oidc_rp;
 mod openapi;
 mod phone_binding;
 mod redis;
+mod redis_hub;
 mod redis_server;
 mod redis_store;
 mod sealing;

@@ -3,12 +3,13 @@
 
 use std::sync::OnceLock;
 
-use qrlogin::store::redis::{Redis, RedisStore};
+use qrlogin::redis::Redis;
+use qrlogin::store::redis::RedisStore;
 
 use crate::redis_server::RedisServer;
 
 /// The server all conformance tests share; it dies with the test process.
-fn shared_server() -> Option<&'static RedisServer> {
+pub(crate) fn shared_server() -> Option<&'static RedisServer> {
     static SERVER: OnceLock<Option<RedisServer>> = OnceLock::new();
     SERVER
         .get_or_init(|| {
