@@ -73,354 +73,219 @@ pub enum KeygenAlg {
 /// Every setting as given: one field per variable (and flag), the names
 /// and help operators read. [`Settings::parse`](super::Settings::parse)
 /// turns it into the typed settings a running service uses.
+///
+/// Each setting is named once, by its field: `ws_ping_interval` is the flag
+/// `--ws-ping-interval` and the variable `QRLOGIN_WS_PING_INTERVAL`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(mut_args = qrlogin_env)]
 pub struct Args {
     /// Listen address.
-    #[arg(long = "bind", env = "QRLOGIN_BIND", default_value = "127.0.0.1:8080")]
+    #[arg(long, env, default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
     /// External base URL used in QR contents and redirects (default: http://{bind}).
-    #[arg(long = "public-url", env = "QRLOGIN_PUBLIC_URL")]
+    #[arg(long, env)]
     pub public_url: Option<String>,
     /// `development` or `production`.
-    #[arg(
-        long = "env",
-        env = "QRLOGIN_ENV",
-        value_enum,
-        default_value = "development"
-    )]
+    #[arg(long, env, value_enum, default_value = "development")]
     pub env: Environment,
     /// Comma list of enabled providers; the first is the default for new tickets.
-    #[arg(
-        long = "providers",
-        env = "QRLOGIN_PROVIDERS",
-        value_delimiter = ',',
-        default_value = "dev",
-        value_parser = provider_parser()
-    )]
+    #[arg(long, env, value_delimiter = ',', default_value = "dev", value_parser = provider_parser())]
     pub providers: Vec<Provider>,
     /// Ticket lifetime in seconds.
-    #[arg(long = "ticket-ttl", env = "QRLOGIN_TICKET_TTL", default_value_t = 120,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(long, env, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ticket_ttl: u64,
     /// Key of trusted backends (trusted API off when unset).
-    #[arg(long = "api-key", env = "QRLOGIN_API_KEY", hide_env_values = true)]
+    #[arg(long, env, hide_env_values = true)]
     pub api_key: Option<String>,
     /// The `app` provider's QR content, with `{ticket}` (a universal link or
     /// an app scheme the product's own app opens).
-    #[arg(long = "app-qr-url", env = "QRLOGIN_APP_QR_URL")]
+    #[arg(long, env)]
     pub app_qr_url: Option<String>,
     /// Comma list of Origins allowed for WebSocket and CORS (empty: same origin only).
-    #[arg(
-        long = "allowed-origins",
-        env = "QRLOGIN_ALLOWED_ORIGINS",
-        value_delimiter = ','
-    )]
+    #[arg(long, env, value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
     /// CIDRs whose X-Forwarded-For is believed.
-    #[arg(
-        long = "trusted-proxies",
-        env = "QRLOGIN_TRUSTED_PROXIES",
-        value_delimiter = ','
-    )]
+    #[arg(long, env, value_delimiter = ',')]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// When set, tickets and pushes go through Redis (several instances).
-    #[arg(long = "redis-url", env = "QRLOGIN_REDIS_URL", hide_env_values = true)]
+    #[arg(long, env, hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Prefix of every Redis key and channel, so deployments can share one Redis.
-    #[arg(
-        long = "redis-prefix",
-        env = "QRLOGIN_REDIS_PREFIX",
-        default_value = "qrlogin"
-    )]
+    #[arg(long, env, default_value = "qrlogin")]
     pub redis_prefix: String,
     /// CA certificate(s) (PEM) that sign the Redis servers' certificates, for
     /// a private CA; default: the system's roots. TLS (rediss…) URLs only.
-    #[arg(long = "redis-ca-file", env = "QRLOGIN_REDIS_CA_FILE")]
+    #[arg(long, env)]
     pub redis_ca_file: Option<PathBuf>,
     /// Client certificate chain (PEM) for mutual TLS to Redis.
-    #[arg(
-        long = "redis-client-cert-file",
-        env = "QRLOGIN_REDIS_CLIENT_CERT_FILE"
-    )]
+    #[arg(long, env)]
     pub redis_client_cert_file: Option<PathBuf>,
     /// Private key (PEM) of the client certificate.
-    #[arg(long = "redis-client-key-file", env = "QRLOGIN_REDIS_CLIENT_KEY_FILE")]
+    #[arg(long, env)]
     pub redis_client_key_file: Option<PathBuf>,
     /// After each ticket change, wait for this many replicas to acknowledge
     /// it (`WAIT`), so a confirm answered 200 survives a failover. Default:
     /// 1 with Sentinel, 0 (off) otherwise; not available with Cluster.
-    #[arg(long = "redis-wait-replicas", env = "QRLOGIN_REDIS_WAIT_REPLICAS")]
+    #[arg(long, env)]
     pub redis_wait_replicas: Option<u32>,
     /// The longest that wait lasts, in milliseconds; when it ends without
     /// an acknowledgement the change still succeeds (counted in
     /// `qrlogin_redis_unreplicated_total`).
-    #[arg(
-        long = "redis-wait-timeout-ms",
-        env = "QRLOGIN_REDIS_WAIT_TIMEOUT_MS",
-        default_value_t = 100
-    )]
+    #[arg(long, env, default_value_t = 100)]
     pub redis_wait_timeout_ms: u64,
     /// Folder whose templates override the built-in ones.
-    #[arg(long = "templates-dir", env = "QRLOGIN_TEMPLATES_DIR")]
+    #[arg(long, env)]
     pub templates_dir: Option<PathBuf>,
     /// JWT signing algorithm.
-    #[arg(
-        long = "jwt-alg",
-        env = "QRLOGIN_JWT_ALG",
-        default_value = "HS256",
-        value_parser = jwt_alg_parser()
-    )]
+    #[arg(long, env, default_value = "HS256", value_parser = jwt_alg_parser())]
     pub jwt_alg: JwtAlg,
     /// HS256 key (at least 32 bytes). Unset in development: a random one.
-    #[arg(
-        long = "jwt-secret",
-        env = "QRLOGIN_JWT_SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long, env, hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// PEM private key that signs (asymmetric algorithms).
-    #[arg(long = "jwt-key-file", env = "QRLOGIN_JWT_KEY_FILE")]
+    #[arg(long, env)]
     pub jwt_key_file: Option<PathBuf>,
     /// Comma list of earlier PEM keys: published and still verifying, never signing
     /// (rotation: move the old KEY_FILE here, point KEY_FILE at the new key).
-    #[arg(
-        long = "jwt-previous-key-files",
-        env = "QRLOGIN_JWT_PREVIOUS_KEY_FILES",
-        value_delimiter = ','
-    )]
+    #[arg(long, env, value_delimiter = ',')]
     pub jwt_previous_key_files: Vec<PathBuf>,
     /// `iss` of issued tokens (default: the public URL).
-    #[arg(long = "jwt-issuer", env = "QRLOGIN_JWT_ISSUER")]
+    #[arg(long, env)]
     pub jwt_issuer: Option<String>,
     /// `aud` of issued tokens.
-    #[arg(
-        long = "jwt-audience",
-        env = "QRLOGIN_JWT_AUDIENCE",
-        default_value = "qrlogin"
-    )]
+    #[arg(long, env, default_value = "qrlogin")]
     pub jwt_audience: String,
     /// Token lifetime in seconds.
-    #[arg(long = "jwt-ttl", env = "QRLOGIN_JWT_TTL", default_value_t = 3600,
-          value_parser = clap::value_parser!(u64).range(30..=2_592_000))]
+    #[arg(long, env, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(30..=2_592_000))]
     pub jwt_ttl: u64,
     /// Official Account app id.
-    #[arg(long = "wechat-app-id", env = "QRLOGIN_WECHAT_APP_ID")]
+    #[arg(long, env)]
     pub wechat_app_id: Option<String>,
     /// Official Account app secret.
-    #[arg(
-        long = "wechat-app-secret",
-        env = "QRLOGIN_WECHAT_APP_SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long, env, hide_env_values = true)]
     pub wechat_app_secret: Option<String>,
     /// OAuth scope of `wechat-oauth`.
-    #[arg(
-        long = "wechat-oauth-scope",
-        env = "QRLOGIN_WECHAT_OAUTH_SCOPE",
-        value_enum,
-        default_value = "snsapi_userinfo"
-    )]
+    #[arg(long, env, value_enum, default_value = "snsapi_userinfo")]
     pub wechat_oauth_scope: OauthScope,
     /// Event push signature token.
-    #[arg(
-        long = "wechat-token",
-        env = "QRLOGIN_WECHAT_TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, env, hide_env_values = true)]
     pub wechat_token: Option<String>,
     /// Safe-mode EncodingAESKey (43 characters).
-    #[arg(
-        long = "wechat-encoding-aes-key",
-        env = "QRLOGIN_WECHAT_ENCODING_AES_KEY",
-        hide_env_values = true
-    )]
+    #[arg(long, env, hide_env_values = true)]
     pub wechat_encoding_aes_key: Option<String>,
     /// Open Platform website-application app id (`wechat-web`).
-    #[arg(long = "wechat-web-app-id", env = "QRLOGIN_WECHAT_WEB_APP_ID")]
+    #[arg(long, env)]
     pub wechat_web_app_id: Option<String>,
     /// Open Platform website-application secret.
-    #[arg(
-        long = "wechat-web-app-secret",
-        env = "QRLOGIN_WECHAT_WEB_APP_SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long, env, hide_env_values = true)]
     pub wechat_web_app_secret: Option<String>,
     /// Mini Program app id.
-    #[arg(long = "miniprogram-app-id", env = "QRLOGIN_MINIPROGRAM_APP_ID")]
+    #[arg(long, env)]
     pub miniprogram_app_id: Option<String>,
     /// Mini Program app secret.
-    #[arg(
-        long = "miniprogram-app-secret",
-        env = "QRLOGIN_MINIPROGRAM_APP_SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long, env, hide_env_values = true)]
     pub miniprogram_app_secret: Option<String>,
     /// Mini Program page that a Mini Program code (`kind=wxacode`) opens.
-    #[arg(
-        long = "miniprogram-page",
-        env = "QRLOGIN_MINIPROGRAM_PAGE",
-        default_value = "pages/login/login"
-    )]
+    #[arg(long, env, default_value = "pages/login/login")]
     pub miniprogram_page: String,
     /// Which WeChat id becomes `sub`.
-    #[arg(
-        long = "wechat-subject",
-        env = "QRLOGIN_WECHAT_SUBJECT",
-        value_enum,
-        default_value = "unionid"
-    )]
+    #[arg(long, env, value_enum, default_value = "unionid")]
     pub wechat_subject: WechatSubject,
     /// WeChat API base URL (tests point it at a local fake).
-    #[arg(
-        long = "wechat-api-base",
-        env = "QRLOGIN_WECHAT_API_BASE",
-        default_value = "https://api.weixin.qq.com"
-    )]
+    #[arg(long, env, default_value = "https://api.weixin.qq.com")]
     pub wechat_api_base: String,
     /// WeChat Open Platform base URL.
-    #[arg(
-        long = "wechat-open-base",
-        env = "QRLOGIN_WECHAT_OPEN_BASE",
-        default_value = "https://open.weixin.qq.com"
-    )]
+    #[arg(long, env, default_value = "https://open.weixin.qq.com")]
     pub wechat_open_base: String,
     /// Milliseconds WeChat gets to answer one call. Hidden: WeChat's own
     /// limits make 5 s right in service; tests shorten it.
-    #[arg(long = "wechat-timeout-ms", env = "QRLOGIN_WECHAT_TIMEOUT_MS", default_value_t = 5000,
-          hide = true, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[arg(long, env, default_value_t = 5000, hide = true, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub wechat_timeout_ms: u64,
     /// Cap on live tickets (503 over_capacity beyond it).
-    #[arg(
-        long = "max-live-tickets",
-        env = "QRLOGIN_MAX_LIVE_TICKETS",
-        default_value_t = 1_000_000
-    )]
+    #[arg(long, env, default_value_t = 1_000_000)]
     pub max_live_tickets: u64,
     /// Cap on simultaneous WebSockets and waiting long-polls of one ticket,
     /// counted together (429 beyond it).
-    #[arg(
-        long = "max-sockets-per-ticket",
-        env = "QRLOGIN_MAX_SOCKETS_PER_TICKET",
-        default_value_t = 4
-    )]
+    #[arg(long, env, default_value_t = 4)]
     pub max_sockets_per_ticket: usize,
     /// Seconds between server pings on idle WebSockets (a little jitter is added).
-    #[arg(long = "ws-ping-interval", env = "QRLOGIN_WS_PING_INTERVAL", default_value_t = 25,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ws_ping_interval: u64,
     /// Longest long-poll wait in seconds.
-    #[arg(long = "poll-max-wait", env = "QRLOGIN_POLL_MAX_WAIT", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..=60))]
+    #[arg(long, env, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub poll_max_wait: u64,
     /// Cap on open WebSockets in this instance (503 over_capacity beyond it).
-    #[arg(
-        long = "max-sockets",
-        env = "QRLOGIN_MAX_SOCKETS",
-        default_value_t = 1_000_000
-    )]
+    #[arg(long, env, default_value_t = 1_000_000)]
     pub max_sockets: usize,
     /// Cap on open WebSockets from one client IP (an IPv6 client is its /64; 429 beyond it).
-    #[arg(
-        long = "max-sockets-per-ip",
-        env = "QRLOGIN_MAX_SOCKETS_PER_IP",
-        default_value_t = 2_000
-    )]
+    #[arg(long, env, default_value_t = 2_000)]
     pub max_sockets_per_ip: u32,
     /// Cap on long-polls waiting at once in this instance (503 over_capacity beyond it).
-    #[arg(
-        long = "max-polls",
-        env = "QRLOGIN_MAX_POLLS",
-        default_value_t = 20_000
-    )]
+    #[arg(long, env, default_value_t = 20_000)]
     pub max_polls: usize,
     /// Cap on long-polls waiting at once from one client IP (429 beyond it).
-    #[arg(
-        long = "max-polls-per-ip",
-        env = "QRLOGIN_MAX_POLLS_PER_IP",
-        default_value_t = 2_000
-    )]
+    #[arg(long, env, default_value_t = 2_000)]
     pub max_polls_per_ip: u32,
     /// Seconds a client has to send its request head (slowloris defence).
-    #[arg(long = "header-read-timeout", env = "QRLOGIN_HEADER_READ_TIMEOUT", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=300))]
+    #[arg(long, env, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub header_read_timeout: u64,
     /// Seconds a request (other than WebSocket and long-poll) may take.
-    #[arg(long = "request-timeout", env = "QRLOGIN_REQUEST_TIMEOUT", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..=300))]
+    #[arg(long, env, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub request_timeout: u64,
     /// Tickets one client IP may create per minute (0: no limit).
-    #[arg(
-        long = "rate-tickets",
-        env = "QRLOGIN_RATE_TICKETS",
-        default_value_t = 60
-    )]
+    #[arg(long, env, default_value_t = 60)]
     pub rate_tickets: u32,
     /// WebSocket connects one client IP may open per minute (0: no limit).
-    #[arg(
-        long = "rate-sockets",
-        env = "QRLOGIN_RATE_SOCKETS",
-        default_value_t = 240
-    )]
+    #[arg(long, env, default_value_t = 240)]
     pub rate_sockets: u32,
     /// Long-polls one client IP may make per minute (0: no limit).
-    #[arg(long = "rate-polls", env = "QRLOGIN_RATE_POLLS", default_value_t = 600)]
+    #[arg(long, env, default_value_t = 600)]
     pub rate_polls: u32,
     /// WeChat callbacks and `wechat-web` code redemptions one client IP may
     /// make per minute (0: no limit). A login needs one or two; a loop
     /// guessing states or replaying codes needs many.
-    #[arg(
-        long = "rate-wechat",
-        env = "QRLOGIN_RATE_WECHAT",
-        default_value_t = 60
-    )]
+    #[arg(long, env, default_value_t = 60)]
     pub rate_wechat: u32,
     /// Pushes to /wechat/events one IP may make per minute (0: no limit). WeChat
     /// pushes from a few server addresses, so this is high: it bounds a forger's
     /// signature checks, not WeChat.
-    #[arg(
-        long = "rate-events",
-        env = "QRLOGIN_RATE_EVENTS",
-        default_value_t = 6000
-    )]
+    #[arg(long, env, default_value_t = 6000)]
     pub rate_events: u32,
     /// Mini Program calls (/api/v1/miniprogram/…) one client IP may make per minute (0: no limit).
-    #[arg(
-        long = "rate-miniprogram",
-        env = "QRLOGIN_RATE_MINIPROGRAM",
-        default_value_t = 120
-    )]
+    #[arg(long, env, default_value_t = 120)]
     pub rate_miniprogram: u32,
     /// QR images one client IP may have rendered per minute (0: no limit);
     /// a cached image costs nothing.
-    #[arg(
-        long = "rate-renders",
-        env = "QRLOGIN_RATE_RENDERS",
-        default_value_t = 120
-    )]
+    #[arg(long, env, default_value_t = 120)]
     pub rate_renders: u32,
     /// When set, /metrics is served only on this second listen address
     /// (not on QRLOGIN_BIND), so it need not be exposed with the service.
-    #[arg(long = "metrics-bind", env = "QRLOGIN_METRICS_BIND")]
+    #[arg(long, env)]
     pub metrics_bind: Option<SocketAddr>,
     /// OpenID Connect clients (JSON, RFC 7591 names); the provider is off when unset.
-    #[arg(long = "oidc-clients-file", env = "QRLOGIN_OIDC_CLIENTS_FILE")]
+    #[arg(long, env)]
     pub oidc_clients_file: Option<PathBuf>,
     /// Token requests one OpenID Connect client may make per minute.
-    #[arg(long = "oidc-token-rate", env = "QRLOGIN_OIDC_TOKEN_RATE", default_value_t = 600,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env, default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub oidc_token_rate: u32,
     /// Seconds an authorization code stays redeemable (at most 60).
-    #[arg(long = "oidc-code-ttl", env = "QRLOGIN_OIDC_CODE_TTL", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..=60))]
+    #[arg(long, env, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub oidc_code_ttl: u64,
     /// `text` or `json` log lines.
-    #[arg(
-        long = "log-format",
-        env = "QRLOGIN_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
+    #[arg(long, env, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// A setting's variable: `QRLOGIN_` before the name clap derives from the
+/// field (`#[arg(env)]`). Applied to the command `Args` is part of.
+fn qrlogin_env(arg: clap::Arg) -> clap::Arg {
+    match arg
+        .get_env()
+        .map(|env| format!("QRLOGIN_{}", env.to_string_lossy()))
+    {
+        Some(variable) => arg.env(variable),
+        None => arg,
+    }
 }
 
 /// The providers as `QRLOGIN_PROVIDERS` names them, with their help.
@@ -484,6 +349,17 @@ impl Args {
     /// embedders start from.
     pub fn from_env() -> Result<Self, clap::Error> {
         Cli::try_parse_from(["qrlogin"]).map(|cli| cli.args)
+    }
+
+    /// The settings of `flags` over the embedded defaults, reading no
+    /// environment variable: what tests start from, so a `QRLOGIN_*` in the
+    /// shell cannot change them.
+    pub fn from_flags<'a>(flags: impl IntoIterator<Item = &'a str>) -> Result<Self, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command()
+            .mut_args(|arg| arg.env(None::<&str>))
+            .try_get_matches_from(std::iter::once("qrlogin").chain(flags))?;
+        Cli::from_arg_matches(&matches).map(|cli| cli.args)
     }
 }
 

@@ -393,15 +393,11 @@ impl Args {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Cli;
     use super::*;
-    use clap::Parser;
 
     /// The problems of these flags (none when they parse).
     fn problems(args: &[&str]) -> Vec<Problem> {
-        let mut all = vec!["qrlogin"];
-        all.extend_from_slice(args);
-        let args = Cli::try_parse_from(all).unwrap().args;
+        let args = Args::from_flags(args.iter().copied()).unwrap();
         Settings::parse(&args).err().unwrap_or_default()
     }
 
@@ -490,9 +486,7 @@ mod tests {
     #[test]
     fn a_wechat_app_exists_only_with_its_id_and_secret() {
         let official = |args: &[&str]| {
-            let mut all = vec!["qrlogin"];
-            all.extend_from_slice(args);
-            let args = Cli::try_parse_from(all).unwrap().args;
+            let args = Args::from_flags(args.iter().copied()).unwrap();
             Settings::parse(&args).unwrap().wechat.official
         };
         assert_eq!(official(&["--wechat-app-id", "wx1"]), None);

@@ -26,14 +26,7 @@ pub type Socket =
 /// onto that Redis, a `QRLOGIN_TICKET_TTL` change what every test measures.
 /// Tests that want Redis start their own server and say so in `spawn_app_with`.
 pub fn test_settings() -> Args {
-    use clap::{CommandFactory, FromArgMatches};
-    let command = qrlogin::config::Cli::command().mut_args(|arg| arg.env(None::<&'static str>));
-    let matches = command
-        .try_get_matches_from(["qrlogin"])
-        .expect("the defaults parse");
-    let mut s = qrlogin::config::Cli::from_arg_matches(&matches)
-        .expect("the defaults parse")
-        .args;
+    let mut s = Args::from_flags([]).expect("the defaults parse");
     s.bind = "127.0.0.1:0".parse().unwrap();
     s.api_key = Some(API_KEY.into());
     s.jwt_secret = Some(JWT_SECRET.into());
@@ -262,14 +255,15 @@ pub async fn error_of(r: reqwest::Response) -> (u16, String) {
 
 /// A phone with a cookie jar and `user_agent`.
 pub fn phone(user_agent: &str) -> Phone {
-    Phone(
-        reqwest::Client::builder()
-            .cookie_store(true)
-            .user_agent(user_agent)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-    )
+    Phone(phone_client(user_agent).cookie_store(true).build().unwrap())
+}
+
+/// What every phone's client is: `user_agent`, and redirects left to the
+/// test to follow (or not).
+pub fn phone_client(user_agent: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(user_agent)
+        .redirect(reqwest::redirect::Policy::none())
 }
 
 /// A phone: an HTTP client (its cookie is who it is) that opens links and

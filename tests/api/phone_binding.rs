@@ -31,10 +31,8 @@ fn phone_with_cookie(cookie: &str) -> Phone {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("cookie", cookie.parse().unwrap());
     Phone(
-        reqwest::Client::builder()
-            .user_agent(WECHAT_UA)
+        phone_client(WECHAT_UA)
             .default_headers(headers)
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
     )

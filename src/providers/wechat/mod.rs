@@ -52,15 +52,9 @@ mod tests {
     use super::*;
 
     fn settings(subject: &str) -> Settings {
-        Settings::parse(
-            &crate::config::Cli::try_parse_from(["qrlogin", "--wechat-subject", subject])
-                .unwrap()
-                .args,
-        )
-        .unwrap()
+        Settings::parse(&crate::config::Args::from_flags(["--wechat-subject", subject]).unwrap())
+            .unwrap()
     }
-
-    use clap::Parser;
 
     #[test]
     fn sub_is_the_unionid_when_present_and_wanted() {
