@@ -1,7 +1,11 @@
-//! The one error type of the HTTP edge. Each variant renders the contract's
-//! `{"error": code, "message": text}` with its status; internal causes are
-//! logged where they happen and never shown to clients. The domain's own
-//! `engine::Error` becomes one of these here, and only here.
+//! The one error type of the HTTP edge. It wraps the domain's refusal
+//! (`engine::Error`) and adds only what the edge alone can get wrong (a
+//! method, a body's size, the request's time). Each renders the contract's
+//! `{"error": code, "message": text}` with its status, mapped here and only
+//! here; internal causes are logged where they happen and never shown to
+//! clients.
+
+use std::borrow::Cow;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -14,48 +18,19 @@ use crate::ticket::TransitionError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// 400 `bad_request`: the input is malformed.
-    #[error("{0}")]
-    BadRequest(String),
-    /// 401 `unauthorized`: a missing or wrong secret or API key.
-    #[error("{0}")]
-    Unauthorized(&'static str),
-    /// 403 `forbidden`: authenticated but not allowed (a foreign Origin, another phone).
-    #[error("{0}")]
-    Forbidden(&'static str),
-    /// 404 `ticket_not_found`: unknown or already expired.
-    #[error("unknown or expired ticket")]
-    TicketNotFound,
-    /// 404 `not_found`: no such path.
-    #[error("no such endpoint")]
-    NotFound,
+    /// What the domain refused (a bad input is `DomainError::Invalid`, the
+    /// contract's `bad_request`), mapped by `Error::parts`.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
     /// 405 `method_not_allowed`.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
-    /// 409 `invalid_transition`: the ticket's state does not allow it.
-    #[error("{0}")]
-    InvalidTransition(String),
     /// 413 `payload_too_large`.
     #[error("request body too large")]
     PayloadTooLarge,
-    /// 429 `rate_limited`, with `Retry-After` seconds.
-    #[error("{message}")]
-    RateLimited {
-        message: &'static str,
-        retry_after: u64,
-    },
-    /// 503 `over_capacity`: a configured cap is reached.
-    #[error("{0}")]
-    OverCapacity(&'static str),
-    /// 503 `unavailable`: the store cannot be reached; retry shortly.
-    #[error("the ticket store is unavailable, retry shortly")]
-    Unavailable,
     /// 503 `unavailable`: the request took longer than QRLOGIN_REQUEST_TIMEOUT.
     #[error("the request took too long, retry shortly")]
     Timeout,
-    /// 502 `upstream_error`: WeChat answered with an error or not at all.
-    #[error("{0}")]
-    Upstream(String),
 }
 
 /// The body of every error answer.
@@ -68,85 +43,70 @@ pub struct ErrorBody {
 }
 
 impl Error {
-    pub fn status(&self) -> StatusCode {
+    /// The status, the contract's code and the message clients see.
+    fn parts(&self) -> (StatusCode, &'static str, Cow<'_, str>) {
+        use DomainError as D;
+        let text = || Cow::Owned(self.to_string());
         match self {
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::TicketNotFound | Error::NotFound => StatusCode::NOT_FOUND,
-            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::InvalidTransition(_) => StatusCode::CONFLICT,
-            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::OverCapacity(_) | Error::Unavailable | Error::Timeout => {
-                StatusCode::SERVICE_UNAVAILABLE
+            Error::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", text())
             }
-            Error::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", text()),
+            Error::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", text()),
+            Error::Domain(e) => match e {
+                D::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request", text()),
+                D::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", text()),
+                D::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", text()),
+                D::Transition(TransitionError::NotScanner) => (
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this ticket was scanned by another device".into(),
+                ),
+                D::TicketNotFound => (StatusCode::NOT_FOUND, "ticket_not_found", text()),
+                D::NotFound => (StatusCode::NOT_FOUND, "not_found", text()),
+                // Nothing was stored; the client sees the store's retry.
+                D::Transition(TransitionError::Unsealable) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    DomainError::Unavailable.to_string().into(),
+                ),
+                D::WrongState(_) | D::Transition(TransitionError::Invalid(..)) => {
+                    (StatusCode::CONFLICT, "invalid_transition", text())
+                }
+                D::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", text()),
+                D::OverCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "over_capacity", text()),
+                D::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", text()),
+                D::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error", text()),
+            },
         }
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     pub fn code(&self) -> &'static str {
-        match self {
-            Error::BadRequest(_) => "bad_request",
-            Error::Unauthorized(_) => "unauthorized",
-            Error::Forbidden(_) => "forbidden",
-            Error::TicketNotFound => "ticket_not_found",
-            Error::NotFound => "not_found",
-            Error::MethodNotAllowed => "method_not_allowed",
-            Error::InvalidTransition(_) => "invalid_transition",
-            Error::PayloadTooLarge => "payload_too_large",
-            Error::RateLimited { .. } => "rate_limited",
-            Error::OverCapacity(_) => "over_capacity",
-            Error::Unavailable | Error::Timeout => "unavailable",
-            Error::Upstream(_) => "upstream_error",
-        }
+        self.parts().1
     }
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        if let Error::Domain(DomainError::Transition(TransitionError::Unsealable)) = self {
+            tracing::error!("a confirmed token could not be sealed; nothing was stored");
+        }
+        let (status, code, message) = self.parts();
         let body = ErrorBody {
-            error: self.code(),
-            message: self.to_string(),
+            error: code,
+            message: message.into_owned(),
         };
-        let mut response = (self.status(), Json(body)).into_response();
-        if let Error::RateLimited { retry_after, .. } = self {
+        let mut response = (status, Json(body)).into_response();
+        if let Error::Domain(DomainError::RateLimited { retry_after, .. }) = self {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
         }
         response
-    }
-}
-
-impl From<DomainError> for Error {
-    fn from(e: DomainError) -> Self {
-        match e {
-            DomainError::Invalid(m) => Error::BadRequest(m),
-            DomainError::Unauthorized(m) => Error::Unauthorized(m),
-            DomainError::Forbidden(m) => Error::Forbidden(m),
-            DomainError::TicketNotFound => Error::TicketNotFound,
-            DomainError::NotFound => Error::NotFound,
-            DomainError::WrongState(m) => Error::InvalidTransition(m),
-            DomainError::Transition(TransitionError::NotScanner) => {
-                Error::Forbidden("this ticket was scanned by another device")
-            }
-            DomainError::Transition(TransitionError::Unsealable) => {
-                tracing::error!("a confirmed token could not be sealed; nothing was stored");
-                Error::Unavailable
-            }
-            DomainError::Transition(t) => Error::InvalidTransition(t.to_string()),
-            DomainError::RateLimited {
-                message,
-                retry_after,
-            } => Error::RateLimited {
-                message,
-                retry_after,
-            },
-            DomainError::OverCapacity(m) => Error::OverCapacity(m),
-            DomainError::Unavailable => Error::Unavailable,
-            DomainError::Upstream(m) => Error::Upstream(m),
-        }
     }
 }
 

@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 
 use super::view::rfc3339;
 use super::{AppState, ClientIp, Json, RawBody, poll, qr_cache, user_agent, ws};
-use crate::error::{Error, ErrorBody, Result};
+use crate::engine::Error as DomainError;
+use crate::error::{ErrorBody, Result};
 use crate::ticket::{Provider, Requester, TicketId};
 use crate::token::seal::PublicJwk;
 
@@ -75,13 +76,13 @@ pub async fn create_ticket(
             .parse::<Provider>()
             .ok()
             .filter(|p| app.settings.providers.contains(p))
-            .ok_or_else(|| Error::BadRequest(format!("provider {name:?} is not enabled")))?,
+            .ok_or_else(|| DomainError::Invalid(format!("provider {name:?} is not enabled")))?,
     };
     // Checked before anything is prepared with WeChat: a bad key costs nothing.
     let seal = match &request.seal {
         None | Some(Value::Null) => None,
         Some(jwk) => {
-            Some(PublicJwk::from_jwk(jwk).map_err(|e| Error::BadRequest(format!("seal: {e}")))?)
+            Some(PublicJwk::from_jwk(jwk).map_err(|e| DomainError::Invalid(format!("seal: {e}")))?)
         }
     };
     let id = TicketId::generate();

@@ -31,6 +31,7 @@ use super::lang::page_lang;
 use super::render::{Message, message_page};
 use super::{AppState, client_ip};
 use crate::config::Settings;
+use crate::engine::Error as DomainError;
 use crate::error::Error;
 use crate::ip::ip_key;
 use crate::providers::wechat::oauth::{OAUTH_CALLBACK, WEB_CALLBACK, WEB_REDEEM_SUFFIX};
@@ -173,7 +174,7 @@ impl Admission {
             ),
         };
         if total >= max_total {
-            return Err(Error::OverCapacity(busy));
+            return Err(DomainError::OverCapacity(busy).into());
         }
         let (ip_sockets, ip_polls) = counts.per_ip.get(&ip).copied().unwrap_or_default();
         let from_ip = match kind {
@@ -181,16 +182,18 @@ impl Admission {
             Kind::Poll => ip_polls,
         };
         if from_ip >= max_per_ip {
-            return Err(Error::RateLimited {
+            return Err(DomainError::RateLimited {
                 message: "too many open connections from this address",
                 retry_after: 10,
-            });
+            }
+            .into());
         }
         if counts.per_ticket.get(&ticket).copied().unwrap_or(0) >= self.max_per_ticket {
-            return Err(Error::RateLimited {
+            return Err(DomainError::RateLimited {
                 message: "too many sockets and long-polls for this ticket",
                 retry_after: 5,
-            });
+            }
+            .into());
         }
         match kind {
             Kind::Socket => counts.sockets += 1,
@@ -307,10 +310,10 @@ impl Limits {
     pub fn check_render(&self, ip: IpAddr) -> Result<(), Error> {
         self.renders.check(ip).map_err(|retry_after| {
             metrics::counter!("qrlogin_rate_limited_total", "limit" => "renders").increment(1);
-            Error::RateLimited {
+            Error::from(DomainError::RateLimited {
                 message: "too many QR images from this address, slow down",
                 retry_after,
-            }
+            })
         })
     }
 }
@@ -325,10 +328,10 @@ pub async fn limit_requests(State(app): State<AppState>, request: Request, next:
         let ip = client_ip(peer, request.headers(), &app.settings.http.trusted_proxies);
         if let Err(retry_after) = limit.check(ip) {
             metrics::counter!("qrlogin_rate_limited_total", "limit" => name).increment(1);
-            let error = Error::RateLimited {
+            let error = Error::from(DomainError::RateLimited {
                 message: "too many requests from this address, slow down",
                 retry_after,
-            };
+            });
             // WeChat's callbacks are read by a person: a page, not JSON.
             if name == "wechat" && request.method() == Method::GET {
                 return rate_limited_page(&app, &request, error);
@@ -474,7 +477,7 @@ mod tests {
     }
 
     fn settings(tweak: impl FnOnce(&mut Settings)) -> Settings {
-        let mut s = Settings::parse(&crate::config::Args::from_env().unwrap()).unwrap();
+        let mut s = Settings::parse(&crate::config::Args::from_flags([]).unwrap()).unwrap();
         tweak(&mut s);
         s
     }
@@ -499,23 +502,23 @@ mod tests {
         let _s2 = admission.admit(Kind::Socket, &u, a).unwrap();
         assert!(matches!(
             admission.admit(Kind::Socket, &v, a),
-            Err(Error::RateLimited { .. })
+            Err(Error::Domain(DomainError::RateLimited { .. }))
         ));
         let _s3 = admission.admit(Kind::Socket, &t, b).unwrap();
         assert!(matches!(
             admission.admit(Kind::Socket, &v, b),
-            Err(Error::OverCapacity(_))
+            Err(Error::Domain(DomainError::OverCapacity(_)))
         ));
         // Ticket t holds two sockets: a poll on it is over the ticket's cap,
         // a poll elsewhere is not; polls per IP are capped apart.
         assert!(matches!(
             admission.admit(Kind::Poll, &t, b),
-            Err(Error::RateLimited { .. })
+            Err(Error::Domain(DomainError::RateLimited { .. }))
         ));
         let p = admission.admit(Kind::Poll, &v, b).unwrap();
         assert!(matches!(
             admission.admit(Kind::Poll, &u, b),
-            Err(Error::RateLimited { .. })
+            Err(Error::Domain(DomainError::RateLimited { .. }))
         ));
         assert_eq!(admission.in_use(), (3, 1));
         drop((s1, p));

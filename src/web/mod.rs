@@ -38,6 +38,7 @@ use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::engine::Engine;
+use crate::engine::Error as DomainError;
 use crate::error::Error;
 use crate::templates::Templates;
 use crate::ticket::TicketId;
@@ -191,7 +192,7 @@ pub fn router(state: AppState) -> Router {
         .merge(wechat_events::router())
         .merge(miniprogram::router())
         .merge(oidc::router())
-        .fallback(|| async { Error::NotFound })
+        .fallback(|| async { Error::from(DomainError::NotFound) })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
@@ -217,10 +218,10 @@ impl<S: Send + Sync> FromRequestParts<S> for TicketPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|_| Error::TicketNotFound)?;
+            .map_err(|_| DomainError::TicketNotFound)?;
         raw.parse()
             .map(TicketPath)
-            .map_err(|_| Error::TicketNotFound)
+            .map_err(|_| DomainError::TicketNotFound.into())
     }
 }
 
@@ -235,9 +236,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
         if !is_json_content_type(req.headers()) {
-            return Err(Error::BadRequest(
-                "expected Content-Type: application/json".into(),
-            ));
+            return Err(
+                DomainError::Invalid("expected Content-Type: application/json".into()).into(),
+            );
         }
         let RawBody(bytes) = RawBody::from_request(req, state).await?;
         json_body(&bytes).map(Json)
@@ -282,14 +283,17 @@ pub fn query_of<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Error> 
     for (name, _) in url::form_urlencoded::parse(raw.as_bytes()) {
         if !seen.insert(name.clone()) {
             let shown: String = name.chars().take(40).collect();
-            return Err(Error::BadRequest(format!(
+            return Err(DomainError::Invalid(format!(
                 "query parameter {shown:?} is given more than once"
-            )));
+            ))
+            .into());
         }
     }
     axum::extract::Query::<T>::try_from_uri(uri)
         .map(|axum::extract::Query(v)| v)
-        .map_err(|e| Error::BadRequest(format!("invalid query string: {}", e.body_text())))
+        .map_err(|e| {
+            DomainError::Invalid(format!("invalid query string: {}", e.body_text())).into()
+        })
 }
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
@@ -310,10 +314,9 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
             Ok(b) => Ok(RawBody(b)),
             Err(e) if limits::body_timed_out(&e) => Err(Error::Timeout),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::PayloadTooLarge),
-            Err(e) => Err(Error::BadRequest(format!(
-                "unreadable body: {}",
-                e.body_text()
-            ))),
+            Err(e) => {
+                Err(DomainError::Invalid(format!("unreadable body: {}", e.body_text())).into())
+            }
         }
     }
 }
@@ -333,8 +336,9 @@ impl RawBody {
 /// at their bytes (the poll_body fuzzer sent one with a stray 0xFE).
 pub fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let text = std::str::from_utf8(bytes)
-        .map_err(|e| Error::BadRequest(format!("invalid JSON body: not UTF-8 ({e})")))?;
-    serde_json::from_str(text).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+        .map_err(|e| DomainError::Invalid(format!("invalid JSON body: not UTF-8 ({e})")))?;
+    serde_json::from_str(text)
+        .map_err(|e| DomainError::Invalid(format!("invalid JSON body: {e}")).into())
 }
 
 /// The client's address: the peer, or the first untrusted hop of

@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use super::headers::page_response;
 use super::lang::page_lang;
 use super::{AppState, ClientIp, Json, RawBody, bearer};
-use crate::error::{Error, ErrorBody, Result};
+use crate::engine::Error as DomainError;
+use crate::error::{ErrorBody, Result};
 use crate::oidc::{Client, CompleteError, Completion, OAuthError, Provider, RedeemError, Refusal};
 use crate::templates::Texts;
 use crate::ticket::{Provider as Idp, TicketId};
@@ -53,7 +54,7 @@ fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
 }
 
 fn provider(app: &AppState) -> Result<&Provider> {
-    app.oidc.as_deref().ok_or(Error::NotFound)
+    app.oidc.as_deref().ok_or(DomainError::NotFound.into())
 }
 
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "oidc",
@@ -201,7 +202,7 @@ fn error_page(t: &Texts, lang: &str, why: &str) -> Response {
 
 fn request_id(raw: &str) -> Result<TicketId> {
     raw.parse()
-        .map_err(|_| Error::BadRequest(CompleteError::UnknownRequest.to_string()))
+        .map_err(|_| DomainError::Invalid(CompleteError::UnknownRequest.to_string()).into())
 }
 
 /// A ticket for an authorization request: the ordinary ticket creation
@@ -223,7 +224,7 @@ pub async fn create_ticket(
     let request = request_id(&raw)?;
     let store = app.engine.records();
     if p.request(store, &request).await?.is_none() {
-        return Err(Error::BadRequest(CompleteError::UnknownRequest.to_string()));
+        return Err(DomainError::Invalid(CompleteError::UnknownRequest.to_string()).into());
     }
     // A request's ticket is never sealed to a browser key: its token is
     // read here at completion (with the secret), never by the page.
@@ -231,12 +232,12 @@ pub async fn create_ticket(
     let (status, Json(created)) =
         super::browser_api::create_ticket(State(app.clone()), ip, headers, body).await?;
     let value = serde_json::to_value(&created)
-        .map_err(|e| Error::BadRequest(format!("ticket answer: {e}")))?;
+        .map_err(|e| DomainError::Invalid(format!("ticket answer: {e}")))?;
     let ticket = value
         .get("ticket")
         .and_then(|t| t.as_str())
         .and_then(|t| t.parse::<TicketId>().ok())
-        .ok_or(Error::Unavailable)?;
+        .ok_or(DomainError::Unavailable)?;
     p.bind_ticket(store, &request, &ticket).await?;
     Ok((status, axum::Json(value)).into_response())
 }
@@ -252,7 +253,7 @@ fn without_seal(body: RawBody) -> Result<RawBody> {
     }
     serde_json::to_vec(&value)
         .map(|bytes| RawBody(bytes.into()))
-        .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+        .map_err(|e| DomainError::Invalid(format!("invalid JSON body: {e}")).into())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -280,15 +281,18 @@ pub async fn complete(
 ) -> Result<Response> {
     let p = provider(&app)?;
     let request = request_id(&raw)?;
-    let secret = bearer(&headers).ok_or(Error::Unauthorized(
+    let secret = bearer(&headers).ok_or(DomainError::Unauthorized(
         "Authorization: Bearer {secret} is required",
     ))?;
-    let id: TicketId = body.ticket.parse().map_err(|_| Error::TicketNotFound)?;
+    let id: TicketId = body
+        .ticket
+        .parse()
+        .map_err(|_| DomainError::TicketNotFound)?;
     let ticket = app.engine.require(&id).await?;
     if !ticket.secret_hash.matches(secret) {
-        return Err(Error::Unauthorized("wrong secret for this ticket"));
+        return Err(DomainError::Unauthorized("wrong secret for this ticket").into());
     }
-    let opener = Opener::from_secret(secret).map_err(|_| Error::Unavailable)?;
+    let opener = Opener::from_secret(secret).map_err(|_| DomainError::Unavailable)?;
     let done = p
         .complete(
             app.engine.records(),
@@ -299,13 +303,13 @@ pub async fn complete(
         )
         .await
         .map_err(|e| match e {
-            CompleteError::Store(s) => Error::from(s),
+            CompleteError::Store(s) => DomainError::from(s),
             CompleteError::NotBound => {
-                Error::Forbidden("this ticket was not made for this authorization request")
+                DomainError::Forbidden("this ticket was not made for this authorization request")
             }
-            CompleteError::UnknownRequest => Error::BadRequest(e.to_string()),
+            CompleteError::UnknownRequest => DomainError::Invalid(e.to_string()),
             CompleteError::NotFinished | CompleteError::AlreadyCompleted => {
-                Error::InvalidTransition(e.to_string())
+                DomainError::WrongState(e.to_string())
             }
         })?;
     let (to, status) = match done {
@@ -469,10 +473,11 @@ pub async fn token(
     if p.clients.get(&creds.id).is_some() {
         if let Err(retry_after) = p.check_rate(&creds.id, ip) {
             token_outcome("rate_limited");
-            return Err(Error::RateLimited {
+            return Err(DomainError::RateLimited {
                 message: "too many token requests for this client, slow down",
                 retry_after,
-            });
+            }
+            .into());
         }
     }
     let client = match authenticate(p, &creds) {
@@ -538,7 +543,7 @@ pub async fn token(
         Err(RedeemError::Sign(e)) => {
             tracing::error!(error = %e, "ID token signing failed");
             token_outcome("unavailable");
-            Err(Error::Unavailable)
+            Err(DomainError::Unavailable.into())
         }
     }
 }

@@ -30,7 +30,7 @@ pub fn router(with_metrics: bool) -> Router<AppState> {
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
-        .fallback(|| async { crate::error::Error::NotFound })
+        .fallback(|| async { crate::error::Error::from(crate::engine::Error::NotFound) })
         .method_not_allowed_fallback(|| async { crate::error::Error::MethodNotAllowed })
         .with_state(state)
 }

@@ -12,8 +12,9 @@ use tokio::time::{Instant, sleep_until};
 use super::limits::Kind;
 use super::view::StateView;
 use super::{AppState, ClientIp, Json, Query, RawBody, TicketPath, bearer};
+use crate::engine::Error as DomainError;
 use crate::engine::Watch;
-use crate::error::{Error, ErrorBody, Result};
+use crate::error::{ErrorBody, Result};
 use crate::ticket::{Status, now_ms};
 
 /// Default wait when `?wait=` is absent, in seconds.
@@ -49,14 +50,14 @@ impl PollRequest {
             None => DEFAULT_WAIT,
             Some(w) => w
                 .parse::<u64>()
-                .map_err(|_| Error::BadRequest("wait must be whole seconds".into()))?,
+                .map_err(|_| DomainError::Invalid("wait must be whole seconds".into()))?,
         }
         .min(max_wait);
         let seen = match body.json_or_default::<PollBody>()?.status {
             None => None,
             Some(s) => Some(
                 s.parse::<Status>()
-                    .map_err(|_| Error::BadRequest(format!("unknown status {s:?}")))?,
+                    .map_err(|_| DomainError::Invalid(format!("unknown status {s:?}")))?,
             ),
         };
         Ok(Self { wait, seen })
@@ -97,7 +98,7 @@ pub async fn poll_ticket(
 ) -> Result<Json<StateView>> {
     let PollRequest { wait, seen } =
         PollRequest::parse(&query, &body, app.settings.limits.poll_max_wait.as_secs())?;
-    let secret = bearer(&headers).ok_or(Error::Unauthorized(
+    let secret = bearer(&headers).ok_or(DomainError::Unauthorized(
         "missing Authorization: Bearer <secret>",
     ))?;
     let Watch {
@@ -133,6 +134,7 @@ pub async fn poll_ticket(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use proptest::prelude::*;
 
     const ALL: [Status; 5] = [
@@ -159,7 +161,7 @@ mod tests {
         ) {
             match parse(wait.as_deref(), &body, max_wait) {
                 Ok(request) => prop_assert!(request.wait <= max_wait),
-                Err(e) => prop_assert!(matches!(e, Error::BadRequest(_))),
+                Err(e) => prop_assert!(matches!(e, Error::Domain(DomainError::Invalid(_)))),
             }
         }
 
@@ -191,7 +193,10 @@ mod tests {
             (None, r#"{"status":1}"#),
         ] {
             assert!(
-                matches!(parse(wait, body.as_bytes(), 60), Err(Error::BadRequest(_))),
+                matches!(
+                    parse(wait, body.as_bytes(), 60),
+                    Err(Error::Domain(DomainError::Invalid(_)))
+                ),
                 "{wait:?} {body}"
             );
         }
@@ -202,7 +207,10 @@ mod tests {
         // Found by the poll_body fuzzer: serde_json skips an ignored
         // field's string without looking at its bytes.
         let body = b"{\"note\":\"scann\xfeed\",\"status\":\"scanned\"}";
-        assert!(matches!(parse(None, body, 60), Err(Error::BadRequest(_))));
+        assert!(matches!(
+            parse(None, body, 60),
+            Err(Error::Domain(DomainError::Invalid(_)))
+        ));
         assert!(parse(None, br#"{"note":"ok","status":"scanned"}"#, 60).is_ok());
     }
 }

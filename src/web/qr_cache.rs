@@ -12,7 +12,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{AppState, ClientIp, Query, TicketPath};
-use crate::error::{Error, ErrorBody, Result};
+use crate::engine::Error as DomainError;
+use crate::error::{ErrorBody, Result};
 use crate::qr;
 use crate::ticket::TicketId;
 
@@ -85,7 +86,7 @@ async fn qr_image(
         None | Some("" | "qr") => {}
         Some("wxacode") if png => return wxacode_image(&app, &ticket, ip).await,
         Some(_) => {
-            return Err(Error::BadRequest("kind is qr, or wxacode on qr.png".into()));
+            return Err(DomainError::Invalid("kind is qr, or wxacode on qr.png".into()).into());
         }
     }
     let size = qr::clamp_size(q.size);
@@ -99,7 +100,7 @@ async fn qr_image(
             } else {
                 qr::svg(&ticket.qr_content, size).map(bytes::Bytes::from)
             };
-            let bytes = rendered.map_err(|e| Error::BadRequest(e.to_string()))?;
+            let bytes = rendered.map_err(|e| DomainError::Invalid(e.to_string()))?;
             app.qr_cache.insert(key, bytes.clone());
             bytes
         }

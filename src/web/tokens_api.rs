@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 
 use super::trusted_api::Trusted;
 use super::{AppState, Json, RawBody};
-use crate::error::{Error, ErrorBody, Result};
+use crate::engine::Error as DomainError;
+use crate::error::{ErrorBody, Result};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -68,7 +69,7 @@ pub async fn introspect_token(
     responses((status = 200, description = "public keys (asymmetric algorithms)", body = Object),
         (status = 404, description = "HS256: no public keys", body = ErrorBody)))]
 pub async fn get_jwks(State(app): State<AppState>) -> Result<Response> {
-    let jwks = app.engine.tokens().jwks().ok_or(Error::NotFound)?;
+    let jwks = app.engine.tokens().jwks().ok_or(DomainError::NotFound)?;
     Ok((
         [(header::CACHE_CONTROL, "public, max-age=300")],
         axum::Json(jwks.clone()),

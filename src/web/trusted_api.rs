@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::view::{RequesterView, StateView, without_token};
 use super::{AppState, Json, TicketPath, bearer};
+use crate::engine::Error as DomainError;
 use crate::error::{Error, ErrorBody, Result};
 use crate::ticket::{Identity, UserInfo};
 
@@ -35,16 +36,17 @@ impl axum::extract::FromRequestParts<AppState> for Trusted {
         app: &AppState,
     ) -> Result<Self> {
         let Some(key) = app.settings.api_key.as_deref() else {
-            return Err(Error::Unauthorized(
+            return Err(DomainError::Unauthorized(
                 "the trusted API is off: QRLOGIN_API_KEY is not set",
-            ));
+            )
+            .into());
         };
         match bearer(&parts.headers) {
             Some(given) if bool::from(given.as_bytes().ct_eq(key.as_bytes())) => Ok(Trusted),
-            Some(_) => Err(Error::Unauthorized("wrong API key")),
-            None => Err(Error::Unauthorized(
-                "missing Authorization: Bearer <API key>",
-            )),
+            Some(_) => Err(DomainError::Unauthorized("wrong API key").into()),
+            None => {
+                Err(DomainError::Unauthorized("missing Authorization: Bearer <API key>").into())
+            }
         }
     }
 }
@@ -126,9 +128,7 @@ impl CheckedBody for ConfirmBody {
             .as_ref()
             .is_some_and(|c| serde_json::to_vec(c).map_or(true, |v| v.len() > MAX_CLAIMS))
         {
-            return Err(Error::BadRequest(
-                "claims must be at most 8 KiB of JSON".into(),
-            ));
+            return Err(DomainError::Invalid("claims must be at most 8 KiB of JSON".into()).into());
         }
         Ok(())
     }
@@ -155,7 +155,7 @@ impl ConfirmBody {
 
 fn check_sub(sub: &str) -> Result<()> {
     if sub.is_empty() || sub.len() > 256 {
-        return Err(Error::BadRequest("sub must be 1 to 256 characters".into()));
+        return Err(DomainError::Invalid("sub must be 1 to 256 characters".into()).into());
     }
     Ok(())
 }
@@ -166,9 +166,9 @@ fn check_user(user: &Option<UserInfo>) -> Result<()> {
         .as_ref()
         .is_some_and(|u| too_long(&u.nickname) || too_long(&u.avatar))
     {
-        return Err(Error::BadRequest(
-            "user fields must be at most 1024 characters".into(),
-        ));
+        return Err(
+            DomainError::Invalid("user fields must be at most 1024 characters".into()).into(),
+        );
     }
     Ok(())
 }
@@ -272,7 +272,7 @@ mod tests {
                 parse_trusted::<ScanBody>(&bytes).map(|_| ()),
                 parse_trusted::<ConfirmBody>(&bytes).map(|_| ()),
             ] {
-                prop_assert!(matches!(result, Ok(()) | Err(Error::BadRequest(_))));
+                prop_assert!(matches!(result, Ok(()) | Err(Error::Domain(DomainError::Invalid(_)))));
             }
         }
 
@@ -296,10 +296,10 @@ mod tests {
         #[test]
         fn limits_are_bad_requests(extra in 0usize..64) {
             let long_sub = serde_json::json!({"sub": "x".repeat(257 + extra)}).to_string();
-            prop_assert!(matches!(parse_trusted::<ConfirmBody>(long_sub.as_bytes()), Err(Error::BadRequest(_))));
-            prop_assert!(matches!(parse_trusted::<ScanBody>(long_sub.as_bytes()), Err(Error::BadRequest(_))));
+            prop_assert!(matches!(parse_trusted::<ConfirmBody>(long_sub.as_bytes()), Err(Error::Domain(DomainError::Invalid(_)))));
+            prop_assert!(matches!(parse_trusted::<ScanBody>(long_sub.as_bytes()), Err(Error::Domain(DomainError::Invalid(_)))));
             let big = serde_json::json!({"sub": "u", "claims": {"k": "v".repeat(MAX_CLAIMS + extra)}}).to_string();
-            prop_assert!(matches!(parse_trusted::<ConfirmBody>(big.as_bytes()), Err(Error::BadRequest(_))));
+            prop_assert!(matches!(parse_trusted::<ConfirmBody>(big.as_bytes()), Err(Error::Domain(DomainError::Invalid(_)))));
         }
     }
 
@@ -326,7 +326,7 @@ mod tests {
             assert!(
                 matches!(
                     parse_trusted::<ConfirmBody>(body.as_bytes()),
-                    Err(Error::BadRequest(_))
+                    Err(Error::Domain(DomainError::Invalid(_)))
                 ),
                 "{body}"
             );

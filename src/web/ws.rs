@@ -21,8 +21,9 @@ use tokio::time::{Instant, sleep_until};
 use super::limits::{Kind, Pass};
 use super::view::StateView;
 use super::{AppState, ClientIp, TicketPath};
+use crate::engine::Error as DomainError;
 use crate::engine::Watch;
-use crate::error::{Error, ErrorBody, Result};
+use crate::error::{ErrorBody, Result};
 use crate::hub::Waiter;
 use crate::ticket::{Ticket, TicketId};
 use crate::token::seal::Opener;
@@ -104,18 +105,18 @@ pub async fn upgrade_ws(
         if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
             super::note_refused_origin(origin.to_str().unwrap_or("(not text)"));
         }
-        return Err(Error::Forbidden("this Origin may not open sockets"));
+        return Err(DomainError::Forbidden("this Origin may not open sockets").into());
     }
     let Some(secret) = offered_secret(&headers) else {
         // An unknown ticket is a 404 before a missing secret is a 401.
         app.engine.require(&id).await?;
-        return Err(Error::Unauthorized("offer the subprotocol secret.{secret}"));
+        return Err(DomainError::Unauthorized("offer the subprotocol secret.{secret}").into());
     };
     // Registered before the ticket is read: nothing can slip between. The
     // socket keeps the opener of its token (32 bytes), not the secret.
     let Watch { waiter, opener, .. } = app.engine.watch(&id, secret).await?;
     let upgrade =
-        upgrade.map_err(|e| Error::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+        upgrade.map_err(|e| DomainError::Invalid(format!("not a WebSocket upgrade: {e}")))?;
     // Counted here, before the upgrade is answered, in the same step as the
     // caps are checked: concurrent upgrades cannot all pass a check made
     // before any of them is counted.
