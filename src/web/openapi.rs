@@ -93,3 +93,51 @@ impl ToSchema for crate::ticket::UserInfo {}
 pub async fn serve_openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
+
+/// Error answers several endpoints document alike, each set stated once:
+/// a status, its description, and the contract's `ErrorBody`.
+fn error_responses(
+    answers: &[(&str, &str)],
+) -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    answers
+        .iter()
+        .map(|(status, description)| {
+            let body = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content("application/json", body)
+                .build();
+            ((*status).to_owned(), RefOr::T(response))
+        })
+        .collect()
+}
+
+/// The refusals of the trusted API's scan and confirm.
+pub struct TrustedChangeErrors;
+
+impl utoipa::IntoResponses for TrustedChangeErrors {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        error_responses(&[
+            ("400", "bad input"),
+            ("401", "missing or wrong secret / API key"),
+            ("404", "unknown or expired ticket"),
+            ("409", "the ticket's state does not allow it"),
+        ])
+    }
+}
+
+/// The refusals of the QR images (PNG and SVG).
+pub struct QrErrors;
+
+impl utoipa::IntoResponses for QrErrors {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        error_responses(&[
+            ("400", "bad input"),
+            ("404", "unknown or expired ticket"),
+            ("429", "too many renders (Retry-After)"),
+        ])
+    }
+}

@@ -11,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::openapi::QrErrors;
 use super::{AppState, ClientIp, Query, TicketPath};
 use crate::engine::Error as DomainError;
-use crate::error::{ErrorBody, Result};
+use crate::error::Result;
 use crate::qr;
 use crate::ticket::TicketId;
 
@@ -44,9 +45,7 @@ const WXACODE_SLOT: u32 = 0;
 #[utoipa::path(get, path = "/api/v1/tickets/{ticket}/qr.png", tag = "browser",
     params(("ticket" = String, Path), QrQuery),
     responses((status = 200, description = "PNG of qr_content", content_type = "image/png", body = Vec<u8>),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
-        (status = 429, description = "too many renders (Retry-After)", body = ErrorBody)))]
+        QrErrors))]
 pub async fn get_qr_png(
     state: State<AppState>,
     path: TicketPath,
@@ -59,9 +58,7 @@ pub async fn get_qr_png(
 #[utoipa::path(get, path = "/api/v1/tickets/{ticket}/qr.svg", tag = "browser",
     params(("ticket" = String, Path), QrQuery),
     responses((status = 200, description = "SVG of qr_content", content_type = "image/svg+xml", body = String),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
-        (status = 429, description = "too many renders (Retry-After)", body = ErrorBody)))]
+        QrErrors))]
 pub async fn get_qr_svg(
     state: State<AppState>,
     path: TicketPath,
@@ -86,7 +83,9 @@ async fn qr_image(
         None | Some("" | "qr") => {}
         Some("wxacode") if png => return wxacode_image(&app, &ticket, ip).await,
         Some(_) => {
-            return Err(DomainError::Invalid("kind is qr, or wxacode on qr.png".into()).into());
+            return Err(DomainError::Invalid(
+                "kind is qr, or wxacode on qr.png".into(),
+            ).into());
         }
     }
     let size = qr::clamp_size(q.size);

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
+use super::openapi::TrustedChangeErrors;
 use super::view::{RequesterView, StateView, without_token};
 use super::{AppState, Json, TicketPath, bearer};
 use crate::engine::Error as DomainError;
@@ -38,15 +39,14 @@ impl axum::extract::FromRequestParts<AppState> for Trusted {
         let Some(key) = app.settings.api_key.as_deref() else {
             return Err(DomainError::Unauthorized(
                 "the trusted API is off: QRLOGIN_API_KEY is not set",
-            )
-            .into());
+            ).into());
         };
         match bearer(&parts.headers) {
             Some(given) if bool::from(given.as_bytes().ct_eq(key.as_bytes())) => Ok(Trusted),
             Some(_) => Err(DomainError::Unauthorized("wrong API key").into()),
-            None => {
-                Err(DomainError::Unauthorized("missing Authorization: Bearer <API key>").into())
-            }
+            None => Err(DomainError::Unauthorized(
+                "missing Authorization: Bearer <API key>",
+            ).into()),
         }
     }
 }
@@ -128,7 +128,9 @@ impl CheckedBody for ConfirmBody {
             .as_ref()
             .is_some_and(|c| serde_json::to_vec(c).map_or(true, |v| v.len() > MAX_CLAIMS))
         {
-            return Err(DomainError::Invalid("claims must be at most 8 KiB of JSON".into()).into());
+            return Err(DomainError::Invalid(
+                "claims must be at most 8 KiB of JSON".into(),
+            ).into());
         }
         Ok(())
     }
@@ -155,7 +157,9 @@ impl ConfirmBody {
 
 fn check_sub(sub: &str) -> Result<()> {
     if sub.is_empty() || sub.len() > 256 {
-        return Err(DomainError::Invalid("sub must be 1 to 256 characters".into()).into());
+        return Err(DomainError::Invalid(
+            "sub must be 1 to 256 characters".into(),
+        ).into());
     }
     Ok(())
 }
@@ -166,9 +170,9 @@ fn check_user(user: &Option<UserInfo>) -> Result<()> {
         .as_ref()
         .is_some_and(|u| too_long(&u.nickname) || too_long(&u.avatar))
     {
-        return Err(
-            DomainError::Invalid("user fields must be at most 1024 characters".into()).into(),
-        );
+        return Err(DomainError::Invalid(
+            "user fields must be at most 1024 characters".into(),
+        ).into());
     }
     Ok(())
 }
@@ -176,10 +180,7 @@ fn check_user(user: &Option<UserInfo>) -> Result<()> {
 #[utoipa::path(post, path = "/api/v1/tickets/{ticket}/scan", tag = "trusted",
     params(("ticket" = String, Path)), security(("api_key" = [])), request_body = ScanBody,
     responses((status = 200, description = "scanned, with the computer that asked", body = ScanAnswer),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or wrong secret / API key", body = ErrorBody),
-        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
-        (status = 409, description = "the ticket's state does not allow it", body = ErrorBody)))]
+        TrustedChangeErrors))]
 pub async fn scan_ticket(
     _: Trusted,
     State(app): State<AppState>,
@@ -209,10 +210,7 @@ pub struct ScanAnswer {
 #[utoipa::path(post, path = "/api/v1/tickets/{ticket}/confirm", tag = "trusted",
     params(("ticket" = String, Path)), security(("api_key" = [])), request_body = ConfirmBody,
     responses((status = 200, description = "confirmed; the JWT goes to the browser only", body = StateView),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or wrong secret / API key", body = ErrorBody),
-        (status = 404, description = "unknown or expired ticket", body = ErrorBody),
-        (status = 409, description = "the ticket's state does not allow it", body = ErrorBody)))]
+        TrustedChangeErrors))]
 pub async fn confirm_ticket(
     _: Trusted,
     State(app): State<AppState>,
