@@ -34,7 +34,6 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, ScriptInvoc
 use tokio::sync::Semaphore;
 
 use super::{Target, TlsFiles};
-use crate::store::StoreError;
 use crate::ticket::now_ms;
 
 /// Longest any single Redis operation may take before it counts as down:
@@ -69,10 +68,22 @@ pub fn count_error(op: &'static str) {
     metrics::counter!("qrlogin_redis_errors_total", "op" => op).increment(1);
 }
 
+/// A Redis operation that failed (Redis down, slow or busy): which one and
+/// why, for logs only. The store reports it as `StoreError::Unavailable`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("redis {op}: {cause}")]
+pub struct Failed {
+    op: &'static str,
+    cause: String,
+}
+
 /// Count and describe a failed Redis operation.
-pub fn failed(op: &'static str, cause: impl std::fmt::Display) -> StoreError {
+pub fn failed(op: &'static str, cause: impl std::fmt::Display) -> Failed {
     count_error(op);
-    StoreError::Unavailable(format!("redis {op}: {cause}"))
+    Failed {
+        op,
+        cause: cause.to_string(),
+    }
 }
 
 /// Whether `e` means the connection broke (worth one immediate retry). A
@@ -474,7 +485,7 @@ impl Redis {
     /// Sentinel, what makes us ask the sentinels for the master again), so
     /// after an outage or a failover the first request succeeds instead of
     /// failing.
-    async fn run<T, F, Fut>(&self, lane: Lane, op: &'static str, call: F) -> Result<T, StoreError>
+    async fn run<T, F, Fut>(&self, lane: Lane, op: &'static str, call: F) -> Result<T, Failed>
     where
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -510,11 +521,7 @@ impl Redis {
 
     /// Run `cmd` on the request lane, retried once after a lost connection
     /// (see `run`).
-    pub async fn query<T: FromRedisValue>(
-        &self,
-        op: &'static str,
-        cmd: &Cmd,
-    ) -> Result<T, StoreError> {
+    pub async fn query<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T, Failed> {
         self.query_on(Lane::Requests, op, cmd).await
     }
 
@@ -524,7 +531,7 @@ impl Redis {
         lane: Lane,
         op: &'static str,
         cmd: &Cmd,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, Failed> {
         self.run(lane, op, |mut conn| async move {
             cmd.query_async(&mut conn).await
         })
@@ -536,7 +543,7 @@ impl Redis {
         &self,
         op: &'static str,
         script: &ScriptInvocation<'_>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, Failed> {
         self.run(Lane::Requests, op, |mut conn| async move {
             script.invoke_async(&mut conn).await
         })
@@ -579,7 +586,7 @@ impl Redis {
     /// `PUBLISH channel message`. In a cluster any node will do: classic
     /// pub/sub messages are broadcast to every node over the cluster bus;
     /// with Sentinel the master passes it on to its replicas.
-    pub async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<(), Failed> {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(message);
         self.query::<i64>("publish", &cmd).await.map(|_| ())

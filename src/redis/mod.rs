@@ -6,15 +6,15 @@
 //! `Redis` connects lazily, so the service starts while Redis is still
 //! coming up and reports not ready until it answers. Every command is
 //! bounded (a slot, a timeout), and every failure is counted
-//! (`qrlogin_redis_errors_total{op}`) and becomes
-//! `StoreError::Unavailable`.
+//! (`qrlogin_redis_errors_total{op}`) and becomes a `Failed`, which the
+//! store reports as `StoreError::Unavailable`.
 
 mod conn;
 pub mod subscription;
 mod tls;
 mod url;
 
-pub use conn::{Lane, OP_TIMEOUT, Redis, ReplicaWait, count_error, failed};
+pub use conn::{Failed, Lane, OP_TIMEOUT, Redis, ReplicaWait, count_error, failed};
 pub use subscription::Subscription;
 pub use tls::TlsFiles;
 pub use url::{SentinelTarget, Target, redact};

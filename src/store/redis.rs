@@ -24,9 +24,15 @@ use async_trait::async_trait;
 use redis::Script;
 
 use super::{StoreError, TicketStore};
-use crate::redis::failed;
+use crate::redis::{Failed, failed};
 pub use crate::redis::{Redis, ReplicaWait, Target, TlsFiles, redact};
 use crate::ticket::{Change, Ticket, TicketId, now_ms};
+
+impl From<Failed> for StoreError {
+    fn from(e: Failed) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
 
 /// Compare-and-set attempts before giving up; only reached under extreme
 /// contention, since a ticket has at most three transitions.
@@ -142,18 +148,19 @@ impl TicketStore for RedisStore {
             }
             metrics::counter!("qrlogin_redis_cas_retries_total").increment(1);
         }
-        Err(failed("transition", "too much contention on one ticket"))
+        Err(failed("transition", "too much contention on one ticket").into())
     }
 
     async fn live_count(&self) -> Result<u64, StoreError> {
         let mut count = self.count.key(&self.live_key);
         count.arg(now_ms());
-        self.redis.invoke("live_count", &count).await
+        Ok(self.redis.invoke("live_count", &count).await?)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         let ping = redis::cmd("PING");
-        self.redis.query::<String>("ping", &ping).await.map(|_| ())
+        self.redis.query::<String>("ping", &ping).await?;
+        Ok(())
     }
 
     async fn put_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -173,19 +180,19 @@ impl TicketStore for RedisStore {
             .arg(value)
             .arg("PX")
             .arg(px(ttl));
-        self.redis.query("put", &set).await
+        Ok(self.redis.query("put", &set).await?)
     }
 
     async fn get_value(&self, key: &str) -> Result<Option<String>, StoreError> {
         let mut get = redis::cmd("GET");
         get.arg(self.value_key(key));
-        self.redis.query("get_value", &get).await
+        Ok(self.redis.query("get_value", &get).await?)
     }
 
     async fn remove_value(&self, key: &str) -> Result<(), StoreError> {
         let mut del = redis::cmd("DEL");
         del.arg(self.value_key(key));
-        self.redis.query("remove_value", &del).await
+        Ok(self.redis.query("remove_value", &del).await?)
     }
 }
 
