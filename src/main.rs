@@ -3,9 +3,9 @@
 mod cli;
 
 /// mimalloc rather than glibc's malloc: measured with `qrlogin-bench`, it
-/// takes 10–15 % less CPU per login (glibc spent 13 % of a confirm in
-/// `_int_malloc` and consolidation) and holds an idle socket in 3.4 KiB
-/// instead of 3.7.
+/// takes less CPU per login (glibc's `_int_malloc` and consolidation were a
+/// visible part of a confirm) and less memory per idle socket; the figures
+/// are in docs/performance.md.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -47,8 +47,8 @@ pub struct Waiters {
 
 /// A watched ticket's wake-ups: a version every waiter compares with the
 /// last one it saw, and the tasks parked until it moves. (tokio's `watch`
-/// channel does the same with nine `Notify`s: 340 bytes per waiting
-/// browser instead of 64.)
+/// channel does the same with nine `Notify`s, several times the memory
+/// per waiting browser; see docs/performance.md.)
 #[derive(Default)]
 struct Signal {
     version: AtomicU64,

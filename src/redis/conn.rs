@@ -42,8 +42,9 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Commands the request lane may have in flight. Far above what a healthy
-/// Redis needs (at 0.5 ms a command, 20,000 commands/s keep 10 in flight),
-/// low enough that Redis's queue stays short when it slows down.
+/// Redis needs (commands in flight are the rate times each one's latency;
+/// the sizing is in docs/performance.md), low enough that Redis's queue
+/// stays short when it slows down.
 const REQUEST_SLOTS: usize = 256;
 /// Commands the sweep lane may have in flight (each a batch of keys).
 const SWEEP_SLOTS: usize = 4;

@@ -4,8 +4,8 @@
 //! stored time is the truth, not the cache's clock). A cache entry never
 //! changes after its insert: it holds a cell whose lock makes each
 //! transition an exact compare-and-set. (moka's own `and_compute_with` is
-//! exact too, but its per-key lock and waiter tables cost 15 µs of a
-//! confirm's ~110 µs.) A final transition may push `expires_at` out by the
+//! exact too, but its per-key lock and waiter tables were a large share of
+//! a confirm; see docs/performance.md.) A final transition may push `expires_at` out by the
 //! grace of `Ticket::apply`, so entries are kept that much longer than the
 //! ticket's first expiry; reads go by the cell's current one.
 //!

@@ -30,8 +30,8 @@ pub use keys::{JwtAlg, KeyError, KeyProblem, KeySettings, SigningKey};
 pub use qrlogin_verify::{Verifier, VerifyError};
 
 /// A token's payload, written straight to JSON: building a `Map` of owned
-/// strings first cost 3,600 instructions a token (callgrind), a thirtieth
-/// of a confirm.
+/// strings first allocated and copied every claim on each confirm
+/// (measured in docs/performance.md).
 #[derive(serde::Serialize)]
 struct Claims<'a> {
     iss: &'a str,

@@ -13,8 +13,9 @@
 //! The derived private key is HMAC-SHA256(secret, "qrlogin token at rest"),
 //! not the secret's SHA-256 the store keeps, so the stored hash opens
 //! nothing. X25519 rather than P-256 for it because every ticket creation
-//! pays one base-point multiplication: curve25519-dalek's precomputed tables
-//! make that a few µs, where the `p256` crate (no tables) takes ~100 µs.
+//! pays one base-point multiplication, which curve25519-dalek's precomputed
+//! tables make cheap and the `p256` crate (no tables) does not (figures in
+//! docs/performance.md, "Token sealing").
 //!
 //! Sealing uses ring (its P-256 and X25519 agreements and AES-GCM: a confirm
 //! pays one ephemeral key and one agreement); opening with the derived key

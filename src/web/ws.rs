@@ -110,7 +110,9 @@ pub async fn upgrade_ws(
     let Some(secret) = offered_secret(&headers) else {
         // An unknown ticket is a 404 before a missing secret is a 401.
         app.engine.require(&id).await?;
-        return Err(DomainError::Unauthorized("offer the subprotocol secret.{secret}").into());
+        return Err(DomainError::Unauthorized(
+            "offer the subprotocol secret.{secret}",
+        ).into());
     };
     // Registered before the ticket is read: nothing can slip between. The
     // socket keeps the opener of its token (32 bytes), not the secret.
@@ -131,7 +133,7 @@ pub async fn upgrade_ws(
         .on_upgrade(move |socket| {
             // A task of its own, with the socket boxed: axum's upgrade task
             // keeps the stream in several places of its state and finishes
-            // here, so a waiting browser holds ~1 KiB instead of ~2.5 KiB.
+            // here, so a waiting browser holds far less (docs/performance.md).
             tokio::spawn(session(app, id, waiter, opener, Box::new(socket), pass));
             std::future::ready(())
         }))
@@ -241,8 +243,8 @@ async fn session(
         if need_read {
             need_read = false;
             // In a statement of its own: the ticket read is dropped here, not
-            // kept in this future's state across the sends below (~700 bytes
-            // per waiting browser).
+            // kept in this future's state across the sends below, where every
+            // waiting browser would pay for it.
             let looked = app.engine.get(&id).await.map(|t| look(t.as_ref(), &opener));
             match looked {
                 Ok(Err(e)) => {
