@@ -14,11 +14,19 @@ use crate::http::Conn;
 use crate::net::Sources;
 use crate::report::{CpuPer, Latencies, cpu_time};
 
+#[derive(clap::Args)]
 pub struct ChurnArgs {
+    #[arg(short = 'c', long, default_value_t = 64)]
     pub concurrency: usize,
+    #[arg(short = 'd', long, default_value = "10", value_parser = crate::seconds)]
     pub duration: Duration,
+    /// Stop after this many logins even before the duration.
+    #[arg(long, default_value_t = 1_000_000)]
     pub max_logins: u64,
+    #[arg(long, env = "QRLOGIN_API_KEY")]
     pub api_key: String,
+    /// Server process id(s) whose CPU time to read from /proc.
+    #[arg(long = "server-pid")]
     pub server_pids: Vec<u32>,
 }
 

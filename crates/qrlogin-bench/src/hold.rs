@@ -230,10 +230,17 @@ async fn read_socket(mut ws: Ws, idx: usize, board: Arc<Board>) {
     board.open.fetch_sub(1, Ordering::AcqRel);
 }
 
+#[derive(clap::Args)]
 pub struct HoldArgs {
+    #[arg(short = 'n', long, default_value_t = 10_000)]
     pub count: usize,
+    #[arg(short = 'c', long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Server process id(s) whose RSS to read from /proc.
+    #[arg(long = "server-pid")]
     pub server_pids: Vec<u32>,
+    /// Seconds to keep the sockets open before reading RSS.
+    #[arg(long = "hold-seconds", value_name = "HOLD_SECONDS", default_value = "3", value_parser = crate::seconds)]
     pub hold_for: Duration,
 }
 

@@ -12,18 +12,33 @@ use crate::http::Pool;
 use crate::net::Sources;
 use crate::report::{CpuPer, Latencies, cpu_time};
 
+#[derive(clap::Args)]
 pub struct PushArgs {
+    #[arg(short = 'n', long, default_value_t = 10_000)]
     pub held: usize,
+    #[arg(short = 'm', long, default_value_t = 10_000)]
     pub confirms: usize,
+    #[arg(short = 'c', long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Confirms per second (instead of a concurrency).
+    #[arg(short = 'r', long)]
     pub rate: Option<f64>,
+    /// Concurrency of the setup before the pushes.
+    #[arg(long, default_value_t = 64)]
     pub setup_concurrency: usize,
+    #[arg(long, env = "QRLOGIN_API_KEY")]
     pub api_key: String,
+    /// Seconds to wait for each push after its confirm.
+    #[arg(long, default_value = "10", value_parser = crate::seconds)]
     pub timeout: Duration,
+    /// Repeat hold + push this many times (fresh sockets each round).
+    #[arg(long, default_value_t = 1)]
     pub rounds: usize,
-    /// Wall-clock second (Unix time) at which to start confirming, so that
-    /// several generator processes push only once all of them hold.
+    /// Start confirming at this Unix time (several generators together).
+    #[arg(long)]
     pub confirm_at: Option<u64>,
+    /// Server process id(s) whose CPU time to read from /proc.
+    #[arg(long = "server-pid")]
     pub server_pids: Vec<u32>,
 }
 
@@ -192,6 +207,14 @@ async fn confirm_all(
         sending: Duration::ZERO,
     }));
     let started = Instant::now();
+    let job = || Job {
+        servers: servers.to_vec(),
+        sources: sources.clone(),
+        board: board.clone(),
+        pool: pool.clone(),
+        shared: shared.clone(),
+        key: args.api_key.clone(),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     let workers = match args.rate {
         // Fixed rate: one task per confirm, started on schedule, using a
@@ -200,14 +223,7 @@ async fn confirm_all(
             let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
             for (k, target) in targets.iter().enumerate() {
                 tokio::time::sleep_until((started + interval * k as u32).into()).await;
-                let job = Job {
-                    servers: servers.to_vec(),
-                    sources: sources.clone(),
-                    board: board.clone(),
-                    pool: pool.clone(),
-                    shared: shared.clone(),
-                    key: args.api_key.clone(),
-                };
+                let job = job();
                 let target = target.clone();
                 tasks.spawn(async move { job.confirm(target).await });
             }
@@ -216,14 +232,7 @@ async fn confirm_all(
         None => args.concurrency.max(1),
     };
     for _ in 0..workers {
-        let job = Job {
-            servers: servers.to_vec(),
-            sources: sources.clone(),
-            board: board.clone(),
-            pool: pool.clone(),
-            shared: shared.clone(),
-            key: args.api_key.clone(),
-        };
+        let job = job();
         let (targets, next) = (targets.clone(), next.clone());
         tasks.spawn(async move {
             loop {

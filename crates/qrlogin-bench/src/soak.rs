@@ -34,26 +34,51 @@ use crate::http::Pool;
 use crate::net::Sources;
 use crate::report::{Latencies, open_fds, rss_kib};
 
+#[derive(clap::Args)]
 pub struct SoakArgs {
+    /// Browsers (each holds one socket most of the time).
+    #[arg(short = 'n', long, default_value_t = 2_000)]
     pub sockets: usize,
+    /// Seconds during which browsers start new tickets (then a drain).
+    #[arg(short = 'd', long, default_value = "60", value_parser = crate::seconds)]
     pub duration: Duration,
     /// Browsers started per second at the beginning.
+    #[arg(long, default_value_t = 1_000.0)]
     pub ramp: f64,
+    /// Seed of every random choice (`clock`: one from the clock; printed).
+    #[arg(long, default_value = "clock", value_parser = seed)]
     pub seed: u64,
+    #[arg(long, env = "QRLOGIN_API_KEY")]
     pub api_key: String,
+    /// Server process id(s) whose RSS and open files to read from /proc.
+    #[arg(long = "server-pid")]
     pub server_pids: Vec<u32>,
-    /// Files holding a server's pid, re-read at every sample (an instance
-    /// restarted during the run gets a new pid).
+    /// A file holding a server's pid, re-read at every reading (for an
+    /// instance restarted during the run).
+    #[arg(long = "server-pid-file")]
     pub server_pid_files: Vec<PathBuf>,
-    /// How long a terminal frame may take after an accepted confirm/deny,
-    /// and after the ticket's expiry.
-    pub push_timeout: Duration,
-    /// Wait after every socket closed before reading the servers' memory.
-    pub settle: Duration,
-    /// A file the driver of the run appends `UNIX_MS NAME` lines to when it
-    /// causes a fault (a Redis kill, a failover, a restart); read at the end
-    /// to report the worst push around each fault.
+    /// A file of `UNIX_MS NAME` lines, one per fault the driver caused,
+    /// read at the end: the worst push around each is reported.
+    #[arg(long = "fault-file")]
     pub fault_file: Option<PathBuf>,
+    /// Seconds a terminal frame may take after an accepted confirm/deny
+    /// (and after the ticket's expiry).
+    #[arg(long, default_value = "10", value_parser = crate::seconds)]
+    pub push_timeout: Duration,
+    /// Seconds to wait after the last socket closed before reading the
+    /// servers' memory and open files.
+    #[arg(long, default_value = "5", value_parser = crate::seconds)]
+    pub settle: Duration,
+}
+
+/// `--seed`: a number, or `clock` for one from the clock.
+fn seed(text: &str) -> Result<u64, String> {
+    if text == "clock" {
+        return Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64));
+    }
+    text.parse().map_err(|e| format!("{e}"))
 }
 
 /// Pushes whose confirm/deny was sent from this long before a fault…
