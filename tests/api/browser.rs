@@ -735,10 +735,20 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A service that allows the product page at `origin`.
-async fn service_allowing(origin: &str) -> TestApp {
-    let origin = origin.to_owned();
-    spawn_app_with(move |s| s.allowed_origins = vec![origin]).await
+/// The port of a product page to come and a service allowing it as
+/// `http://127.0.0.1:{port}`: what every embed test starts from.
+async fn product_and_service() -> (u16, TestApp) {
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let app = spawn_app_with(move |s| s.allowed_origins = vec![origin]).await;
+    (port, app)
+}
+
+/// The product page at `http://{host}:{port}/`, open on a desktop.
+async fn open_product(browser: &Browser, host: &str, port: u16, lang: &str) -> Page {
+    let page = browser.page("product", Device::Desktop, lang).await;
+    page.goto(&format!("http://{host}:{port}/")).await;
+    page
 }
 
 /// Scan the page's code and confirm it on the dev phone page.
@@ -756,14 +766,12 @@ async fn confirm_on_phone(page: &Page, app: &TestApp) {
 
 #[tokio::test]
 async fn the_embedded_widget_styles_itself_under_a_strict_csp_and_leaves_the_page_alone() {
-    let port = free_port();
-    let app = service_allowing(&format!("http://127.0.0.1:{port}")).await;
+    let (port, app) = product_and_service().await;
     let _host = host_page(&app, port, "resolve").await;
     let Some(browser) = Browser::launch("embed-styles-csp").await else {
         return;
     };
-    let page = browser.page("product", Device::Desktop, EN).await;
-    page.goto(&format!("http://127.0.0.1:{port}/")).await;
+    let page = open_product(&browser, "127.0.0.1", port, EN).await;
     page.wait_for("a pending code", &format!("{STATUS} === 'pending'"))
         .await;
     // Its own look with no stylesheet: the QR at its size, a styled status.
@@ -799,14 +807,12 @@ async fn the_embedded_widget_styles_itself_under_a_strict_csp_and_leaves_the_pag
 
 #[tokio::test]
 async fn a_rejected_on_token_promise_shows_its_message_and_offers_a_new_code() {
-    let port = free_port();
-    let app = service_allowing(&format!("http://127.0.0.1:{port}")).await;
+    let (port, app) = product_and_service().await;
     let _host = host_page(&app, port, "reject").await;
     let Some(browser) = Browser::launch("embed-on-token-rejected").await else {
         return;
     };
-    let page = browser.page("product", Device::Desktop, EN).await;
-    page.goto(&format!("http://127.0.0.1:{port}/")).await;
+    let page = open_product(&browser, "127.0.0.1", port, EN).await;
     page.wait_for("a pending code", &format!("{STATUS} === 'pending'"))
         .await;
     let first = page.eval(QR_SRC).await;
@@ -827,15 +833,13 @@ async fn a_rejected_on_token_promise_shows_its_message_and_offers_a_new_code() {
 
 #[tokio::test]
 async fn a_page_on_an_origin_the_service_refuses_is_told_so() {
-    let port = free_port();
     // The classic mistake: 127.0.0.1 allowed, the page opened as localhost.
-    let app = service_allowing(&format!("http://127.0.0.1:{port}")).await;
+    let (port, app) = product_and_service().await;
     let _host = host_page(&app, port, "resolve").await;
     let Some(browser) = Browser::launch("embed-origin-refused").await else {
         return;
     };
-    let page = browser.page("product", Device::Desktop, EN).await;
-    page.goto(&format!("http://localhost:{port}/")).await;
+    let page = open_product(&browser, "localhost", port, EN).await;
     assert_eq!(
         wait_status(&page, "origin").await,
         "This page's origin is not allowed by the login service"
@@ -947,14 +951,12 @@ fn installed_package() -> Option<String> {
 async fn the_widget_reads_right_on_a_page_in_another_encoding() {
     // A classic script is decoded in the page's encoding unless its response
     // names a charset: many Chinese sites are still GBK.
-    let port = free_port();
-    let app = service_allowing(&format!("http://127.0.0.1:{port}")).await;
+    let (port, app) = product_and_service().await;
     let _host = host_page_in(&app, port, "resolve", "zh-CN", "gbk").await;
     let Some(browser) = Browser::launch("embed-gbk-page").await else {
         return;
     };
-    let page = browser.page("product", Device::Desktop, ZH).await;
-    page.goto(&format!("http://127.0.0.1:{port}/")).await;
+    let page = open_product(&browser, "127.0.0.1", port, ZH).await;
     assert_eq!(page.eval("document.characterSet").await, "GBK");
     assert_eq!(wait_status(&page, "pending").await, "请使用手机扫描二维码");
     confirm_on_phone(&page, &app).await;
@@ -971,8 +973,7 @@ async fn the_npm_package_installs_and_its_es_module_logs_in_on_a_product_page() 
         module.is_ascii(),
         "the package's module has non-ASCII bytes"
     );
-    let port = free_port();
-    let app = service_allowing(&format!("http://127.0.0.1:{port}")).await;
+    let (port, app) = product_and_service().await;
     let host_js = format!(
         r#"import {{ mount }} from "/qrlogin-widget.mjs";
 window.hadGlobal = "QRLogin" in window;
@@ -1011,8 +1012,7 @@ window.qrloginHandle = mount(document.getElementById("qrlogin"), {{
     let Some(browser) = Browser::launch("embed-npm-module").await else {
         return;
     };
-    let page = browser.page("product", Device::Desktop, EN).await;
-    page.goto(&format!("http://127.0.0.1:{port}/")).await;
+    let page = open_product(&browser, "127.0.0.1", port, EN).await;
     page.wait_for("a pending code", &format!("{STATUS} === 'pending'"))
         .await;
     assert_eq!(

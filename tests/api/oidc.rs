@@ -201,6 +201,44 @@ async fn login_redirect(app: &TestApp, params: &[(&str, &str)], name: &str) -> S
     body["redirect_to"].as_str().unwrap().to_owned()
 }
 
+/// Authorize, confirm on the phone as `name`, complete: the code the
+/// redirect carries.
+async fn login_code(app: &TestApp, params: &[(&str, &str)], name: &str) -> String {
+    query_of(&login_redirect(app, params, name).await)["code"].clone()
+}
+
+/// The SPA's authorization request without parameter `name`.
+fn spa_request_without<'a>(challenge: &'a str, name: &str) -> Vec<(&'a str, &'a str)> {
+    spa_request(challenge, &[])
+        .into_iter()
+        .filter(|(k, _)| *k != name)
+        .collect()
+}
+
+/// The SPA's authorization request with parameter `name` set to `value`.
+fn spa_request_with<'a>(challenge: &'a str, name: &str, value: &'a str) -> Vec<(&'a str, &'a str)> {
+    spa_request(challenge, &[])
+        .into_iter()
+        .map(|(k, v)| if k == name { (k, value) } else { (k, v) })
+        .collect()
+}
+
+/// A token request of the confidential client `wiki`, by Basic
+/// authentication with `secret`.
+async fn wiki_token_request(
+    app: &TestApp,
+    secret: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    app.client
+        .post(app.url("/oauth2/token"))
+        .basic_auth("wiki", Some(secret))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn token_request(app: &TestApp, form: &[(&str, &str)]) -> reqwest::Response {
     app.client
         .post(app.url("/oauth2/token"))
@@ -386,20 +424,13 @@ async fn a_confidential_client_authenticates_by_basic_or_form_and_wrong_secrets_
     ];
     // Basic with the wrong secret: 401 with a challenge, and the code
     // still works for the right secret (a failed authentication spends nothing).
-    let code = query_of(&login_redirect(&app, &wiki, "Bo").await)["code"].clone();
+    let code = login_code(&app, &wiki, "Bo").await;
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
         ("redirect_uri", WIKI_CB),
     ];
-    let r = app
-        .client
-        .post(app.url("/oauth2/token"))
-        .basic_auth("wiki", Some("wrong-secret-wrong-secret-wrong-secret"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let r = wiki_token_request(&app, "wrong-secret-wrong-secret-wrong-secret", &form).await;
     assert_eq!(r.status(), 401);
     assert!(
         r.headers()["www-authenticate"]
@@ -413,21 +444,14 @@ async fn a_confidential_client_authenticates_by_basic_or_form_and_wrong_secrets_
     as_public.push(("client_id", "wiki"));
     let r = token_request(&app, &as_public).await;
     assert_eq!(r.status(), 401);
-    let r = app
-        .client
-        .post(app.url("/oauth2/token"))
-        .basic_auth("wiki", Some(CLIENT_SECRET))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let r = wiki_token_request(&app, CLIENT_SECRET, &form).await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     let id = verify_from_jwks(&app, body["id_token"].as_str().unwrap(), "wiki").await;
     assert!(id.get("nonce").is_none());
     assert!(id.get("name").is_none(), "no profile scope, no name");
     // client_secret_post.
-    let code = query_of(&login_redirect(&app, &wiki, "Bo").await)["code"].clone();
+    let code = login_code(&app, &wiki, "Bo").await;
     let r = token_request(
         &app,
         &[
@@ -452,14 +476,14 @@ async fn a_code_works_once_for_its_client_redirect_uri_and_verifier() {
         r.json::<Value>().await.unwrap()["error"].clone()
     };
     // Reused.
-    let code = query_of(&login_redirect(&app, &params, "Ann").await)["code"].clone();
+    let code = login_code(&app, &params, "Ann").await;
     assert_eq!(spa_token(&app, &code, &verifier).await.status(), 200);
     assert_eq!(
         invalid_grant(spa_token(&app, &code, &verifier).await).await,
         "invalid_grant"
     );
     // Wrong verifier: refused, and the code is spent.
-    let code = query_of(&login_redirect(&app, &params, "Ann").await)["code"].clone();
+    let code = login_code(&app, &params, "Ann").await;
     let (other, _) = pkce();
     assert_eq!(
         invalid_grant(spa_token(&app, &code, &other).await).await,
@@ -470,7 +494,7 @@ async fn a_code_works_once_for_its_client_redirect_uri_and_verifier() {
         "invalid_grant"
     );
     // Wrong redirect_uri.
-    let code = query_of(&login_redirect(&app, &params, "Ann").await)["code"].clone();
+    let code = login_code(&app, &params, "Ann").await;
     let r = token_request(
         &app,
         &[
@@ -484,23 +508,21 @@ async fn a_code_works_once_for_its_client_redirect_uri_and_verifier() {
     .await;
     assert_eq!(invalid_grant(r).await, "invalid_grant");
     // Another client's code.
-    let code = query_of(&login_redirect(&app, &params, "Ann").await)["code"].clone();
-    let r = app
-        .client
-        .post(app.url("/oauth2/token"))
-        .basic_auth("wiki", Some(CLIENT_SECRET))
-        .form(&[
+    let code = login_code(&app, &params, "Ann").await;
+    let r = wiki_token_request(
+        &app,
+        CLIENT_SECRET,
+        &[
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
             ("redirect_uri", SPA_CB),
             ("code_verifier", verifier.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(invalid_grant(r).await, "invalid_grant");
     // No verifier.
-    let code = query_of(&login_redirect(&app, &params, "Ann").await)["code"].clone();
+    let code = login_code(&app, &params, "Ann").await;
     let r = token_request(
         &app,
         &[
@@ -542,8 +564,7 @@ async fn a_code_works_once_for_its_client_redirect_uri_and_verifier() {
 async fn an_expired_code_is_refused() {
     let (app, _files) = provider_app(|s| s.oidc_code_ttl = 1).await;
     let (verifier, challenge) = pkce();
-    let code =
-        query_of(&login_redirect(&app, &spa_request(&challenge, &[]), "Ann").await)["code"].clone();
+    let code = login_code(&app, &spa_request(&challenge, &[]), "Ann").await;
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     let r = spa_token(&app, &code, &verifier).await;
     assert_eq!(r.status(), 400);
@@ -555,41 +576,15 @@ async fn an_unknown_client_or_redirect_uri_gets_a_page_never_a_redirect() {
     let (app, _files) = provider_app(|_| {}).await;
     let (_, challenge) = pkce();
     let cases: Vec<Vec<(&str, &str)>> = vec![
-        spa_request(&challenge, &[])
-            .into_iter()
-            .map(|(k, v)| {
-                if k == "client_id" {
-                    (k, "nobody")
-                } else {
-                    (k, v)
-                }
-            })
-            .collect(),
-        spa_request(&challenge, &[])
-            .into_iter()
-            .map(|(k, v)| {
-                if k == "redirect_uri" {
-                    (k, "https://evil.example/cb")
-                } else {
-                    (k, v)
-                }
-            })
-            .collect(),
+        spa_request_with(&challenge, "client_id", "nobody"),
+        spa_request_with(&challenge, "redirect_uri", "https://evil.example/cb"),
         // A prefix match would let this through.
-        spa_request(&challenge, &[])
-            .into_iter()
-            .map(|(k, v)| {
-                if k == "redirect_uri" {
-                    (k, "http://127.0.0.1:9/callback/../x")
-                } else {
-                    (k, v)
-                }
-            })
-            .collect(),
-        spa_request(&challenge, &[])
-            .into_iter()
-            .filter(|(k, _)| *k != "redirect_uri")
-            .collect(),
+        spa_request_with(
+            &challenge,
+            "redirect_uri",
+            "http://127.0.0.1:9/callback/../x",
+        ),
+        spa_request_without(&challenge, "redirect_uri"),
     ];
     for params in cases {
         let r = app
@@ -618,18 +613,8 @@ async fn an_unknown_client_or_redirect_uri_gets_a_page_never_a_redirect() {
 async fn bad_requests_redirect_with_rfc_6749_codes_state_and_iss() {
     let (app, _files) = provider_app(|_| {}).await;
     let (_, challenge) = pkce();
-    let without = |name: &str| -> Vec<(&str, &str)> {
-        spa_request(&challenge, &[])
-            .into_iter()
-            .filter(|(k, _)| *k != name)
-            .collect()
-    };
-    let with = |name: &'static str, value: &'static str| -> Vec<(&str, &str)> {
-        spa_request(&challenge, &[])
-            .into_iter()
-            .map(|(k, v)| if k == name { (k, value) } else { (k, v) })
-            .collect()
-    };
+    let without = |name: &str| spa_request_without(&challenge, name);
+    let with = |name: &str, value: &'static str| spa_request_with(&challenge, name, value);
     let mut repeated = spa_request(&challenge, &[]);
     repeated.push(("scope", "openid"));
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
@@ -781,14 +766,7 @@ async fn the_token_endpoint_limits_each_client() {
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
     // Another client has its own quota.
-    let r = app
-        .client
-        .post(app.url("/oauth2/token"))
-        .basic_auth("wiki", Some(CLIENT_SECRET))
-        .form(&form[..3])
-        .send()
-        .await
-        .unwrap();
+    let r = wiki_token_request(&app, CLIENT_SECRET, &form[..3]).await;
     assert_eq!(r.status(), 400);
 }
 
@@ -1085,14 +1063,7 @@ async fn an_oidc_login_logs_no_client_secret_code_or_token() {
     let body: Value = token_request(&app, &form).await.json().await.unwrap();
     // A replay and a wrong secret are logged as events, without the values.
     token_request(&app, &form).await;
-    let r = app
-        .client
-        .post(app.url("/oauth2/token"))
-        .basic_auth("wiki", Some("a-guess-a-guess-a-guess-a-guess-a-guess"))
-        .form(&form[..3])
-        .send()
-        .await
-        .unwrap();
+    let r = wiki_token_request(&app, "a-guess-a-guess-a-guess-a-guess-a-guess", &form[..3]).await;
     assert_eq!(r.status(), 401);
     let text = logs.text();
     assert!(text.contains("presented twice"), "the replay is logged");

@@ -29,6 +29,27 @@ pub(crate) async fn instances(url: &str, n: usize) -> Vec<TestApp> {
     apps
 }
 
+/// Two instances on `url` sharing a prefix, both ready.
+async fn two_ready(url: &str) -> (TestApp, TestApp) {
+    let mut apps = instances(url, 2).await;
+    let (b, a) = (apps.pop().unwrap(), apps.pop().unwrap());
+    wait_ready(&a, 200, 10).await;
+    wait_ready(&b, 200, 10).await;
+    (a, b)
+}
+
+/// One login across instances: the socket on `b`, the confirm on `a`. The
+/// time from sending the confirm to the `confirmed` frame.
+async fn push_across(a: &TestApp, b: &TestApp) -> Duration {
+    let t = a.create_ticket().await;
+    let mut ws = b.ws(&t).await;
+    assert_eq!(next_frame(&mut ws).await["status"], "pending");
+    let started = std::time::Instant::now();
+    assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
+    assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+    started.elapsed()
+}
+
 async fn readyz(app: &TestApp) -> u16 {
     app.client
         .get(app.url("/readyz"))
@@ -294,30 +315,10 @@ async fn cross_instance_confirm_to_frame_latency() {
     let Some(redis) = RedisServer::start("cross_instance_confirm_to_frame_latency") else {
         return;
     };
-    let prefix = format!("lat{}", rand::random::<u32>());
-    let mut apps = Vec::new();
-    for _ in 0..2 {
-        let (url, prefix) = (redis.url(), prefix.clone());
-        apps.push(
-            spawn_app_with(move |s| {
-                s.redis_url = Some(url);
-                s.redis_prefix = prefix;
-                s.rate_tickets = 0;
-                s.rate_sockets = 0;
-            })
-            .await,
-        );
-    }
-    let (a, b) = (&apps[0], &apps[1]);
+    let (a, b) = &two_ready(&redis.url()).await;
     let mut samples = Vec::new();
     for _ in 0..200 {
-        let t = a.create_ticket().await;
-        let mut ws = b.ws(&t).await;
-        assert_eq!(next_frame(&mut ws).await["status"], "pending");
-        let started = std::time::Instant::now();
-        assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
-        assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
-        samples.push(started.elapsed());
+        samples.push(push_across(a, b).await);
     }
     samples.sort();
     let (p50, p99) = (
@@ -337,10 +338,7 @@ async fn once_ready_after_a_redis_restart_every_push_arrives_within_a_second() {
     let Some(mut redis) = RedisServer::start("once_ready_after_a_redis_restart") else {
         return;
     };
-    let apps = instances(&redis.url(), 2).await;
-    let (a, b) = (&apps[0], &apps[1]);
-    wait_ready(a, 200, 10).await;
-    wait_ready(b, 200, 10).await;
+    let (a, b) = &two_ready(&redis.url()).await;
     redis.kill();
     wait_ready(a, 503, 5).await;
     wait_ready(b, 503, 5).await;
@@ -361,13 +359,7 @@ async fn once_ready_after_a_redis_restart_every_push_arrives_within_a_second() {
     );
     let mut worst = Duration::ZERO;
     for _ in 0..12 {
-        let t = a.create_ticket().await;
-        let mut ws = b.ws(&t).await;
-        assert_eq!(next_frame(&mut ws).await["status"], "pending");
-        let started = std::time::Instant::now();
-        assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
-        assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
-        worst = worst.max(started.elapsed());
+        worst = worst.max(push_across(a, b).await);
     }
     eprintln!("after a 2 s Redis outage: ready again after {ready_after:?}, worst push {worst:?}");
     assert!(
@@ -388,10 +380,7 @@ async fn a_failed_publish_is_retried_and_every_push_arrives_within_a_second() {
     let Some(redis) = RedisServer::start("a_failed_publish_is_retried") else {
         return;
     };
-    let apps = instances(&redis.url(), 2).await;
-    let (a, b) = (&apps[0], &apps[1]);
-    wait_ready(a, 200, 10).await;
-    wait_ready(b, 200, 10).await;
+    let (a, b) = &two_ready(&redis.url()).await;
     let mut sockets = Vec::new();
     for _ in 0..10 {
         let t = a.create_ticket().await;
@@ -497,11 +486,7 @@ async fn over_tls_a_login_crosses_instances_and_a_wrong_ca_or_host_is_refused() 
     let b = tls_instance(&url, "tls", &certs, "ca.pem").await;
     wait_ready(&a, 200, 10).await;
     wait_ready(&b, 200, 10).await;
-    let t = a.create_ticket().await;
-    let mut ws = b.ws(&t).await;
-    assert_eq!(next_frame(&mut ws).await["status"], "pending");
-    assert_eq!(a.confirm(&t.id, "u1").await.status(), 200);
-    assert_eq!(next_frame(&mut ws).await["status"], "confirmed");
+    push_across(&a, &b).await;
     // The tickets are in the server behind the TLS port.
     assert_ne!(redis.cli(&["DBSIZE"]).trim(), "0");
 
@@ -569,10 +554,7 @@ async fn through_sentinel_a_master_failover_loses_no_confirmed_login() {
     let Some(mut set) = RedisSentinels::start("through_sentinel_a_master_failover") else {
         return;
     };
-    let apps = instances(&set.url(), 2).await;
-    let (a, b) = (&apps[0], &apps[1]);
-    wait_ready(a, 200, 10).await;
-    wait_ready(b, 200, 10).await;
+    let (a, b) = &two_ready(&set.url()).await;
     let before = a.create_ticket().await;
     let waiting = a.create_ticket().await;
     let mut ws = b.ws(&waiting).await;
@@ -607,10 +589,7 @@ async fn on_a_cluster_with_replicas_a_killed_master_loses_no_confirmed_login() {
     else {
         return;
     };
-    let apps = instances(&cluster.url(), 2).await;
-    let (a, b) = (&apps[0], &apps[1]);
-    wait_ready(a, 200, 10).await;
-    wait_ready(b, 200, 10).await;
+    let (a, b) = &two_ready(&cluster.url()).await;
     let t = a.create_ticket().await;
     let waiting = a.create_ticket().await;
     let mut ws = b.ws(&waiting).await;
@@ -720,16 +699,6 @@ async fn waiting_instance(url: &str, prefix: &str, replicas: u32, timeout_ms: u6
     .await
 }
 
-/// How many `WAIT` commands `server` has run.
-fn waits_run(server: &RedisServer) -> u64 {
-    let stats = server.cli(&["INFO", "commandstats"]);
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 /// `QRLOGIN_REDIS_WAIT_REPLICAS=1` on a plain `redis://` master with a
 /// replica: the confirm's 200 comes only after the replica acknowledged it,
 /// so the replica already holds the confirmed ticket (what a failover
@@ -760,10 +729,10 @@ async fn with_the_replica_wait_on_the_replica_holds_a_confirm_when_it_returns() 
     let t = app.create_ticket().await;
     let mut ws = app.ws(&t).await;
     assert_eq!(next_frame(&mut ws).await["status"], "pending");
-    let waits = waits_run(&master);
+    let waits = calls(&master, "wait");
     assert_eq!(app.confirm(&t.id, "u1").await.status(), 200);
     assert!(
-        waits_run(&master) > waits,
+        calls(&master, "wait") > waits,
         "the confirm waited for the replica"
     );
     let held = replica.cli(&["GET", &format!("wait1:t:{{{}}}", t.id)]);
@@ -809,9 +778,13 @@ async fn with_no_replica_the_wait_times_out_and_the_change_still_succeeds() {
 
     let off = waiting_instance(&redis.url(), "wait3", 0, 400).await;
     let t = off.create_ticket().await;
-    let waits = waits_run(&redis);
+    let waits = calls(&redis, "wait");
     let started = std::time::Instant::now();
     assert_eq!(off.confirm(&t.id, "u1").await.status(), 200);
     assert!(started.elapsed() < Duration::from_millis(400));
-    assert_eq!(waits_run(&redis), waits, "no WAIT with the setting at 0");
+    assert_eq!(
+        calls(&redis, "wait"),
+        waits,
+        "no WAIT with the setting at 0"
+    );
 }
