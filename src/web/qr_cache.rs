@@ -83,9 +83,7 @@ async fn qr_image(
         None | Some("" | "qr") => {}
         Some("wxacode") if png => return wxacode_image(&app, &ticket, ip).await,
         Some(_) => {
-            return Err(DomainError::Invalid(
-                "kind is qr, or wxacode on qr.png".into(),
-            ).into());
+            return Err(DomainError::Invalid("kind is qr, or wxacode on qr.png".into()).into());
         }
     }
     let size = qr::clamp_size(q.size);

@@ -39,14 +39,15 @@ impl axum::extract::FromRequestParts<AppState> for Trusted {
         let Some(key) = app.settings.api_key.as_deref() else {
             return Err(DomainError::Unauthorized(
                 "the trusted API is off: QRLOGIN_API_KEY is not set",
-            ).into());
+            )
+            .into());
         };
         match bearer(&parts.headers) {
             Some(given) if bool::from(given.as_bytes().ct_eq(key.as_bytes())) => Ok(Trusted),
             Some(_) => Err(DomainError::Unauthorized("wrong API key").into()),
-            None => Err(DomainError::Unauthorized(
-                "missing Authorization: Bearer <API key>",
-            ).into()),
+            None => {
+                Err(DomainError::Unauthorized("missing Authorization: Bearer <API key>").into())
+            }
         }
     }
 }
@@ -128,9 +129,7 @@ impl CheckedBody for ConfirmBody {
             .as_ref()
             .is_some_and(|c| serde_json::to_vec(c).map_or(true, |v| v.len() > MAX_CLAIMS))
         {
-            return Err(DomainError::Invalid(
-                "claims must be at most 8 KiB of JSON".into(),
-            ).into());
+            return Err(DomainError::Invalid("claims must be at most 8 KiB of JSON".into()).into());
         }
         Ok(())
     }
@@ -157,9 +156,7 @@ impl ConfirmBody {
 
 fn check_sub(sub: &str) -> Result<()> {
     if sub.is_empty() || sub.len() > 256 {
-        return Err(DomainError::Invalid(
-            "sub must be 1 to 256 characters".into(),
-        ).into());
+        return Err(DomainError::Invalid("sub must be 1 to 256 characters".into()).into());
     }
     Ok(())
 }
@@ -170,9 +167,9 @@ fn check_user(user: &Option<UserInfo>) -> Result<()> {
         .as_ref()
         .is_some_and(|u| too_long(&u.nickname) || too_long(&u.avatar))
     {
-        return Err(DomainError::Invalid(
-            "user fields must be at most 1024 characters".into(),
-        ).into());
+        return Err(
+            DomainError::Invalid("user fields must be at most 1024 characters".into()).into(),
+        );
     }
     Ok(())
 }

@@ -110,9 +110,7 @@ pub async fn upgrade_ws(
     let Some(secret) = offered_secret(&headers) else {
         // An unknown ticket is a 404 before a missing secret is a 401.
         app.engine.require(&id).await?;
-        return Err(DomainError::Unauthorized(
-            "offer the subprotocol secret.{secret}",
-        ).into());
+        return Err(DomainError::Unauthorized("offer the subprotocol secret.{secret}").into());
     };
     // Registered before the ticket is read: nothing can slip between. The
     // socket keeps the opener of its token (32 bytes), not the secret.
