@@ -9,6 +9,7 @@
 use axum::extract::Query;
 use axum::http::Uri;
 use libfuzzer_sys::fuzz_target;
+use qrlogin::engine::Error as DomainError;
 use qrlogin::error::Error;
 use qrlogin::web::RawBody;
 use qrlogin::web::poll::{DEFAULT_WAIT, PollQuery, PollRequest};
@@ -48,7 +49,21 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(sent.status, status.as_str());
             }
         }
-        Err(Error::BadRequest(_)) => {}
+        Err(Error::Domain(DomainError::Invalid(_))) => {
+            // A refusal needs a reason: a wait that is not whole seconds, or
+            // a body that says something (a blank one is no body).
+            let wait_ok = query.wait.as_deref().is_none_or(|w| {
+                !w.is_empty() && w.len() <= 19 && w.bytes().all(|b| b.is_ascii_digit())
+            });
+            let blank = body
+                .0
+                .iter()
+                .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c));
+            assert!(
+                !(wait_ok && blank),
+                "refused a whole-seconds wait with no body"
+            );
+        }
         Err(other) => panic!("{other:?}"),
     }
 });
