@@ -288,6 +288,10 @@ impl TicketStore for MemoryStore {
         self.values.invalidate(key);
         Ok(())
     }
+
+    fn in_process(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
