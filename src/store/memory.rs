@@ -8,14 +8,13 @@
 //! `Ticket::apply`, so entries are kept that much longer than the ticket's
 //! first expiry.
 //!
-//! Why not moka for tickets (it was): moka keeps its order and expiry
-//! queues by running maintenance inline in whichever read or write finds
-//! its buffers full, and evicts in passes of a few hundred entries, so one
-//! request in a few hundred paid for the upkeep of thousands of tickets —
-//! the latency tail of a steady confirm load (docs/performance.md). Tickets
-//! need no eviction policy, only expiry: a sharded map and a queue by
-//! eviction time, drained by `maintain` in bounded slices that yield to
-//! requests between them.
+//! Why not moka for tickets (it was): tickets need no eviction policy,
+//! only expiry, and moka keeps its order and expiry queues by running its
+//! maintenance inline, in whichever read or write finds its buffers full,
+//! so a request now and then paid for the upkeep of thousands of tickets.
+//! A sharded map and a queue by eviction time, drained by `maintain` in
+//! bounded slices that yield to requests between them, cost fewer
+//! instructions and less memory per ticket (docs/performance.md).
 //!
 //! The live count is kept by expiry time of its own, exact at any moment
 //! (entries outlive their tickets by the grace).
