@@ -9,6 +9,8 @@
 //! ticket without `seal`, `at_rest` (the same with X25519); budget ≤ 150 µs.
 //! `derive_key` is what such a ticket pays at creation (its at-rest key from
 //! the secret), `open` what the browser's read of it confirmed pays.
+//! `in_process` / `open_in_process`: the same two for a ticket of the
+//! memory store, sealed with the process's own key.
 #![allow(clippy::panic)]
 
 use std::hint::black_box;
@@ -60,7 +62,9 @@ fn sign(c: &mut Criterion) {
 }
 
 fn seal(c: &mut Criterion) {
-    use qrlogin::token::seal::{BrowserKey, Opener, seal, seal_at_rest};
+    use qrlogin::token::seal::{
+        BrowserKey, Opener, open_in_process, seal, seal_at_rest, seal_in_process,
+    };
     let tokens = Tokens::new(
         key(Algorithm::ES256),
         vec![],
@@ -106,6 +110,13 @@ fn seal(c: &mut Criterion) {
                 Opener::from_secret(black_box(secret)).and_then(|o| o.open(black_box(&sealed))),
             )
         })
+    });
+    let in_process = seal_in_process(jwt.as_bytes()).unwrap_or_else(|e| panic!("seal: {e}"));
+    group.bench_function("in_process", |b| {
+        b.iter(|| black_box(seal_in_process(black_box(jwt.as_bytes()))))
+    });
+    group.bench_function("open_in_process", |b| {
+        b.iter(|| black_box(open_in_process(black_box(&in_process))))
     });
     group.finish();
 }

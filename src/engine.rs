@@ -197,8 +197,9 @@ impl Engine {
     /// some providers must register it with WeChat first).
     ///
     /// Its token will be sealed to `seal`, the browser's key, when given;
+    /// else, in a store inside this process, with the process's own key;
     /// else to a key derived from the new secret, of which only the public
-    /// half is stored, so that the store never holds a presentable token.
+    /// half is stored: the store never holds a presentable token.
     pub async fn create(
         &self,
         id: TicketId,
@@ -213,6 +214,7 @@ impl Engine {
         let secret = Secret::generate();
         let seal_to = match seal {
             Some(key) => SealTo::Browser(key),
+            None if self.store.in_process() => SealTo::Process,
             None => SealTo::Secret(
                 Opener::from_secret(secret.expose())
                     .map_err(|e| {

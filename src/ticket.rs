@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::token::seal::{PublicJwk, RestKey, seal, seal_at_rest};
+use crate::token::seal::{
+    Opener, PublicJwk, RestKey, SealError, open_in_process, seal, seal_at_rest, seal_in_process,
+};
 
 const BASE62: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const BASE64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -322,6 +324,12 @@ pub enum SealTo {
     /// The key derived from the ticket's secret: the service opens the JWE
     /// when the secret is presented and hands out the plain `token`.
     Secret(RestKey),
+    /// This process's own key, for a store inside this process (see
+    /// `token::seal`). Never serialised: no other process could open it, so
+    /// a store outside the process refuses such a ticket rather than keep a
+    /// token nobody can open.
+    #[serde(skip)]
+    Process,
 }
 
 /// The token as stored: a JWE (see `token::seal`), never the JWT itself.
@@ -408,6 +416,20 @@ pub enum TransitionError {
 }
 
 impl Ticket {
+    /// The JWT of a confirmed ticket, for the browser that presented its
+    /// secret (the caller has checked it against `secret_hash`; `opener` is
+    /// made from it). None before the confirm and for a token sealed to the
+    /// browser's own key, which goes out as stored.
+    pub fn open_token(&self, opener: &Opener) -> Option<Result<String, SealError>> {
+        let jwe = &self.token.as_ref()?.jwe;
+        let plain = match self.seal_to {
+            Some(SealTo::Browser(_)) => return None,
+            Some(SealTo::Process) => open_in_process(jwe),
+            Some(SealTo::Secret(_)) | None => opener.open(jwe),
+        };
+        Some(plain.and_then(|p| String::from_utf8(p).map_err(|_| SealError::Unopenable)))
+    }
+
     /// The status as of `now`: an unfinished ticket past its time is expired.
     pub fn status_at(&self, now_ms: u64) -> Status {
         if !self.status.is_terminal() && now_ms >= self.expires_at {
@@ -467,6 +489,7 @@ impl Ticket {
                 let jwe = match to {
                     SealTo::Browser(key) => seal(key, token.token.as_bytes()),
                     SealTo::Secret(key) => seal_at_rest(key, token.token.as_bytes()),
+                    SealTo::Process => seal_in_process(token.token.as_bytes()),
                 }
                 .map_err(|_| TransitionError::Unsealable)?;
                 next.token = Some(SealedToken {

@@ -563,10 +563,8 @@ impl Provider {
         // sealed to the ticket's secret, which the caller presented (the
         // tickets of a request are never sealed to a browser key).
         let claims = ticket
-            .token
-            .as_ref()
-            .and_then(|t| opener.open(&t.jwe).ok())
-            .and_then(|jwt| String::from_utf8(jwt).ok())
+            .open_token(opener)
+            .and_then(Result::ok)
             .and_then(|jwt| tokens.verify(&jwt).ok())
             .ok_or(CompleteError::NotFinished)?;
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);

@@ -256,6 +256,35 @@ pub async fn a_confirmed_ticket_holds_no_presentable_token(store: &dyn TicketSto
     assert!(Opener::from_secret("other").unwrap().open(jwe).is_err());
 }
 
+/// A token sealed with the process's own key is kept only by a store that
+/// lives inside the process; any other refuses the ticket rather than keep
+/// a token no other instance could open.
+pub async fn a_ticket_sealed_in_process_stays_in_process(store: &dyn TicketStore) {
+    let t = Ticket {
+        seal_to: Some(SealTo::Process),
+        ..ticket(60_000)
+    };
+    if !store.in_process() {
+        assert!(store.insert(&t).await.is_err());
+        assert_eq!(store.get(&t.id).await.unwrap(), None);
+        return;
+    }
+    store.insert(&t).await.unwrap();
+    let change = Change::Confirm {
+        by: None,
+        user: None,
+        token: IssuedToken {
+            token: SAMPLE_JWS.into(),
+            expires_in: 60,
+        },
+    };
+    store.transition(&t.id, change).await.unwrap();
+    let kept = store.get(&t.id).await.unwrap().unwrap();
+    assert_eq!(find_jws(&format!("{kept:?}")), None, "{kept:?}");
+    let opener = Opener::from_secret("any").unwrap();
+    assert_eq!(kept.open_token(&opener).unwrap().unwrap(), SAMPLE_JWS);
+}
+
 /// Exact counts: every store the suite makes is its own (a fresh memory
 /// store, a Redis key prefix of its own), so nothing else adds to it.
 pub async fn live_count_counts_inserted_tickets(store: &dyn TicketStore) {
@@ -276,7 +305,8 @@ macro_rules! store_conformance_suite {
             inserted_ticket_reads_back_whole, unknown_ticket_is_none, ticket_is_gone_after_its_expiry,
             transitions_follow_the_state_machine, a_final_state_keeps_its_expiry_or_the_grace,
             put_new_sets_once_until_its_ttl, put_replaces_and_remove_deletes,
-            live_count_counts_inserted_tickets, a_confirmed_ticket_holds_no_presentable_token);
+            live_count_counts_inserted_tickets, a_confirmed_ticket_holds_no_presentable_token,
+            a_ticket_sealed_in_process_stays_in_process);
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn racing_changes_have_exactly_one_winner() {
             let store: std::sync::Arc<dyn $crate::store::TicketStore> = std::sync::Arc::new($make);

@@ -58,6 +58,14 @@ pub trait TicketStore: Send + Sync + 'static {
 
     /// Remove `key`.
     async fn remove_value(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Whether what is stored never leaves this process (the memory store).
+    /// Tokens are then sealed with the process's own key instead of one
+    /// derived from each ticket's secret (`token::seal`); a store shared
+    /// with other instances must answer false.
+    fn in_process(&self) -> bool {
+        false
+    }
 }
 
 #[doc(hidden)]

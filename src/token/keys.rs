@@ -233,7 +233,10 @@ pub struct SigningKey {
 
 enum Inner {
     /// The keyed HMAC state, cloned per token (the key schedule is done once).
-    Hs256(Hmac<Sha256>, Zeroizing<Vec<u8>>),
+    /// ring's HMAC: its SHA-256 is assembly with the CPU's SHA or vector
+    /// extensions, where RustCrypto's falls back to portable code under
+    /// instruction counting (see docs/performance.md).
+    Hs256(ring::hmac::Key, Zeroizing<Vec<u8>>),
     Rs256(Box<rsa::pkcs1v15::SigningKey<Sha256>>, PublicKey),
     Es256(Box<P256Key>, PublicKey),
     EdDsa(Box<ed25519_dalek::SigningKey>, PublicKey),
@@ -259,8 +262,7 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// An HS256 key from a shared secret.
     pub fn from_secret(secret: &[u8]) -> Result<Self, KeyError> {
-        let mac = Hmac::<Sha256>::new_from_slice(secret)
-            .map_err(|e| format_error(format!("unusable HS256 secret: {e}")))?;
+        let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
         Ok(Self {
             inner: Inner::Hs256(mac, Zeroizing::new(secret.to_vec())),
             kid: secret_thumbprint(secret),
@@ -384,11 +386,7 @@ impl SigningKey {
     /// The JWS signature of `message` (raw bytes: r‖s for ES256).
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         Ok(match &self.inner {
-            Inner::Hs256(mac, _) => {
-                let mut mac = mac.clone();
-                mac.update(message);
-                mac.finalize().into_bytes().to_vec()
-            }
+            Inner::Hs256(mac, _) => ring::hmac::sign(mac, message).as_ref().to_vec(),
             // Randomized: RSA blinding, so signing time says nothing about
             // the key.
             Inner::Rs256(key, _) => key

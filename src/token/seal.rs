@@ -5,10 +5,19 @@
 //! JWT a browser could present:
 //! - to the browser's own key when it sent `seal` at ticket creation: the
 //!   JWE itself goes out as `sealed_token` and only that browser opens it;
-//! - otherwise to an X25519 key (RFC 8037) derived from the ticket's secret,
-//!   of which the ticket keeps only the public half: the service opens the
-//!   JWE again only when the browser presents the secret (WebSocket or
-//!   long-poll), and sends the plain `token`.
+//! - otherwise, in a store other instances share (Redis), to an X25519 key
+//!   (RFC 8037) derived from the ticket's secret, of which the ticket keeps
+//!   only the public half: the service opens the JWE again only when the
+//!   browser presents the secret (WebSocket or long-poll), and sends the
+//!   plain `token`;
+//! - otherwise, in a store that lives inside this process (memory), with
+//!   AES-256-GCM under this process's own key (`alg` `dir`), made at random
+//!   at start and kept nowhere else. Whoever can read that store can read
+//!   the process, and with it the signing key, which is worth more than any
+//!   one token: an X25519 seal would protect nothing more there, and its
+//!   three scalar multiplications were most of a confirm's cost. No other
+//!   process could open such a token, so a ticket sealed this way refuses
+//!   to be serialised (`ticket::SealTo::Process`).
 //!
 //! The derived private key is HMAC-SHA256(secret, "qrlogin token at rest"),
 //! not the secret's SHA-256 the store keeps, so the stored hash opens
@@ -23,6 +32,8 @@
 //! and cannot be made from bytes.
 
 use std::fmt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -39,6 +50,9 @@ use sha2::{Digest, Sha256};
 const AT_REST_LABEL: &[u8] = b"qrlogin token at rest";
 /// The only `enc` we speak; it is also the Concat KDF's AlgorithmID.
 const ENC: &str = "A256GCM";
+/// The protected header of a token sealed with the process's key,
+/// `{"alg":"dir","enc":"A256GCM"}`, base64url-encoded.
+const PROCESS_HEADER: &str = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0";
 
 /// Why a token could not be sealed or opened. Deliberately vague: which
 /// step failed is of no use to a caller and of some to an attacker.
@@ -209,12 +223,77 @@ fn finish(
             &mut body,
         )
         .map_err(|_| SealError::Random)?;
-    Ok(format!(
-        "{header}..{}.{}.{}",
-        URL_SAFE_NO_PAD.encode(iv),
-        URL_SAFE_NO_PAD.encode(body),
-        URL_SAFE_NO_PAD.encode(tag.as_ref()),
-    ))
+    Ok(compact(&header, &iv, &body, tag.as_ref()))
+}
+
+/// This process's own token key (see the module docs). Its nonces are a
+/// random prefix and a counter: unique for the key's life without asking
+/// the system for randomness on every confirm.
+struct ProcessKey {
+    key: LessSafeKey,
+    prefix: [u8; 4],
+    counter: AtomicU64,
+}
+
+impl ProcessKey {
+    fn get() -> Result<&'static ProcessKey, SealError> {
+        static KEY: OnceLock<Result<ProcessKey, SealError>> = OnceLock::new();
+        KEY.get_or_init(|| {
+            let rng = SystemRandom::new();
+            let mut bytes = [0u8; 32 + 4];
+            rng.fill(&mut bytes).map_err(|_| SealError::Random)?;
+            let (key, prefix) = bytes.split_at(32);
+            let key = aes_key(key.try_into().map_err(|_| SealError::Random)?)?;
+            let prefix = prefix.try_into().map_err(|_| SealError::Random)?;
+            Ok(ProcessKey {
+                key,
+                prefix,
+                counter: AtomicU64::new(0),
+            })
+        })
+        .as_ref()
+        .map_err(|e| *e)
+    }
+
+    fn nonce(&self) -> [u8; NONCE_LEN] {
+        let mut iv = [0u8; NONCE_LEN];
+        iv[..4].copy_from_slice(&self.prefix);
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        iv[4..].copy_from_slice(&n.to_be_bytes());
+        iv
+    }
+}
+
+/// `plaintext` sealed with this process's key, for a store inside this
+/// process: a compact JWE (`dir`, `A256GCM`) only this process opens.
+pub fn seal_in_process(plaintext: &[u8]) -> Result<String, SealError> {
+    let key = ProcessKey::get()?;
+    let iv = key.nonce();
+    let mut body = plaintext.to_vec();
+    let tag = key
+        .key
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(iv),
+            Aad::from(PROCESS_HEADER.as_bytes()),
+            &mut body,
+        )
+        .map_err(|_| SealError::Random)?;
+    Ok(compact(PROCESS_HEADER, &iv, &body, tag.as_ref()))
+}
+
+/// A compact JWE with no encrypted key (`alg` `dir` or `ECDH-ES`).
+fn compact(header_b64: &str, iv: &[u8], body: &[u8], tag: &[u8]) -> String {
+    let mut out = String::with_capacity(
+        header_b64.len() + 4 + (iv.len() + body.len() + tag.len()).div_ceil(3) * 4,
+    );
+    out.push_str(header_b64);
+    out.push_str("..");
+    URL_SAFE_NO_PAD.encode_string(iv, &mut out);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(body, &mut out);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(tag, &mut out);
+    out
 }
 
 /// The public half of a ticket's at-rest key: an X25519 point, stored as an
@@ -332,19 +411,15 @@ impl BrowserKey {
     }
 }
 
-/// Opens a compact `ECDH-ES`/`A256GCM` JWE given how to agree on the
-/// content key from its `epk` JWK. Anything else (another `alg` or `enc`, an
-/// encrypted key, a bad tag) does not open.
 fn bad<E>(_: E) -> SealError {
     SealError::Unopenable
 }
 
-fn open_with(
-    jwe: &str,
-    agree: impl FnOnce(&Value) -> Result<[u8; 32], SealError>,
-) -> Result<Vec<u8>, SealError> {
+/// A compact JWE's parts: header, IV, ciphertext, tag. The encrypted key
+/// must be empty (`dir` and `ECDH-ES` carry none).
+fn split(jwe: &str) -> Result<(&str, &str, &str, &str), SealError> {
     let mut parts = jwe.split('.');
-    let (Some(header_b64), Some(""), Some(iv), Some(body), Some(tag), None) = (
+    let (Some(header), Some(""), Some(iv), Some(body), Some(tag), None) = (
         parts.next(),
         parts.next(),
         parts.next(),
@@ -354,6 +429,56 @@ fn open_with(
     ) else {
         return Err(SealError::Unopenable);
     };
+    Ok((header, iv, body, tag))
+}
+
+/// The plaintext of `body`, if `tag` authenticates it and `header_b64`
+/// under `key`.
+fn decrypt(
+    key: &LessSafeKey,
+    header_b64: &str,
+    iv: &str,
+    body: &str,
+    tag: &str,
+) -> Result<Vec<u8>, SealError> {
+    let iv: [u8; NONCE_LEN] = URL_SAFE_NO_PAD
+        .decode(iv)
+        .map_err(bad)?
+        .try_into()
+        .map_err(|_| SealError::Unopenable)?;
+    let mut buf = URL_SAFE_NO_PAD.decode(body).map_err(bad)?;
+    URL_SAFE_NO_PAD.decode_vec(tag, &mut buf).map_err(bad)?;
+    let len = key
+        .open_in_place(
+            Nonce::assume_unique_for_key(iv),
+            Aad::from(header_b64.as_bytes()),
+            &mut buf,
+        )
+        .map_err(bad)?
+        .len();
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// The plaintext of a token [`seal_in_process`] sealed in this process.
+/// Anything else (another header, another process's key, a bad tag) does
+/// not open.
+pub fn open_in_process(jwe: &str) -> Result<Vec<u8>, SealError> {
+    let (header, iv, body, tag) = split(jwe)?;
+    if header != PROCESS_HEADER {
+        return Err(SealError::Unopenable);
+    }
+    decrypt(&ProcessKey::get()?.key, header, iv, body, tag)
+}
+
+/// Opens a compact `ECDH-ES`/`A256GCM` JWE given how to agree on the
+/// content key from its `epk` JWK. Anything else (another `alg` or `enc`, an
+/// encrypted key, a bad tag) does not open.
+fn open_with(
+    jwe: &str,
+    agree: impl FnOnce(&Value) -> Result<[u8; 32], SealError>,
+) -> Result<Vec<u8>, SealError> {
+    let (header_b64, iv, body, tag) = split(jwe)?;
     let header: Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header_b64).map_err(bad)?).map_err(bad)?;
     if header.get("alg").and_then(Value::as_str) != Some("ECDH-ES")
@@ -362,21 +487,7 @@ fn open_with(
         return Err(SealError::Unopenable);
     }
     let cek = agree(header.get("epk").ok_or(SealError::Unopenable)?)?;
-    let iv: [u8; NONCE_LEN] = URL_SAFE_NO_PAD
-        .decode(iv)
-        .map_err(bad)?
-        .try_into()
-        .map_err(|_| SealError::Unopenable)?;
-    let mut buf = URL_SAFE_NO_PAD.decode(body).map_err(bad)?;
-    buf.extend(URL_SAFE_NO_PAD.decode(tag).map_err(bad)?);
-    let plain = aes_key(&cek)?
-        .open_in_place(
-            Nonce::assume_unique_for_key(iv),
-            Aad::from(header_b64.as_bytes()),
-            &mut buf,
-        )
-        .map_err(bad)?;
-    Ok(plain.to_vec())
+    decrypt(&aes_key(&cek)?, header_b64, iv, body, tag)
 }
 
 #[cfg(test)]
@@ -411,6 +522,50 @@ mod tests {
         assert_eq!(mine.open(&jwe).unwrap(), b"header.payload.signature");
         let other = Opener::from_secret("secret-2").unwrap();
         assert_eq!(other.open(&jwe), Err(SealError::Unopenable));
+    }
+
+    #[test]
+    fn a_token_sealed_in_process_opens_here_only_and_never_twice_alike() {
+        let jwe = seal_in_process(b"header.payload.signature").unwrap();
+        assert!(!jwe.contains("payload"), "{jwe}");
+        assert_eq!(
+            header_of(&jwe),
+            serde_json::json!({ "alg": "dir", "enc": "A256GCM" })
+        );
+        assert_eq!(open_in_process(&jwe).unwrap(), b"header.payload.signature");
+        // The same token twice: another nonce, another ciphertext.
+        let again = seal_in_process(b"header.payload.signature").unwrap();
+        assert_ne!(again.split('.').nth(2), jwe.split('.').nth(2));
+        // Another key (another process's) opens nothing.
+        let other = aes_key(&[7u8; 32]).unwrap();
+        let (h, iv, body, tag) = split(&jwe).unwrap();
+        assert_eq!(
+            decrypt(&other, h, iv, body, tag),
+            Err(SealError::Unopenable)
+        );
+        // Tampered parts, other headers, other shapes open nothing.
+        let parts: Vec<&str> = jwe.split('.').collect();
+        for i in [2, 3, 4] {
+            let mut p: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
+            let mut bytes = URL_SAFE_NO_PAD.decode(&p[i]).unwrap();
+            bytes[0] ^= 1;
+            p[i] = URL_SAFE_NO_PAD.encode(bytes);
+            assert_eq!(
+                open_in_process(&p.join(".")),
+                Err(SealError::Unopenable),
+                "part {i}"
+            );
+        }
+        let other_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"dir","enc":"A128GCM"}"#);
+        let forged = format!("{other_header}..{}", parts[2..].join("."));
+        assert_eq!(open_in_process(&forged), Err(SealError::Unopenable));
+        assert!(open_in_process("a.b.c").is_err());
+        assert!(open_in_process(&jwe.replacen("..", ".AAAA.", 1)).is_err());
+        // Neither kind opens with the other's key.
+        let opener = Opener::from_secret("s").unwrap();
+        assert!(opener.open(&jwe).is_err());
+        let at_rest = seal_at_rest(&opener.public(), b"payload").unwrap();
+        assert!(open_in_process(&at_rest).is_err());
     }
 
     fn header_of(jwe: &str) -> Value {

@@ -5,7 +5,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::ticket::{SealTo, Status, Ticket, UserInfo, now_ms};
+use crate::ticket::{Status, Ticket, UserInfo, now_ms};
 use crate::token::seal::Opener;
 use crate::useragent;
 
@@ -57,9 +57,8 @@ impl StateView {
 
     /// The view the browser that presented the ticket's secret gets: with
     /// the token once confirmed. A token sealed to the browser's key goes
-    /// out as stored; one sealed to the secret's key is opened with
-    /// `opener`, made from the secret just presented — the store alone
-    /// could not open it.
+    /// out as stored; any other is opened (`Ticket::open_token`) for the
+    /// secret just presented — the store alone could not open it.
     pub fn for_browser(ticket: Option<&Ticket>, opener: &Opener) -> Self {
         let mut view = Self::of(ticket);
         let Some(t) = ticket.filter(|_| view.status == Status::Confirmed) else {
@@ -68,15 +67,13 @@ impl StateView {
         let Some(token) = &t.token else {
             return view;
         };
-        match &t.seal_to {
-            Some(SealTo::Browser(_)) => view.sealed_token = Some(token.jwe.clone()),
-            _ => match opener.open(&token.jwe).map(String::from_utf8) {
-                Ok(Ok(jwt)) => view.token = Some(jwt),
-                _ => {
-                    tracing::error!(ticket = t.id.short(), "a stored token did not open");
-                    return view;
-                }
-            },
+        match t.open_token(opener) {
+            None => view.sealed_token = Some(token.jwe.clone()),
+            Some(Ok(jwt)) => view.token = Some(jwt),
+            Some(Err(_)) => {
+                tracing::error!(ticket = t.id.short(), "a stored token did not open");
+                return view;
+            }
         }
         view.token_type = Some("Bearer");
         view.expires_in = Some(token.expires_in);
