@@ -63,10 +63,13 @@ const SHARDS: usize = 16;
 /// requests run.
 const EVICT_SLICE: usize = 512;
 
+/// One lock's share of the tickets.
+type Shard = Mutex<HashMap<TicketId, Arc<Cell>>>;
+
 /// Tickets by id, over `SHARDS` locks, and the order they go in.
 struct Tickets {
     hasher: RandomState,
-    shards: Box<[Mutex<HashMap<TicketId, Arc<Cell>>>]>,
+    shards: Box<[Shard]>,
     /// Every entry by its `evict_at`; an entry replaced by a later insert
     /// of the same id leaves a stale element, skipped when it comes due.
     queue: Mutex<BTreeSet<(u64, TicketId)>>,
@@ -81,7 +84,7 @@ impl Tickets {
         }
     }
 
-    fn shard(&self, id: &TicketId) -> &Mutex<HashMap<TicketId, Arc<Cell>>> {
+    fn shard(&self, id: &TicketId) -> &Shard {
         &self.shards[self.hasher.hash_one(id) as usize % SHARDS]
     }
 
