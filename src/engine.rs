@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::hub::{Hub, Waiter};
 use crate::store::{StoreError, TicketStore};
+use crate::throttle::Throttle;
 use crate::ticket::{
     Change, Identity, Provider, Requester, SealTo, Secret, Status, Ticket, TicketId,
     TransitionError, UserInfo, now_ms,
@@ -70,7 +71,12 @@ impl From<StoreError> for Error {
             StoreError::NotFound => Error::TicketNotFound,
             StoreError::Transition(t) => Error::Transition(t),
             StoreError::Unavailable(cause) => {
-                tracing::warn!(%cause, "store unavailable");
+                // While Redis is down every waiting socket fails a read
+                // about once a second: one line a second says so.
+                static LOGGED: Throttle = Throttle::new(Duration::from_secs(1));
+                if let Some(held_back) = LOGGED.pass() {
+                    tracing::warn!(%cause, held_back, "store unavailable");
+                }
                 Error::Unavailable
             }
         }

@@ -18,6 +18,8 @@
 //! - [`providers`]: the phone sides (WeChat flavours).
 //! - [`oidc`]: qrlogin as an OpenID Provider over the same logins.
 //! - [`web`]: the HTTP edge: JSON API, WebSocket, long-poll, pages, ops.
+//! - [`throttle`]: at most one log line a second for failures that come
+//!   in floods (an outage, an overload).
 //! - [`app`]: building and running it all; `main.rs` is a thin shell.
 
 pub mod app;
@@ -32,6 +34,7 @@ pub mod qr;
 pub mod redis;
 pub mod store;
 pub mod templates;
+pub mod throttle;
 pub mod ticket;
 pub mod token;
 pub mod useragent;

@@ -38,6 +38,7 @@ use tokio::sync::{Notify, watch};
 use super::{Hub, Waiter, Waiters};
 use crate::redis::subscription::State;
 use crate::redis::{Lane, Redis, Subscription, ticket_key};
+use crate::throttle::Throttle;
 use crate::ticket::TicketId;
 
 /// How often watched tickets are re-read while the subscription is down.
@@ -113,7 +114,10 @@ impl Hub for RedisHub {
         // Local waiters need not wait for the round trip.
         self.waiters.wake(id);
         if let Err(e) = self.redis.publish(&self.channel, id.as_str()).await {
-            tracing::warn!(error = %e, ticket = id.short(), "publish failed; retrying");
+            static LOGGED: Throttle = Throttle::new(Duration::from_secs(1));
+            if let Some(held_back) = LOGGED.pass() {
+                tracing::warn!(error = %e, ticket = id.short(), held_back, "publish failed; retrying");
+            }
             self.unsent.add(id);
         }
     }

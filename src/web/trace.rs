@@ -1,6 +1,8 @@
 //! One log line per request (DEBUG when answered, INFO when refused, WARN
-//! when failed), under a request id: `x-request-id` honoured
-//! when sent (and sane), generated when not, echoed back. Paths are logged
+//! when failed; of the 503s, which come in floods while the store is down,
+//! one line a second saying how many it stands for), under a request id:
+//! `x-request-id` honoured when sent (and sane), generated when not, echoed
+//! back. Paths are logged
 //! with ticket ids shortened and without query strings, which carry WeChat
 //! codes and one-time keys: those never reach a log.
 
@@ -12,6 +14,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use rand::Rng;
 use tracing::Instrument;
+
+use crate::throttle::Throttle;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -68,7 +72,15 @@ pub async fn trace_requests(mut request: Request, next: Next) -> Response {
     // failures WARN.
     span.in_scope(|| {
         let path = || loggable_path(uri.path());
-        if status >= 500 {
+        if status == 503 {
+            // Unavailable (the store is down) or over capacity: while it
+            // lasts every request says the same, so one line a second,
+            // with how many it stands for.
+            static LOGGED: Throttle = Throttle::new(std::time::Duration::from_secs(1));
+            if let Some(held_back) = LOGGED.pass() {
+                tracing::warn!(%method, path = path(), status, micros, held_back, "request");
+            }
+        } else if status >= 500 {
             tracing::warn!(%method, path = path(), status, micros, "request");
         } else if status >= 400 {
             tracing::info!(%method, path = path(), status, micros, "request");
