@@ -40,11 +40,16 @@ pub fn ticket(ttl_ms: u64) -> Ticket {
 }
 
 fn confirm() -> Change {
+    confirm_with("jwt")
+}
+
+/// A trusted confirm carrying `token`.
+fn confirm_with(token: &str) -> Change {
     Change::Confirm {
         by: None,
         user: None,
         token: IssuedToken {
-            token: "jwt".into(),
+            token: token.into(),
             expires_in: 60,
         },
     }
@@ -233,14 +238,7 @@ pub async fn a_confirmed_ticket_holds_no_presentable_token(store: &dyn TicketSto
     assert_eq!(find_jws(SAMPLE_JWS).as_deref(), Some(SAMPLE_JWS));
     let t = ticket(60_000);
     store.insert(&t).await.unwrap();
-    let change = Change::Confirm {
-        by: None,
-        user: None,
-        token: IssuedToken {
-            token: SAMPLE_JWS.into(),
-            expires_in: 60,
-        },
-    };
+    let change = confirm_with(SAMPLE_JWS);
     let done = store.transition(&t.id, change).await.unwrap();
     let kept = store.get(&t.id).await.unwrap().unwrap();
     assert_eq!(kept, done);
@@ -270,14 +268,7 @@ pub async fn a_ticket_sealed_in_process_stays_in_process(store: &dyn TicketStore
         return;
     }
     store.insert(&t).await.unwrap();
-    let change = Change::Confirm {
-        by: None,
-        user: None,
-        token: IssuedToken {
-            token: SAMPLE_JWS.into(),
-            expires_in: 60,
-        },
-    };
+    let change = confirm_with(SAMPLE_JWS);
     store.transition(&t.id, change).await.unwrap();
     let kept = store.get(&t.id).await.unwrap().unwrap();
     assert_eq!(find_jws(&format!("{kept:?}")), None, "{kept:?}");

@@ -122,6 +122,7 @@ impl Tickets {
         (taken, gone)
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
@@ -265,8 +266,9 @@ impl MemoryStore {
         self.values.run_pending_tasks();
     }
 
-    /// Entries held, expired or not, until evicted (tests).
-    pub fn entry_count(&self) -> usize {
+    /// Entries held, expired or not, until evicted.
+    #[cfg(test)]
+    fn entry_count(&self) -> usize {
         self.tickets.len()
     }
 
