@@ -235,7 +235,8 @@ impl Application {
             tokens,
             settings.tickets.ttl.as_secs(),
             settings.tickets.max_live,
-        );
+        )
+        .bounded(settings.limits.max_in_progress);
         let (stop, shutdown) = watch::channel(false);
         let qr_cache = crate::web::qr_cache::new_cache(settings.tickets.ttl);
         let wechat = crate::providers::wechat::WechatClient::from_settings(&settings)?;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::hub::{Hub, Waiter};
+use crate::in_progress::{Class, Held, InProgress};
 use crate::store::{StoreError, TicketStore};
 use crate::throttle::Throttle;
 use crate::ticket::{
@@ -111,6 +112,7 @@ pub struct Engine {
     tokens: Arc<Tokens>,
     ttl_ms: u64,
     max_live: u64,
+    in_progress: Arc<InProgress>,
 }
 
 impl Engine {
@@ -127,7 +129,28 @@ impl Engine {
             tokens,
             ttl_ms: ttl_secs * 1000,
             max_live,
+            in_progress: Arc::new(InProgress::new(0)),
         }
+    }
+
+    /// At most `max_in_progress` store operations at once (0: no bound),
+    /// new tickets refused from a quarter of it (`crate::in_progress`).
+    pub fn bounded(mut self, max_in_progress: usize) -> Self {
+        self.in_progress = Arc::new(InProgress::new(max_in_progress));
+        self
+    }
+
+    /// Count one store operation of `class`, or refuse it: this instance
+    /// is behind.
+    fn enter(&self, class: Class) -> Result<Held<'_>> {
+        self.in_progress.enter(class).ok_or_else(|| {
+            metrics::counter!("qrlogin_refused_busy_total", "class" => match class {
+                Class::Creation => "creation",
+                Class::Other => "other",
+            })
+            .increment(1);
+            Error::OverCapacity("this instance is busy, retry shortly")
+        })
     }
 
     pub fn ttl_secs(&self) -> u64 {
@@ -174,22 +197,26 @@ impl Engine {
     /// Claim `key` once for `ttl` (one-time codes, de-duplication, locks):
     /// true for the one caller that set it, with `value`.
     pub async fn claim_once(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        let _held = self.enter(Class::Other)?;
         Ok(self.store.put_new(key, value, ttl).await?)
     }
 
     /// A shared value (a cached WeChat token, a claim's value), if set and
     /// not expired.
     pub async fn value(&self, key: &str) -> Result<Option<String>> {
+        let _held = self.enter(Class::Other)?;
         Ok(self.store.get_value(key).await?)
     }
 
     /// Set the shared value `key` for `ttl`, replacing any.
     pub async fn set_value(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        let _held = self.enter(Class::Other)?;
         Ok(self.store.put(key, value, ttl).await?)
     }
 
     /// Remove the shared value `key` (a released lock).
     pub async fn remove_value(&self, key: &str) -> Result<()> {
+        let _held = self.enter(Class::Other)?;
         Ok(self.store.remove_value(key).await?)
     }
 
@@ -214,6 +241,7 @@ impl Engine {
         requester: Requester,
         seal: Option<PublicJwk>,
     ) -> Result<(Ticket, Secret)> {
+        let _held = self.enter(Class::Creation)?;
         if self.store.live_count().await? >= self.max_live {
             return Err(Error::OverCapacity("too many live tickets, retry shortly"));
         }
@@ -254,6 +282,7 @@ impl Engine {
     }
 
     pub async fn get(&self, id: &TicketId) -> Result<Option<Ticket>> {
+        let _held = self.enter(Class::Other)?;
         Ok(self.store.get(id).await?)
     }
 
@@ -296,7 +325,10 @@ impl Engine {
     }
 
     async fn change(&self, id: &TicketId, change: Change) -> Result<Ticket> {
-        let ticket = self.store.transition(id, change).await?;
+        let ticket = {
+            let _held = self.enter(Class::Other)?;
+            self.store.transition(id, change).await?
+        };
         self.hub.publish(id).await;
         let provider = ticket.provider.as_str();
         if ticket.status.is_terminal() {

@@ -101,10 +101,17 @@ impl IntoResponse for Error {
             message: message.into_owned(),
         };
         let mut response = (status, Json(body)).into_response();
-        if let Error::Domain(DomainError::RateLimited { retry_after, .. }) = self {
+        // 503s pass in a moment (a store back, an instance caught up): a
+        // second, so clients that honour it spread out instead of hammering.
+        let retry_after = match self {
+            Error::Domain(DomainError::RateLimited { retry_after, .. }) => Some(retry_after.max(1)),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -27,6 +27,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod hub;
+pub mod in_progress;
 pub mod ip;
 pub mod oidc;
 pub mod providers;

@@ -220,6 +220,11 @@ pub struct Args {
     /// Cap on open WebSockets from one client IP (an IPv6 client is its /64; 429 beyond it).
     #[arg(long, env, default_value_t = 2_000)]
     pub max_sockets_per_ip: u32,
+    /// Cap on store operations in progress at once in this instance (503
+    /// over_capacity with Retry-After beyond it; new tickets from a quarter
+    /// of it on); 0: no cap.
+    #[arg(long, env, default_value_t = 1_024)]
+    pub max_in_progress: usize,
     /// Cap on long-polls waiting at once in this instance (503 over_capacity beyond it).
     #[arg(long, env, default_value_t = 20_000)]
     pub max_polls: usize,

@@ -172,6 +172,8 @@ pub struct Limits {
     pub max_sockets_per_ip: u32,
     pub max_polls: usize,
     pub max_polls_per_ip: u32,
+    /// 0: no cap.
+    pub max_in_progress: usize,
     pub rate_tickets: u32,
     pub rate_sockets: u32,
     pub rate_polls: u32,

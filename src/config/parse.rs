@@ -79,6 +79,7 @@ impl Settings {
                 max_sockets_per_ip: a.max_sockets_per_ip,
                 max_polls: a.max_polls,
                 max_polls_per_ip: a.max_polls_per_ip,
+                max_in_progress: a.max_in_progress,
                 rate_tickets: a.rate_tickets,
                 rate_sockets: a.rate_sockets,
                 rate_polls: a.rate_polls,

@@ -1,8 +1,10 @@
 //! The command connections of one instance to its Redis deployment.
 //!
-//! Two multiplexed connections (`Lane`s): one for requests (ticket reads
-//! and changes, publishes, readiness) and one for the hub's safety-net reads
-//! while its subscription is down, so that those never queue the requests.
+//! Multiplexed connections (`Lane`s): one for requests (ticket reads,
+//! creations, publishes, readiness), one for the hub's safety-net reads
+//! while its subscription is down, so that those never queue the requests,
+//! and, when ticket changes wait for replicas, one for those changes and
+//! their `WAIT`s (see `replicate`).
 //!
 //! Why the care about overload: a multiplexed connection is one queue, and
 //! a command that gives up (timeout) after it was sent is still executed by
@@ -54,14 +56,12 @@ const SLOT_WAIT: Duration = Duration::from_secs(1);
 const CONNECT_PAUSE: Duration = Duration::from_millis(250);
 
 /// After a `WAIT` that came back with too few replicas, transitions skip
-/// the wait for this long. `WAIT` blocks the whole connection it runs on,
-/// and every request of the instance shares that connection: with no
-/// replica left (a failover just promoted the only one) a wait after every
-/// transition would queue each request behind a full timeout, and under
-/// load the instance would answer nothing but timeouts (the Sentinel soak
-/// showed 15 s of them after a promotion). Paused, at most one timeout per
-/// second stalls the connection; the transitions skipped are counted like
-/// the short waits (no replica would have acknowledged them anyway).
+/// the wait for this long. `WAIT` blocks the whole connection it runs on:
+/// with no replica left (a failover just promoted the only one) a wait
+/// after every transition would queue every change behind a full timeout.
+/// Paused, at most one timeout per second stalls the connection; the
+/// transitions skipped are counted like the short waits (no replica would
+/// have acknowledged them anyway).
 const WAIT_PAUSE: Duration = Duration::from_secs(1);
 
 /// Count one failed Redis operation (`qrlogin_redis_errors_total{op}`).
@@ -144,6 +144,11 @@ pub enum Lane {
     Requests,
     /// The hub's batched re-reads while its subscription is down.
     Sweeps,
+    /// Ticket changes, when they wait for replicas: `WAIT` blocks the
+    /// connection it runs on and covers only the writes made on it, so the
+    /// changes and their waits share a connection of their own and no read
+    /// or creation ever queues behind a wait.
+    Writes,
 }
 
 /// One command connection and what bounds it.
@@ -202,11 +207,32 @@ struct Inner {
     nodes: Vec<redis::Client>,
     requests: Line,
     sweeps: Line,
+    writes: Line,
     /// Replicas to wait for after each ticket change (0: no wait).
     wait_replicas: u32,
     wait_timeout: Duration,
     /// Until when transitions skip the wait, after one that came back short.
     waits_paused_until: std::sync::Mutex<Option<std::time::Instant>>,
+    waits: GroupWait,
+}
+
+/// One `WAIT` for many changes (a group commit). `WAIT` covers every write
+/// its connection made before it, so a change needs only some `WAIT` begun
+/// after its write was answered; changes that finish while one wait is out
+/// all share the next. One `WAIT` per change instead, on one connection,
+/// runs them one replica round trip after another: under a 20,000-browser
+/// Sentinel soak that capped the instance's changes at a few hundred a
+/// second, every slot filled, and the instance answered 503s
+/// (docs/redis.md).
+#[derive(Default)]
+struct GroupWait {
+    /// Held by the one change sending a `WAIT`.
+    sending: tokio::sync::Mutex<()>,
+    /// `WAIT`s begun so far (numbers them).
+    begun: AtomicU64,
+    /// The last `WAIT` that finished: its number, the connection it ran on,
+    /// and whether enough replicas acknowledged.
+    done: std::sync::Mutex<(u64, u64, bool)>,
 }
 
 /// How many replicas must acknowledge each ticket change (`WAIT n ms`)
@@ -233,6 +259,10 @@ impl Default for ReplicaWait {
         }
     }
 }
+
+/// A ticket change made on the connection numbered here (see `replicate`).
+#[derive(Clone, Copy, Debug)]
+pub struct Written(u64);
 
 /// Why a command did not run to an answer.
 enum Failure {
@@ -341,9 +371,11 @@ impl Redis {
             nodes,
             requests: Line::new(REQUEST_SLOTS),
             sweeps: Line::new(SWEEP_SLOTS),
+            writes: Line::new(REQUEST_SLOTS),
             wait_replicas,
             wait_timeout: wait.timeout,
             waits_paused_until: std::sync::Mutex::new(None),
+            waits: GroupWait::default(),
         })))
     }
 
@@ -359,6 +391,17 @@ impl Redis {
         match lane {
             Lane::Requests => &self.0.requests,
             Lane::Sweeps => &self.0.sweeps,
+            Lane::Writes => &self.0.writes,
+        }
+    }
+
+    /// The lane ticket changes go over: their own when they wait for
+    /// replicas, else the request lane.
+    fn changes(&self) -> Lane {
+        if self.0.wait_replicas > 0 {
+            Lane::Writes
+        } else {
+            Lane::Requests
         }
     }
 
@@ -491,6 +534,20 @@ impl Redis {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
+        Ok(self.run_numbered(lane, op, call).await?.1)
+    }
+
+    /// `run`, with the number of the connection that answered.
+    async fn run_numbered<T, F, Fut>(
+        &self,
+        lane: Lane,
+        op: &'static str,
+        call: F,
+    ) -> Result<(u64, T), Failed>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
         let line = self.line(lane);
         let attempt = async {
             // Waiting here costs Redis nothing: a command that gives up
@@ -504,9 +561,10 @@ impl Redis {
                     if self.is_sentinel() {
                         line.forget(number);
                     }
-                    Ok(call(self.connect(lane).await?.1).await?)
+                    let (number, conn) = self.connect(lane).await?;
+                    Ok((number, call(conn).await?))
                 }
-                done => Ok(done?),
+                done => Ok((number, done?)),
             }
         };
         match tokio::time::timeout(OP_TIMEOUT, attempt).await {
@@ -551,16 +609,40 @@ impl Redis {
         .await
     }
 
+    /// Run a ticket change's Lua script on the lane of changes; what it
+    /// answers, and a `Written` to pass to `replicate` once the change is
+    /// known to have been made.
+    pub async fn change<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<(T, Written), Failed> {
+        let (number, answer) = self
+            .run_numbered(self.changes(), op, |mut conn| async move {
+                script.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok((answer, Written(number)))
+    }
+
     /// Wait (up to the configured timeout) until the configured number of
-    /// replicas hold the request lane's writes so far, so a failover right
-    /// after does not lose them. Best effort: fewer acknowledgements (WAIT
-    /// answering 0 when no replica is left) or a failure are counted, never
-    /// an error.
-    pub async fn replicate(&self) {
+    /// replicas hold the change `written`, so a failover right after does
+    /// not lose it. Best effort: fewer acknowledgements (WAIT answering 0
+    /// when no replica is left) or a failure are counted, never an error.
+    ///
+    /// Changes that finish while a `WAIT` is out share the next one
+    /// (`GroupWait`): one replica round trip covers them all.
+    pub async fn replicate(&self, written: Written) {
         let replicas = self.0.wait_replicas;
         if replicas == 0 {
             return;
         }
+        let unreplicated = || metrics::counter!("qrlogin_redis_unreplicated_total").increment(1);
+        let count_unless = |replicated: bool| {
+            if !replicated {
+                unreplicated();
+            }
+        };
         let paused = || {
             self.0
                 .waits_paused_until
@@ -568,20 +650,44 @@ impl Redis {
                 .unwrap_or_else(|e| e.into_inner())
         };
         if paused().is_some_and(|until| std::time::Instant::now() < until) {
-            metrics::counter!("qrlogin_redis_unreplicated_total").increment(1);
-            return;
+            return unreplicated();
         }
-        let Some((_, mut conn)) = self.0.requests.cached() else {
-            return;
+        let waits = &self.0.waits;
+        let done = || *waits.done.lock().unwrap_or_else(|e| e.into_inner());
+        // Any WAIT begun after this point was sent after our write was
+        // answered, on the same connection, so it covers the write.
+        let need = waits.begun.load(Ordering::SeqCst) + 1;
+        let covered = |(number, conn, acked): (u64, u64, bool)| {
+            (number >= need).then_some(acked && conn == written.0)
         };
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(replicas)
-            .arg(self.0.wait_timeout.as_millis() as u64);
-        let acked = tokio::time::timeout(OP_TIMEOUT, wait.query_async::<i64>(&mut conn)).await;
-        if !matches!(acked, Ok(Ok(n)) if n >= i64::from(replicas)) {
-            *paused() = Some(std::time::Instant::now() + WAIT_PAUSE);
-            metrics::counter!("qrlogin_redis_unreplicated_total").increment(1);
+        let sending = match covered(done()) {
+            Some(replicated) => return count_unless(replicated),
+            None => waits.sending.lock().await,
+        };
+        if let Some(replicated) = covered(done()) {
+            return count_unless(replicated);
         }
+        let number = waits.begun.fetch_add(1, Ordering::SeqCst) + 1;
+        let (conn_number, acked) = match self.0.writes.cached() {
+            Some((conn_number, mut conn)) if self.changes() == Lane::Writes => {
+                let mut wait = redis::cmd("WAIT");
+                wait.arg(replicas)
+                    .arg(self.0.wait_timeout.as_millis() as u64);
+                let acked =
+                    tokio::time::timeout(OP_TIMEOUT, wait.query_async::<i64>(&mut conn)).await;
+                (
+                    conn_number,
+                    matches!(acked, Ok(Ok(n)) if n >= i64::from(replicas)),
+                )
+            }
+            _ => (0, false),
+        };
+        if !acked {
+            *paused() = Some(std::time::Instant::now() + WAIT_PAUSE);
+        }
+        *waits.done.lock().unwrap_or_else(|e| e.into_inner()) = (number, conn_number, acked);
+        drop(sending);
+        count_unless(acked && conn_number == written.0);
     }
 
     /// `PUBLISH channel message`. In a cluster any node will do: classic

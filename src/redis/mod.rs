@@ -14,7 +14,7 @@ pub mod subscription;
 mod tls;
 mod url;
 
-pub use conn::{Failed, Lane, OP_TIMEOUT, Redis, ReplicaWait, count_error, failed};
+pub use conn::{Failed, Lane, OP_TIMEOUT, Redis, ReplicaWait, Written, count_error, failed};
 pub use subscription::Subscription;
 pub use tls::TlsFiles;
 pub use url::{SentinelTarget, Target, redact};

@@ -306,3 +306,35 @@ async fn metrics_can_have_a_listener_of_their_own() {
     stop.stop();
     task.await.unwrap().unwrap();
 }
+
+/// The bound on operations in progress (`QRLOGIN_MAX_IN_PROGRESS`) counts
+/// store work, not connections: clients that send a request head and then
+/// trickle (here: withhold) its body hold no place, so however many of
+/// them someone keeps open, other people's new tickets are still made.
+#[tokio::test]
+async fn clients_withholding_their_bodies_hold_no_place_in_the_bound_on_work() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|s| {
+        s.max_in_progress = 8;
+        s.rate_tickets = 0;
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+            .await
+            .unwrap();
+        tcp.write_all(
+            b"POST /api/v1/tickets HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+        held.push(tcp);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        app.create_ticket().await;
+    }
+    drop(held);
+}

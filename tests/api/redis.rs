@@ -205,6 +205,7 @@ async fn a_redis_restart_mid_wait_recovers_and_delivers() {
         .send()
         .await
         .unwrap();
+    assert_eq!(r.headers()["retry-after"], "1", "a 503 says when to retry");
     assert_eq!(error_of(r).await, (503, "unavailable".into()));
     let r = c.confirm(&t.id, "u1").await;
     assert_eq!(error_of(r).await, (503, "unavailable".into()));
@@ -787,4 +788,175 @@ async fn with_no_replica_the_wait_times_out_and_the_change_still_succeeds() {
         waits,
         "no WAIT with the setting at 0"
     );
+}
+
+/// `WAIT` blocks the connection it runs on. With the replica wait on and
+/// no replica to answer (right after a failover), a confirm waits its
+/// full timeout; the instance's reads and new tickets meanwhile must not
+/// queue behind that wait. Before ticket changes had a connection of
+/// their own, they shared it with every request, and under the Sentinel
+/// soak's load the waits in a row filled every slot (docs/redis.md).
+#[tokio::test]
+async fn a_replica_wait_never_holds_up_reads_or_new_tickets() {
+    let Some(redis) = RedisServer::start("a_replica_wait_never_holds_up") else {
+        return;
+    };
+    let app = std::sync::Arc::new(waiting_instance(&redis.url(), "wait4", 1, 1000).await);
+    let t = app.create_ticket().await;
+    let other = app.create_ticket().await;
+    let confirming = {
+        let (app, id) = (app.clone(), t.id.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            assert_eq!(app.confirm(&id, "u1").await.status(), 200);
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(status_of(&app, &other.id).await, "pending");
+    app.create_ticket().await;
+    let meanwhile = started.elapsed();
+    let waited = confirming.await.unwrap();
+    eprintln!("a read and a creation during a {waited:?} wait took {meanwhile:?}");
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "the confirm waited: {waited:?}"
+    );
+    assert!(
+        meanwhile < Duration::from_millis(400),
+        "a read and a creation queued behind the wait: {meanwhile:?}"
+    );
+}
+
+/// Confirms that finish together share one `WAIT` (each needs only a wait
+/// begun after its write), and each 200 still means the replica holds that
+/// confirm. One wait per change, one after another on one connection,
+/// capped an instance's changes at one replica round trip each.
+#[tokio::test]
+async fn confirms_that_finish_together_share_a_wait_and_each_is_on_the_replica() {
+    let Some(master) = RedisServer::start("confirms_that_finish_together") else {
+        return;
+    };
+    let port = master.port.to_string();
+    let replica = RedisServer::start_with(
+        "confirms_that_finish_together",
+        &["--replicaof", "127.0.0.1", &port],
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !replica
+        .cli(&["INFO", "replication"])
+        .contains("master_link_status:up")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica not in sync"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let app = std::sync::Arc::new(waiting_instance(&master.url(), "wait5", 1, 1000).await);
+    let mut tickets = Vec::new();
+    for _ in 0..100 {
+        tickets.push(app.create_ticket().await);
+    }
+    let waits = calls(&master, "wait");
+    let confirms: Vec<_> = tickets
+        .iter()
+        .map(|t| {
+            let (app, id) = (app.clone(), t.id.clone());
+            tokio::spawn(async move { app.confirm(&id, "u1").await.status() })
+        })
+        .collect();
+    for confirm in confirms {
+        assert_eq!(confirm.await.unwrap(), 200);
+    }
+    let sent = calls(&master, "wait") - waits;
+    eprintln!("100 concurrent confirms sent {sent} WAITs");
+    assert!(sent < 50, "{sent} WAITs for 100 confirms");
+    for t in &tickets {
+        let held = replica.cli(&["GET", &format!("wait5:t:{{{}}}", t.id)]);
+        assert!(
+            held.contains("confirmed"),
+            "the replica holds {}: {held}",
+            t.id
+        );
+    }
+}
+
+/// Past `QRLOGIN_MAX_IN_PROGRESS` store operations in progress an instance
+/// answers 503 `over_capacity` with `Retry-After` at once, before any Redis
+/// work, and new tickets are refused first (from a quarter of it): the
+/// people already part-way through a login keep the instance. Here the
+/// operations are held in progress by a Redis that stalls (`CLIENT PAUSE`).
+#[tokio::test]
+async fn past_its_bound_on_work_in_progress_an_instance_refuses_new_tickets_first() {
+    let Some(redis) = RedisServer::start("past_its_bound_on_work") else {
+        return;
+    };
+    let (url, prefix) = (redis.url(), "shed".to_owned());
+    let app = std::sync::Arc::new(
+        spawn_app_with(move |s| {
+            s.redis_url = Some(url);
+            s.redis_prefix = prefix;
+            s.max_in_progress = 8;
+        })
+        .await,
+    );
+    let t = app.create_ticket().await;
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]).trim(), "OK");
+    let read = |app: std::sync::Arc<TestApp>, id: String| {
+        tokio::spawn(async move {
+            app.client
+                .get(app.url(&format!("/api/v1/tickets/{id}")))
+                .bearer_auth(API_KEY)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let mut held: Vec<_> = (0..2).map(|_| read(app.clone(), t.id.clone())).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused_at_once = |r: reqwest::Response, took: Duration| async move {
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "over_capacity", "{body}");
+        assert!(
+            took < Duration::from_millis(300),
+            "refused at once: {took:?}"
+        );
+    };
+    let started = std::time::Instant::now();
+    let create = app
+        .client
+        .post(app.url("/api/v1/tickets"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    refused_at_once(create, started.elapsed()).await;
+    held.extend((0..6).map(|_| read(app.clone(), t.id.clone())));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let ninth = app
+        .client
+        .get(app.url(&format!("/api/v1/tickets/{}", t.id)))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    refused_at_once(ninth, started.elapsed()).await;
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "health is never refused");
+    for r in held {
+        assert_eq!(
+            r.await.unwrap(),
+            200,
+            "the requests in progress were served"
+        );
+    }
+    // Every place was given back.
+    app.create_ticket().await;
 }

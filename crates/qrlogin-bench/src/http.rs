@@ -20,6 +20,8 @@ pub struct Conn {
 
 pub struct Response {
     pub status: u16,
+    /// `Retry-After` in seconds, when sent.
+    pub retry_after: Option<u64>,
     pub body: Vec<u8>,
 }
 
@@ -74,6 +76,7 @@ impl Conn {
             .and_then(|s| s.parse::<u16>().ok())
             .ok_or_else(|| bad("no HTTP status line"))?;
         let mut length = None;
+        let mut retry_after = None;
         loop {
             self.line.clear();
             if self.stream.read_line(&mut self.line).await? == 0 {
@@ -86,6 +89,8 @@ impl Conn {
             if let Some((name, value)) = header.split_once(':') {
                 if name.eq_ignore_ascii_case("content-length") {
                     length = value.trim().parse::<usize>().ok();
+                } else if name.eq_ignore_ascii_case("retry-after") {
+                    retry_after = value.trim().parse::<u64>().ok();
                 } else if name.eq_ignore_ascii_case("transfer-encoding") {
                     return Err(bad("chunked responses are not expected"));
                 }
@@ -93,7 +98,11 @@ impl Conn {
         }
         let mut body = vec![0; length.unwrap_or(0)];
         self.stream.read_exact(&mut body).await?;
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            retry_after,
+            body,
+        })
     }
 }
 

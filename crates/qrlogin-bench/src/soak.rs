@@ -688,10 +688,21 @@ fn backoff(rng: &mut SmallRng, n: u32) -> Duration {
         .mul_f64(rng.random_range(0.5..1.5))
 }
 
+/// The pause before attempt `n`: the backoff, or longer when the last
+/// answer said `Retry-After` (spread over up to half as much again, so the
+/// browsers one answer turned away do not all come back together).
+fn pause(rng: &mut SmallRng, n: u32, retry_after: Option<u64>) -> Duration {
+    let hinted = retry_after.map_or(Duration::ZERO, |s| {
+        Duration::from_secs(s).mul_f64(rng.random_range(1.0..1.5))
+    });
+    backoff(rng, n).max(hinted)
+}
+
 /// `POST /api/v1/tickets` on a random instance, retried (another instance,
 /// backoff) while refused or while the store is down.
 async fn create(ctx: &Ctx, rng: &mut SmallRng) -> Option<Ticket> {
     let mut which = rng.random_range(0..ctx.servers.len());
+    let mut retry_after = None;
     for attempt in 0u32.. {
         if Instant::now() >= ctx.stop_at {
             return None;
@@ -699,7 +710,7 @@ async fn create(ctx: &Ctx, rng: &mut SmallRng) -> Option<Ticket> {
         if attempt > 0 {
             inc(&ctx.stats.create_retries);
             which = (which + 1) % ctx.servers.len();
-            sleep(backoff(rng, attempt - 1)).await;
+            sleep(pause(rng, attempt - 1, retry_after.take())).await;
         }
         let before = Instant::now();
         let answer = tokio::time::timeout(STEP_TIMEOUT, async {
@@ -730,8 +741,12 @@ async fn create(ctx: &Ctx, rng: &mut SmallRng) -> Option<Ticket> {
                     Err(e) => ctx.stats.error("create: bad body", e.to_string()),
                 }
             }
-            // Store down (503): retry like a login page would.
-            503 => ctx.pages.give(which, conn),
+            // Store down or instance busy (503): retry like a login page
+            // would, after the Retry-After it asked for.
+            503 => {
+                retry_after = r.retry_after;
+                ctx.pages.give(which, conn)
+            }
             s => {
                 ctx.stats.error(
                     &format!("create: HTTP {s}"),
@@ -1213,11 +1228,12 @@ async fn act(ctx: &Ctx, id: &str, deny: bool, cutoff: Instant, first: usize, see
     let mut uncertain = false;
     let mut sent_last = Instant::now();
     let mut which = first;
+    let mut retry_after = None;
     for attempt in 0u32.. {
         if attempt > 0 {
             inc(&ctx.stats.action_retries);
             which = (which + 1) % ctx.servers.len();
-            sleep(backoff(&mut rng, attempt - 1)).await;
+            sleep(pause(&mut rng, attempt - 1, retry_after.take())).await;
         }
         if Instant::now() >= cutoff {
             // An earlier attempt without an answer may have been applied
@@ -1257,7 +1273,10 @@ async fn act(ctx: &Ctx, id: &str, deny: bool, cutoff: Instant, first: usize, see
                 return Action::Accepted(sent, Instant::now());
             }
             // The store did not answer; the change may or may not be in.
-            503 => uncertain = true,
+            503 => {
+                uncertain = true;
+                retry_after = r.retry_after;
+            }
             409 if uncertain => {
                 let want = if deny { "denied" } else { "confirmed" };
                 return match status(ctx, id, which).await {
