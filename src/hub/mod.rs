@@ -11,7 +11,7 @@ pub mod conformance;
 pub mod redis;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -53,6 +53,8 @@ pub struct Waiters {
 struct Signal {
     version: AtomicU64,
     notify: Notify,
+    /// The store was read and no longer holds the ticket (see `wake_gone`).
+    gone: AtomicBool,
 }
 
 impl Signal {
@@ -90,6 +92,20 @@ impl Waiters {
         }
     }
 
+    /// Wake the waiters of `id`, telling them the store was just read and
+    /// no longer holds the ticket: what their own read would find, so they
+    /// need not make it. After an outage the Redis hub's catch-up reads
+    /// every watched ticket in batches; without this, every socket whose
+    /// ticket expired meanwhile read it again by itself, all at once, and
+    /// in the TLS soak some of those reads waited past the ticket's end
+    /// plus 10 s (docs/redis.md).
+    pub fn wake_gone(&self, id: &TicketId) {
+        if let Some((signal, _)) = self.lock().get(id) {
+            signal.gone.store(true, Ordering::Release);
+            signal.wake();
+        }
+    }
+
     pub fn count(&self, id: &TicketId) -> usize {
         self.lock().get(id).map_or(0, |(_, count)| *count)
     }
@@ -110,6 +126,11 @@ pub struct Waiter {
 }
 
 impl Waiter {
+    /// Whether the ticket was read as gone from the store (`wake_gone`).
+    pub fn gone(&self) -> bool {
+        self.signal.gone.load(Ordering::Acquire)
+    }
+
     /// Resolves at the next wake-up after the last one seen. Cancel-safe:
     /// a wake-up missed while not waiting is seen by the next call.
     pub async fn changed(&mut self) {
@@ -169,6 +190,24 @@ mod tests {
         let hub: Arc<dyn Hub> = Arc::new(MemoryHub::default());
         (hub.clone(), hub)
     });
+
+    #[tokio::test]
+    async fn a_wake_for_a_gone_ticket_says_so_to_every_waiter() {
+        let waiters = Arc::new(Waiters::default());
+        let (id, other) = (TicketId::generate(), TicketId::generate());
+        let (mut w1, w2, w3) = (
+            waiters.watch(&id),
+            waiters.watch(&id),
+            waiters.watch(&other),
+        );
+        waiters.wake(&id);
+        w1.changed().await;
+        assert!(!w1.gone(), "a plain wake is not a gone ticket");
+        waiters.wake_gone(&id);
+        w1.changed().await;
+        assert!(w1.gone() && w2.gone());
+        assert!(!w3.gone(), "only that ticket's waiters");
+    }
 
     #[test]
     fn the_last_waiter_out_removes_the_ticket() {

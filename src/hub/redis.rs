@@ -190,7 +190,10 @@ impl Sweeper {
                     for (id, value) in batch.iter().zip(values) {
                         let print = fingerprint(value.as_deref());
                         if self.seen.get(id) != Some(&print) {
-                            self.waiters.wake(id);
+                            match value {
+                                None => self.waiters.wake_gone(id),
+                                Some(_) => self.waiters.wake(id),
+                            }
                         }
                         seen.insert(id.clone(), print);
                     }

@@ -243,7 +243,12 @@ async fn session(
             // In a statement of its own: the ticket read is dropped here, not
             // kept in this future's state across the sends below, where every
             // waiting browser would pay for it.
-            let looked = app.engine.get(&id).await.map(|t| look(t.as_ref(), &opener));
+            // Read as gone by the hub just now: what a read would find.
+            let looked = if waiter.gone() {
+                Ok(look(None, &opener))
+            } else {
+                app.engine.get(&id).await.map(|t| look(t.as_ref(), &opener))
+            };
             match looked {
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "cannot serialise a state frame");
