@@ -700,21 +700,10 @@ async fn waiting_instance(url: &str, prefix: &str, replicas: u32, timeout_ms: u6
     .await
 }
 
-/// `QRLOGIN_REDIS_WAIT_REPLICAS=1` on a plain `redis://` master with a
-/// replica: the confirm's 200 comes only after the replica acknowledged it,
-/// so the replica already holds the confirmed ticket (what a failover
-/// would promote). Fails on code that sends no `WAIT` for `redis://`.
-#[tokio::test]
-async fn with_the_replica_wait_on_the_replica_holds_a_confirm_when_it_returns() {
-    let Some(master) = RedisServer::start("with_the_replica_wait_on") else {
-        return;
-    };
+/// A replica of `master`, once in sync with it.
+async fn replica_of(master: &RedisServer, test: &str) -> RedisServer {
     let port = master.port.to_string();
-    let replica = RedisServer::start_with(
-        "with_the_replica_wait_on",
-        &["--replicaof", "127.0.0.1", &port],
-    )
-    .unwrap();
+    let replica = RedisServer::start_with(test, &["--replicaof", "127.0.0.1", &port]).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !replica
         .cli(&["INFO", "replication"])
@@ -726,6 +715,19 @@ async fn with_the_replica_wait_on_the_replica_holds_a_confirm_when_it_returns() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    replica
+}
+
+/// `QRLOGIN_REDIS_WAIT_REPLICAS=1` on a plain `redis://` master with a
+/// replica: the confirm's 200 comes only after the replica acknowledged it,
+/// so the replica already holds the confirmed ticket (what a failover
+/// would promote). Fails on code that sends no `WAIT` for `redis://`.
+#[tokio::test]
+async fn with_the_replica_wait_on_the_replica_holds_a_confirm_when_it_returns() {
+    let Some(master) = RedisServer::start("with_the_replica_wait_on") else {
+        return;
+    };
+    let replica = replica_of(&master, "with_the_replica_wait_on").await;
     let app = waiting_instance(&master.url(), "wait1", 1, 1000).await;
     let t = app.create_ticket().await;
     let mut ws = app.ws(&t).await;
@@ -838,23 +840,7 @@ async fn confirms_that_finish_together_share_a_wait_and_each_is_on_the_replica()
     let Some(master) = RedisServer::start("confirms_that_finish_together") else {
         return;
     };
-    let port = master.port.to_string();
-    let replica = RedisServer::start_with(
-        "confirms_that_finish_together",
-        &["--replicaof", "127.0.0.1", &port],
-    )
-    .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !replica
-        .cli(&["INFO", "replication"])
-        .contains("master_link_status:up")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "replica not in sync"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let replica = replica_of(&master, "confirms_that_finish_together").await;
     let app = std::sync::Arc::new(waiting_instance(&master.url(), "wait5", 1, 1000).await);
     let mut tickets = Vec::new();
     for _ in 0..100 {
