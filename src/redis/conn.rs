@@ -668,8 +668,9 @@ impl Redis {
             return count_unless(replicated);
         }
         let number = waits.begun.fetch_add(1, Ordering::SeqCst) + 1;
+        // With replicas to wait for, changes go over the writes lane.
         let (conn_number, acked) = match self.0.writes.cached() {
-            Some((conn_number, mut conn)) if self.changes() == Lane::Writes => {
+            Some((conn_number, mut conn)) => {
                 let mut wait = redis::cmd("WAIT");
                 wait.arg(replicas)
                     .arg(self.0.wait_timeout.as_millis() as u64);

@@ -65,10 +65,9 @@ const COUNT_REUSE_MS: u64 = 250;
 #[derive(Default)]
 struct LiveCount {
     counted: u64,
+    /// When the last count began (0: never).
     at_ms: u64,
     added: u64,
-    /// A fresh count is on its way: others use the last one meanwhile.
-    counting: bool,
 }
 
 /// Tickets and shared values in Redis under one key prefix.
@@ -179,23 +178,22 @@ impl TicketStore for RedisStore {
         let now = now_ms();
         {
             let mut live = self.live();
-            let fresh = live.at_ms > 0 && now.saturating_sub(live.at_ms) < COUNT_REUSE_MS;
-            if fresh || (live.counting && live.at_ms > 0) {
+            if live.at_ms > 0 && now.saturating_sub(live.at_ms) < COUNT_REUSE_MS {
                 return Ok(live.counted + live.added);
             }
-            live.counting = true;
+            // This caller counts; the others use the last count meanwhile.
+            // Marked by its start time, not a flag, so a count that fails or
+            // is cancelled with its request leaves nothing to undo: the next
+            // caller after `COUNT_REUSE_MS` counts again.
+            live.at_ms = now;
         }
         let mut count = self.count.key(&self.live_key);
         count.arg(now);
-        let counted = self.redis.invoke("live_count", &count).await;
-        let mut live = self.live();
-        live.counting = false;
-        let counted = counted?;
-        *live = LiveCount {
+        let counted = self.redis.invoke("live_count", &count).await?;
+        *self.live() = LiveCount {
             counted,
             at_ms: now,
             added: 0,
-            counting: false,
         };
         Ok(counted)
     }
