@@ -102,14 +102,28 @@ impl TestApp {
         self.create_ticket_with(json!({})).await
     }
 
-    pub async fn create_ticket_with(&self, body: Value) -> Ticket {
-        let r = self
-            .client
+    /// `POST /api/v1/tickets` with `body`: the answer, whatever it is.
+    pub async fn post_ticket(&self, body: Value) -> reqwest::Response {
+        self.client
             .post(self.url("/api/v1/tickets"))
             .json(&body)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The trusted `GET /api/v1/tickets/{id}`: the answer, whatever it is.
+    pub async fn trusted_get(&self, id: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/api/v1/tickets/{id}")))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn create_ticket_with(&self, body: Value) -> Ticket {
+        let r = self.post_ticket(body).await;
         assert_eq!(r.status(), 201, "create ticket");
         let body: Value = r.json().await.unwrap();
         Ticket {
@@ -381,13 +395,7 @@ pub fn claims_of(token: &str) -> Value {
 
 /// A ticket's status through the trusted API.
 pub async fn status_of(app: &TestApp, id: &str) -> String {
-    let r = app
-        .client
-        .get(app.url(&format!("/api/v1/tickets/{id}")))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = app.trusted_get(id).await;
     let body: Value = r.json().await.unwrap();
     body["status"].as_str().unwrap().to_owned()
 }

@@ -108,14 +108,7 @@ async fn poll_token(app: &TestApp, t: &Ticket) -> String {
 
 /// What creating a ticket answers when WeChat fails us.
 async fn failed_creation(app: &TestApp) -> (u16, String) {
-    let r = app
-        .client
-        .post(app.url("/api/v1/tickets"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    error_of(r).await
+    error_of(app.post_ticket(json!({})).await).await
 }
 
 /// Fails unless every line the test needs to have been captured was.

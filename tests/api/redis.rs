@@ -505,13 +505,7 @@ async fn over_tls_a_login_crosses_instances_and_a_wrong_ca_or_host_is_refused() 
         for _ in 0..3 {
             assert_eq!(readyz(app).await, 503);
         }
-        let r = app
-            .client
-            .post(app.url("/api/v1/tickets"))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
+        let r = app.post_ticket(json!({})).await;
         assert_eq!(error_of(r).await, (503, "unavailable".into()));
     }
     // What the log line says (the error the store reports is what is logged).
@@ -892,15 +886,7 @@ async fn past_its_bound_on_work_in_progress_an_instance_refuses_new_tickets_firs
     let t = app.create_ticket().await;
     assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]).trim(), "OK");
     let read = |app: std::sync::Arc<TestApp>, id: String| {
-        tokio::spawn(async move {
-            app.client
-                .get(app.url(&format!("/api/v1/tickets/{id}")))
-                .bearer_auth(API_KEY)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
+        tokio::spawn(async move { app.trusted_get(&id).await.status() })
     };
     let mut held: Vec<_> = (0..2).map(|_| read(app.clone(), t.id.clone())).collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -915,24 +901,12 @@ async fn past_its_bound_on_work_in_progress_an_instance_refuses_new_tickets_firs
         );
     };
     let started = std::time::Instant::now();
-    let create = app
-        .client
-        .post(app.url("/api/v1/tickets"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let create = app.post_ticket(json!({})).await;
     refused_at_once(create, started.elapsed()).await;
     held.extend((0..6).map(|_| read(app.clone(), t.id.clone())));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = std::time::Instant::now();
-    let ninth = app
-        .client
-        .get(app.url(&format!("/api/v1/tickets/{}", t.id)))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
+    let ninth = app.trusted_get(&t.id).await;
     refused_at_once(ninth, started.elapsed()).await;
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200, "health is never refused");

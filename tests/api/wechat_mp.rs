@@ -143,13 +143,7 @@ async fn the_access_token_is_shared_and_refreshed_once_on_40001() {
 async fn wechat_refusing_the_qr_is_an_upstream_error() {
     let (app, fake) = spawn().await;
     fake.fail_once(QRCODE_CREATE, 48001);
-    let r = app
-        .client
-        .post(app.url("/api/v1/tickets"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_ticket(json!({})).await;
     assert_eq!(error_of(r).await, (502, "upstream_error".into()));
     fake.fail_once(STABLE_TOKEN, 40125);
     fake.revoke_access_tokens();
