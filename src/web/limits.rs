@@ -318,7 +318,19 @@ impl Limits {
     }
 }
 
-pub async fn limit_requests(State(app): State<AppState>, request: Request, next: Next) -> Response {
+/// Every request's limits, in one middleware rather than one each: each
+/// `from_fn` layer clones and boxes the services inside it on every request
+/// (measured per confirm in docs/performance.md). First the per-IP quota
+/// ([`refused_by_quota`]), then the time limits ([`in_time`]).
+pub async fn limit(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(refused) = refused_by_quota(&app, &request) {
+        return refused;
+    }
+    in_time(&app, request, next).await
+}
+
+/// The answer to a request over its per-IP quota, if it is.
+fn refused_by_quota(app: &AppState, request: &Request) -> Option<Response> {
     if let Some((limit, name)) = quota_of(&app.limits, request.method(), request.uri().path()) {
         let peer = request
             .extensions()
@@ -334,12 +346,12 @@ pub async fn limit_requests(State(app): State<AppState>, request: Request, next:
             });
             // WeChat's callbacks are read by a person: a page, not JSON.
             if name == "wechat" && request.method() == Method::GET {
-                return rate_limited_page(&app, &request, error);
+                return Some(rate_limited_page(app, request, error));
             }
-            return error.into_response();
+            return Some(error.into_response());
         }
     }
-    next.run(request).await
+    None
 }
 
 /// The 429 of a page: the "try again" page, with the error's status and
@@ -366,7 +378,7 @@ fn rate_limited_page(app: &AppState, request: &Request, error: Error) -> Respons
 /// time: only a long-poll's wait and a socket's life are exempt, never the
 /// reading of client input (a poll trickling its body a byte at a time
 /// would otherwise hold a connection forever, uncounted).
-pub async fn limit_duration(State(app): State<AppState>, request: Request, next: Next) -> Response {
+async fn in_time(app: &AppState, request: Request, next: Next) -> Response {
     let limit = app.settings.http.request_timeout;
     let request = with_body_deadline(request, tokio::time::Instant::now() + limit);
     let path = request.uri().path();

@@ -197,11 +197,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            limits::limit_duration,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limits::limit_requests,
+            limits::limit,
         ))
         .layer(cors)
         .layer(axum::middleware::from_fn(trace::trace_requests))
