@@ -332,11 +332,57 @@ pub enum SealTo {
     Process,
 }
 
-/// The token as stored: a JWE (see `token::seal`), never the JWT itself.
+/// The token as stored: sealed (see `token::seal`), never the JWT itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedToken {
-    pub jwe: String,
+    #[serde(rename = "jwe")]
+    pub sealed: Sealed,
     pub expires_in: u64,
+}
+
+/// A sealed token: a compact JWE, or, in a store inside this process, the
+/// bytes only this process opens (`SealTo::Process`), which like that
+/// variant are never serialised.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Sealed {
+    Jwe(String),
+    InProcess(Vec<u8>),
+}
+
+impl Sealed {
+    /// The compact JWE, if it is one.
+    pub fn jwe(&self) -> Option<&str> {
+        match self {
+            Sealed::Jwe(jwe) => Some(jwe),
+            Sealed::InProcess(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sealed::Jwe(jwe) => write!(f, "Jwe({jwe:?})"),
+            Sealed::InProcess(bytes) => write!(f, "InProcess({} bytes)", bytes.len()),
+        }
+    }
+}
+
+impl Serialize for Sealed {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Sealed::Jwe(jwe) => serializer.serialize_str(jwe),
+            Sealed::InProcess(_) => Err(serde::ser::Error::custom(
+                "a token sealed in process never leaves it",
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Sealed {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Sealed::Jwe)
+    }
 }
 
 /// One login attempt as stored.
@@ -421,11 +467,12 @@ impl Ticket {
     /// made from it). None before the confirm and for a token sealed to the
     /// browser's own key, which goes out as stored.
     pub fn open_token(&self, opener: &Opener) -> Option<Result<String, SealError>> {
-        let jwe = &self.token.as_ref()?.jwe;
-        let plain = match self.seal_to {
-            Some(SealTo::Browser(_)) => return None,
-            Some(SealTo::Process) => open_in_process(jwe),
-            Some(SealTo::Secret(_)) | None => opener.open(jwe),
+        let sealed = &self.token.as_ref()?.sealed;
+        let plain = match (&self.seal_to, sealed) {
+            (Some(SealTo::Browser(_)), _) => return None,
+            (Some(SealTo::Process), Sealed::InProcess(bytes)) => open_in_process(bytes),
+            (Some(SealTo::Secret(_)) | None, Sealed::Jwe(jwe)) => opener.open(jwe),
+            _ => Err(SealError::Unopenable),
         };
         Some(plain.and_then(|p| String::from_utf8(p).map_err(|_| SealError::Unopenable)))
     }
@@ -486,14 +533,18 @@ impl Ticket {
                     next.user = user;
                 }
                 let to = self.seal_to.as_ref().ok_or(TransitionError::Unsealable)?;
-                let jwe = match to {
-                    SealTo::Browser(key) => seal(key, token.token.as_bytes()),
-                    SealTo::Secret(key) => seal_at_rest(key, token.token.as_bytes()),
-                    SealTo::Process => seal_in_process(token.token.as_bytes()),
+                let sealed = match to {
+                    SealTo::Browser(key) => seal(key, token.token.as_bytes()).map(Sealed::Jwe),
+                    SealTo::Secret(key) => {
+                        seal_at_rest(key, token.token.as_bytes()).map(Sealed::Jwe)
+                    }
+                    SealTo::Process => {
+                        seal_in_process(token.token.as_bytes()).map(Sealed::InProcess)
+                    }
                 }
                 .map_err(|_| TransitionError::Unsealable)?;
                 next.token = Some(SealedToken {
-                    jwe,
+                    sealed,
                     expires_in: token.expires_in,
                 });
             }
@@ -659,7 +710,8 @@ mod tests {
         let s = t.apply(scan("p"), 0).unwrap();
         let sealed = s.apply(c, 0).unwrap().token.unwrap();
         assert_eq!(sealed.expires_in, 60);
-        let opened = Opener::from_secret("s").unwrap().open(&sealed.jwe).unwrap();
+        let jwe = sealed.sealed.jwe().unwrap();
+        let opened = Opener::from_secret("s").unwrap().open(jwe).unwrap();
         assert_eq!(opened, b"jwt");
         assert_eq!(
             s.apply(

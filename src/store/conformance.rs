@@ -245,7 +245,7 @@ pub async fn a_confirmed_ticket_holds_no_presentable_token(store: &dyn TicketSto
     let text = format!("{} {kept:?}", serde_json::to_string(&kept).unwrap());
     assert_eq!(find_jws(&text), None, "{text}");
     // What is kept opens with the secret's key, and only with it.
-    let jwe = &kept.token.as_ref().unwrap().jwe;
+    let jwe = kept.token.as_ref().unwrap().sealed.jwe().unwrap();
     let opened = Opener::from_secret("conformance")
         .unwrap()
         .open(jwe)

@@ -11,8 +11,8 @@
 //!   browser presents the secret (WebSocket or long-poll), and sends the
 //!   plain `token`;
 //! - otherwise, in a store that lives inside this process (memory), with
-//!   AES-256-GCM under this process's own key (`alg` `dir`), made at random
-//!   at start and kept nowhere else. Whoever can read that store can read
+//!   AES-256-GCM under this process's own key, made at random at start and
+//!   kept nowhere else (as bytes, not a JWE: it never leaves the process). Whoever can read that store can read
 //!   the process, and with it the signing key, which is worth more than any
 //!   one token: an X25519 seal would protect nothing more there, and its
 //!   three scalar multiplications were most of a confirm's cost. No other
@@ -50,9 +50,9 @@ use sha2::{Digest, Sha256};
 const AT_REST_LABEL: &[u8] = b"qrlogin token at rest";
 /// The only `enc` we speak; it is also the Concat KDF's AlgorithmID.
 const ENC: &str = "A256GCM";
-/// The protected header of a token sealed with the process's key,
-/// `{"alg":"dir","enc":"A256GCM"}`, base64url-encoded.
-const PROCESS_HEADER: &str = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0";
+/// The additional data of a token sealed with the process's key: a label,
+/// so that no other use of AES-GCM under that key could pass for one.
+const PROCESS_AAD: &[u8] = b"qrlogin token in process";
 
 /// Why a token could not be sealed or opened. Deliberately vague: which
 /// step failed is of no use to a caller and of some to an attacker.
@@ -265,20 +265,26 @@ impl ProcessKey {
 }
 
 /// `plaintext` sealed with this process's key, for a store inside this
-/// process: a compact JWE (`dir`, `A256GCM`) only this process opens.
-pub fn seal_in_process(plaintext: &[u8]) -> Result<String, SealError> {
+/// process: nonce, ciphertext and tag (AES-256-GCM), as bytes. Not a compact
+/// JWE: it never leaves the process, so nothing needs to read it as one, and
+/// base64 both ways was most of what sealing and opening it cost a confirm
+/// (docs/performance.md).
+pub fn seal_in_process(plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
     let key = ProcessKey::get()?;
     let iv = key.nonce();
-    let mut body = plaintext.to_vec();
+    let mut sealed = Vec::with_capacity(NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
+    sealed.extend_from_slice(&iv);
+    sealed.extend_from_slice(plaintext);
     let tag = key
         .key
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(iv),
-            Aad::from(PROCESS_HEADER.as_bytes()),
-            &mut body,
+            Aad::from(PROCESS_AAD),
+            &mut sealed[NONCE_LEN..],
         )
         .map_err(|_| SealError::Random)?;
-    Ok(compact(PROCESS_HEADER, &iv, &body, tag.as_ref()))
+    sealed.extend_from_slice(tag.as_ref());
+    Ok(sealed)
 }
 
 /// A compact JWE with no encrypted key (`alg` `dir` or `ECDH-ES`).
@@ -461,14 +467,29 @@ fn decrypt(
 }
 
 /// The plaintext of a token [`seal_in_process`] sealed in this process.
-/// Anything else (another header, another process's key, a bad tag) does
-/// not open.
-pub fn open_in_process(jwe: &str) -> Result<Vec<u8>, SealError> {
-    let (header, iv, body, tag) = split(jwe)?;
-    if header != PROCESS_HEADER {
-        return Err(SealError::Unopenable);
-    }
-    decrypt(&ProcessKey::get()?.key, header, iv, body, tag)
+/// Anything else (another process's key, a bad tag, too short) does not
+/// open.
+pub fn open_in_process(sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+    let (iv, body) = sealed
+        .split_at_checked(NONCE_LEN)
+        .ok_or(SealError::Unopenable)?;
+    open_bytes(&ProcessKey::get()?.key, iv, body)
+}
+
+/// `body` (ciphertext and tag) opened with `key` and nonce `iv`.
+fn open_bytes(key: &LessSafeKey, iv: &[u8], body: &[u8]) -> Result<Vec<u8>, SealError> {
+    let iv: [u8; NONCE_LEN] = iv.try_into().map_err(|_| SealError::Unopenable)?;
+    let mut buf = body.to_vec();
+    let len = key
+        .open_in_place(
+            Nonce::assume_unique_for_key(iv),
+            Aad::from(PROCESS_AAD),
+            &mut buf,
+        )
+        .map_err(bad)?
+        .len();
+    buf.truncate(len);
+    Ok(buf)
 }
 
 /// Opens a compact `ECDH-ES`/`A256GCM` JWE given how to agree on the
@@ -526,46 +547,37 @@ mod tests {
 
     #[test]
     fn a_token_sealed_in_process_opens_here_only_and_never_twice_alike() {
-        let jwe = seal_in_process(b"header.payload.signature").unwrap();
-        assert!(!jwe.contains("payload"), "{jwe}");
+        let sealed = seal_in_process(b"header.payload.signature").unwrap();
+        assert!(!sealed.windows(7).any(|w| w == b"payload"), "{sealed:?}");
         assert_eq!(
-            header_of(&jwe),
-            serde_json::json!({ "alg": "dir", "enc": "A256GCM" })
+            open_in_process(&sealed).unwrap(),
+            b"header.payload.signature"
         );
-        assert_eq!(open_in_process(&jwe).unwrap(), b"header.payload.signature");
         // The same token twice: another nonce, another ciphertext.
         let again = seal_in_process(b"header.payload.signature").unwrap();
-        assert_ne!(again.split('.').nth(2), jwe.split('.').nth(2));
+        assert_ne!(again[..NONCE_LEN], sealed[..NONCE_LEN]);
+        assert_ne!(again[NONCE_LEN..], sealed[NONCE_LEN..]);
         // Another key (another process's) opens nothing.
         let other = aes_key(&[7u8; 32]).unwrap();
-        let (h, iv, body, tag) = split(&jwe).unwrap();
-        assert_eq!(
-            decrypt(&other, h, iv, body, tag),
-            Err(SealError::Unopenable)
-        );
-        // Tampered parts, other headers, other shapes open nothing.
-        let parts: Vec<&str> = jwe.split('.').collect();
-        for i in [2, 3, 4] {
-            let mut p: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
-            let mut bytes = URL_SAFE_NO_PAD.decode(&p[i]).unwrap();
-            bytes[0] ^= 1;
-            p[i] = URL_SAFE_NO_PAD.encode(bytes);
+        let (iv, body) = sealed.split_at(NONCE_LEN);
+        assert_eq!(open_bytes(&other, iv, body), Err(SealError::Unopenable));
+        // A flipped bit anywhere (nonce, ciphertext, tag), a cut, nothing.
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 1;
             assert_eq!(
-                open_in_process(&p.join(".")),
+                open_in_process(&bad),
                 Err(SealError::Unopenable),
-                "part {i}"
+                "byte {i}"
             );
         }
-        let other_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"dir","enc":"A128GCM"}"#);
-        let forged = format!("{other_header}..{}", parts[2..].join("."));
-        assert_eq!(open_in_process(&forged), Err(SealError::Unopenable));
-        assert!(open_in_process("a.b.c").is_err());
-        assert!(open_in_process(&jwe.replacen("..", ".AAAA.", 1)).is_err());
-        // Neither kind opens with the other's key.
+        assert!(open_in_process(&sealed[..sealed.len() - 1]).is_err());
+        assert!(open_in_process(&sealed[..NONCE_LEN]).is_err());
+        assert!(open_in_process(b"short").is_err());
+        // Neither kind opens as the other.
         let opener = Opener::from_secret("s").unwrap();
-        assert!(opener.open(&jwe).is_err());
         let at_rest = seal_at_rest(&opener.public(), b"payload").unwrap();
-        assert!(open_in_process(&at_rest).is_err());
+        assert!(open_in_process(at_rest.as_bytes()).is_err());
     }
 
     fn header_of(jwe: &str) -> Value {

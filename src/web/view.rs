@@ -68,7 +68,7 @@ impl StateView {
             return view;
         };
         match t.open_token(opener) {
-            None => view.sealed_token = Some(token.jwe.clone()),
+            None => view.sealed_token = token.sealed.jwe().map(str::to_owned),
             Some(Ok(jwt)) => view.token = Some(jwt),
             Some(Err(_)) => {
                 tracing::error!(ticket = t.id.short(), "a stored token did not open");
