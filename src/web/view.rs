@@ -30,7 +30,8 @@ pub struct StateView {
     pub expires_in: Option<u64>,
 }
 
-/// A WebSocket text frame.
+/// A WebSocket text frame, as serde would write it. `StateView::frame_json`
+/// writes the same text by hand; this is what its test holds it to.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Frame<'a> {
@@ -92,12 +93,66 @@ impl StateView {
         }
     }
 
-    /// The WebSocket text frame. Strings and numbers cannot fail to
-    /// serialise; were it ever to fail, the socket says so (1011) rather
-    /// than send an empty frame.
+    /// The WebSocket text frame: the text `Frame::State` serialises to,
+    /// written by hand so that the token is copied rather than escaped.
+    /// serde_json looks at a string one byte at a time, and a token's
+    /// ~500 characters were most of a confirm's frame (profile in
+    /// docs/performance.md); [`json_string`] checks them in one pass the
+    /// compiler vectorises. Strings and numbers cannot fail to serialise;
+    /// were it ever to fail, the socket says so (1011) rather than send an
+    /// empty frame.
     pub fn frame_json(&self) -> serde_json::Result<String> {
-        serde_json::to_string(&Frame::State(self))
+        let tokens = self.token.as_ref().map_or(0, String::len)
+            + self.sealed_token.as_ref().map_or(0, String::len);
+        let mut out = String::with_capacity(160 + tokens);
+        out.push_str(r#"{"type":"state","status":""#);
+        out.push_str(self.status.as_str());
+        out.push('"');
+        if let Some(at) = &self.expires_at {
+            out.push_str(r#","expires_at":"#);
+            json_string(&mut out, at)?;
+        }
+        if let Some(user) = &self.user {
+            out.push_str(r#","user":"#);
+            out.push_str(&serde_json::to_string(user)?);
+        }
+        if let Some(token) = &self.token {
+            out.push_str(r#","token":"#);
+            json_string(&mut out, token)?;
+        }
+        if let Some(token) = &self.sealed_token {
+            out.push_str(r#","sealed_token":"#);
+            json_string(&mut out, token)?;
+        }
+        if let Some(kind) = self.token_type {
+            out.push_str(r#","token_type":"#);
+            json_string(&mut out, kind)?;
+        }
+        if let Some(secs) = self.expires_in {
+            use std::fmt::Write;
+            let _ = write!(out, r#","expires_in":{secs}"#);
+        }
+        out.push('}');
+        Ok(out)
     }
+}
+
+/// `s` as a JSON string: copied between quotes when it holds nothing JSON
+/// escapes (a quote, a backslash, a control character; serde_json escapes
+/// exactly these), else written by serde_json.
+fn json_string(out: &mut String, s: &str) -> serde_json::Result<()> {
+    // A fold without an early exit, so that it runs over whole vectors.
+    let plain = !s.bytes().fold(false, |bad, b| {
+        bad | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s)?);
+    }
+    Ok(())
 }
 
 /// Unix milliseconds as RFC 3339 UTC (second precision).
@@ -149,4 +204,56 @@ pub fn without_token(mut view: StateView) -> StateView {
     view.token_type = None;
     view.expires_in = None;
     view
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_status() -> impl Strategy<Value = Status> {
+        prop_oneof![
+            Just(Status::Pending),
+            Just(Status::Scanned),
+            Just(Status::Confirmed),
+            Just(Status::Denied),
+            Just(Status::Expired),
+        ]
+    }
+
+    /// Tokens as they are, and strings with everything JSON must escape.
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[A-Za-z0-9_.-]{0,600}",
+            "\\PC{0,40}",
+            "[\"\\\\\\x00-\\x1f\\x7f a\u{e9}\u{2028}]{0,20}"
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn the_frame_written_by_hand_is_what_serde_writes(
+            status in any_status(),
+            expires_at in proptest::option::of(any_text()),
+            nickname in proptest::option::of(any_text()),
+            with_user in any::<bool>(),
+            token in proptest::option::of(any_text()),
+            sealed_token in proptest::option::of(any_text()),
+            token_type in proptest::option::of(Just("Bearer")),
+            expires_in in proptest::option::of(any::<u64>()),
+        ) {
+            let view = StateView {
+                status,
+                expires_at,
+                user: with_user.then_some(UserInfo { nickname, avatar: None }),
+                token,
+                sealed_token,
+                token_type,
+                expires_in,
+            };
+            let by_hand = view.frame_json().unwrap();
+            prop_assert_eq!(&by_hand, &serde_json::to_string(&Frame::State(&view)).unwrap());
+            let _: serde_json::Value = serde_json::from_str(&by_hand).unwrap();
+        }
+    }
 }
