@@ -12,9 +12,9 @@
 //!   plain `token`;
 //! - otherwise, in a store that lives inside this process (memory), with
 //!   AES-256-GCM under this process's own key, made at random at start and
-//!   kept nowhere else (as bytes, not a JWE: it never leaves the process). Whoever can read that store can read
-//!   the process, and with it the signing key, which is worth more than any
-//!   one token: an X25519 seal would protect nothing more there, and its
+//!   kept nowhere else (as bytes, not a JWE: it never leaves the process).
+//!   Whoever can read that store can read the process, and with it the
+//!   signing key, which is worth more than any one token: an X25519 seal would protect nothing more there, and its
 //!   three scalar multiplications were most of a confirm's cost. No other
 //!   process could open such a token, so a ticket sealed this way refuses
 //!   to be serialised (`ticket::SealTo::Process`).
@@ -454,12 +454,19 @@ fn decrypt(
         .map_err(|_| SealError::Unopenable)?;
     let mut buf = URL_SAFE_NO_PAD.decode(body).map_err(bad)?;
     URL_SAFE_NO_PAD.decode_vec(tag, &mut buf).map_err(bad)?;
+    open_bytes(key, header_b64.as_bytes(), iv, buf)
+}
+
+/// `buf` (ciphertext, then tag) opened in place with `key`, nonce `iv` and
+/// additional data `aad`: the one AES-GCM open of both forms.
+fn open_bytes(
+    key: &LessSafeKey,
+    aad: &[u8],
+    iv: [u8; NONCE_LEN],
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>, SealError> {
     let len = key
-        .open_in_place(
-            Nonce::assume_unique_for_key(iv),
-            Aad::from(header_b64.as_bytes()),
-            &mut buf,
-        )
+        .open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(aad), &mut buf)
         .map_err(bad)?
         .len();
     buf.truncate(len);
@@ -471,25 +478,9 @@ fn decrypt(
 /// open.
 pub fn open_in_process(sealed: &[u8]) -> Result<Vec<u8>, SealError> {
     let (iv, body) = sealed
-        .split_at_checked(NONCE_LEN)
+        .split_first_chunk::<NONCE_LEN>()
         .ok_or(SealError::Unopenable)?;
-    open_bytes(&ProcessKey::get()?.key, iv, body)
-}
-
-/// `body` (ciphertext and tag) opened with `key` and nonce `iv`.
-fn open_bytes(key: &LessSafeKey, iv: &[u8], body: &[u8]) -> Result<Vec<u8>, SealError> {
-    let iv: [u8; NONCE_LEN] = iv.try_into().map_err(|_| SealError::Unopenable)?;
-    let mut buf = body.to_vec();
-    let len = key
-        .open_in_place(
-            Nonce::assume_unique_for_key(iv),
-            Aad::from(PROCESS_AAD),
-            &mut buf,
-        )
-        .map_err(bad)?
-        .len();
-    buf.truncate(len);
-    Ok(buf)
+    open_bytes(&ProcessKey::get()?.key, PROCESS_AAD, *iv, body.to_vec())
 }
 
 /// Opens a compact `ECDH-ES`/`A256GCM` JWE given how to agree on the
@@ -559,8 +550,11 @@ mod tests {
         assert_ne!(again[NONCE_LEN..], sealed[NONCE_LEN..]);
         // Another key (another process's) opens nothing.
         let other = aes_key(&[7u8; 32]).unwrap();
-        let (iv, body) = sealed.split_at(NONCE_LEN);
-        assert_eq!(open_bytes(&other, iv, body), Err(SealError::Unopenable));
+        let (iv, body) = sealed.split_first_chunk::<NONCE_LEN>().unwrap();
+        assert_eq!(
+            open_bytes(&other, PROCESS_AAD, *iv, body.to_vec()),
+            Err(SealError::Unopenable)
+        );
         // A flipped bit anywhere (nonce, ciphertext, tag), a cut, nothing.
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
