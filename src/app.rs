@@ -319,6 +319,13 @@ impl Application {
             signal.await;
             let _ = stop.send(true);
         });
+        // However the stop came (signal or handle), every socket hears it
+        // through its waiter: they hold no shutdown future of their own.
+        let (state, mut stopped) = (self.state.clone(), self.state.shutdown.clone());
+        tokio::spawn(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            state.engine.wake_all_waiters();
+        });
         let router = crate::web::router(self.state.clone());
         let header_timeout = self.state.settings.http.header_read_timeout;
         let metrics = self.metrics_listener.map(|listener| {

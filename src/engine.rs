@@ -281,6 +281,12 @@ impl Engine {
         Ok((ticket, secret))
     }
 
+    /// Wake every waiter of this process (the service is stopping: each
+    /// socket and long-poll looks at the stop flag when it wakes).
+    pub fn wake_all_waiters(&self) {
+        self.hub.wake_all();
+    }
+
     pub async fn get(&self, id: &TicketId) -> Result<Option<Ticket>> {
         let _held = self.enter(Class::Other)?;
         Ok(self.store.get(id).await?)

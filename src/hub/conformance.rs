@@ -128,6 +128,23 @@ pub async fn many_tickets_each_wake_their_own(pair: Pair) {
     }
 }
 
+/// Waking all wakes every waiter of this instance, whatever its ticket,
+/// and none of another instance's: a stopping instance closes its own
+/// sockets only.
+pub async fn wake_all_wakes_every_local_waiter_and_no_other_instances(pair: Pair) {
+    ready(&pair).await;
+    let (a, b) = pair;
+    let (one, two) = (TicketId::generate(), TicketId::generate());
+    let (mut a1, mut a2) = (a.watch(&one), a.watch(&two));
+    let mut b1 = b.watch(&one);
+    a.wake_all();
+    wakes(&mut a1).await;
+    wakes(&mut a2).await;
+    if !Arc::ptr_eq(&a, &b) {
+        stays_asleep(&mut b1).await;
+    }
+}
+
 /// Expands to one `#[tokio::test]` per claim; `$make` builds a fresh
 /// `Pair` (it may `.await`, and `return` to skip).
 #[macro_export]
@@ -136,7 +153,8 @@ macro_rules! hub_conformance_suite {
         $crate::hub_conformance_suite!(@each $make;
             a_publish_wakes_every_waiter_of_that_ticket_only, a_wake_before_the_wait_is_not_lost,
             each_publish_wakes_again, waiters_are_counted_per_ticket_and_leave_when_dropped,
-            many_tickets_each_wake_their_own);
+            many_tickets_each_wake_their_own,
+            wake_all_wakes_every_local_waiter_and_no_other_instances);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(

@@ -31,6 +31,12 @@ pub trait Hub: Send + Sync + 'static {
     /// Local waiters per ticket (sockets and long-polls of this process).
     fn waiters_of(&self, id: &TicketId) -> usize;
 
+    /// Wake every local waiter, whatever its ticket: the service is
+    /// stopping, and each socket learns it from the wake-up it already
+    /// waits for instead of from a shutdown future of its own (160 bytes of
+    /// every idle socket's task; docs/performance.md).
+    fn wake_all(&self);
+
     /// Whether this instance hears other instances' changes right now
     /// (`/readyz`). In one process there is nothing to hear: always true.
     fn live(&self) -> bool {
@@ -110,6 +116,13 @@ impl Waiters {
         self.lock().get(id).map_or(0, |(_, count)| *count)
     }
 
+    /// Every watched ticket's waiters (see [`Hub::wake_all`]).
+    pub fn wake_all(&self) {
+        for (signal, _) in self.lock().values() {
+            signal.wake();
+        }
+    }
+
     /// Tickets with at least one local waiter.
     pub fn watched(&self) -> Vec<TicketId> {
         self.lock().keys().cloned().collect()
@@ -126,6 +139,11 @@ pub struct Waiter {
 }
 
 impl Waiter {
+    /// The ticket waited for (the socket's task keeps no copy of its own).
+    pub fn id(&self) -> &TicketId {
+        &self.id
+    }
+
     /// Whether the ticket was read as gone from the store (`wake_gone`).
     pub fn gone(&self) -> bool {
         self.signal.gone.load(Ordering::Acquire)
@@ -179,6 +197,10 @@ impl Hub for MemoryHub {
 
     fn waiters_of(&self, id: &TicketId) -> usize {
         self.waiters.count(id)
+    }
+
+    fn wake_all(&self) {
+        self.waiters.wake_all();
     }
 }
 

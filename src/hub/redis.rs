@@ -126,6 +126,10 @@ impl Hub for RedisHub {
         self.waiters.count(id)
     }
 
+    fn wake_all(&self) {
+        self.waiters.wake_all();
+    }
+
     fn live(&self) -> bool {
         self.subscription.live()
     }
