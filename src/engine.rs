@@ -281,8 +281,10 @@ impl Engine {
         Ok((ticket, secret))
     }
 
-    /// Wake every waiter of this process (the service is stopping: each
-    /// socket and long-poll looks at the stop flag when it wakes).
+    /// Wake every waiter of this process: the service is stopping. A
+    /// socket reads the stop flag when it wakes and closes with 1012; a
+    /// long-poll reads its ticket once more and goes on waiting, as before,
+    /// until its own deadline or the drain ends it.
     pub fn wake_all_waiters(&self) {
         self.hub.wake_all();
     }
