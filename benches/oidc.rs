@@ -8,7 +8,6 @@
 // A benchmark that cannot set up must stop loudly, like a test.
 #![allow(clippy::expect_used)]
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
@@ -18,6 +17,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use qrlogin::config::Cli;
 use qrlogin::token::JwtAlg;
 use qrlogin::token::SigningKey;
+use qrlogin::web::Stack;
+use qrlogin::web::trace::Traced;
 use serde_json::Value;
 use sha2::Digest;
 use tower::ServiceExt;
@@ -51,7 +52,7 @@ fn settings(dir: &std::path::Path) -> qrlogin::config::Args {
     s
 }
 
-async fn call(router: &Router, request: Request<Body>) -> (StatusCode, bytes::Bytes) {
+async fn call(router: &Traced<impl Stack>, request: Request<Body>) -> (StatusCode, bytes::Bytes) {
     let response = router.clone().oneshot(request).await.expect("response");
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
@@ -75,7 +76,7 @@ fn post_json(path: &str, body: &str, bearer: Option<&str>) -> Request<Body> {
 }
 
 /// A ticket (from `path`) confirmed by the trusted API: the login itself.
-async fn login(router: &Router, path: &str) -> Value {
+async fn login(router: &Traced<impl Stack>, path: &str) -> Value {
     let (status, body) = call(router, post_json(path, "{}", None)).await;
     assert_eq!(status, StatusCode::CREATED);
     let ticket = json(&body);
@@ -93,7 +94,7 @@ async fn login(router: &Router, path: &str) -> Value {
     ticket
 }
 
-async fn oidc_round_trip(router: &Router) {
+async fn oidc_round_trip(router: &Traced<impl Stack>) {
     let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
     let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
     let query = url::form_urlencoded::Serializer::new(String::new())

@@ -15,15 +15,17 @@
 //! add a Redis round trip to every ticket for little gain.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -318,15 +320,61 @@ impl Limits {
     }
 }
 
-/// Every request's limits, in one middleware rather than one each: each
-/// `from_fn` layer clones and boxes the services inside it on every request
-/// (measured per confirm in docs/performance.md). First the per-IP quota
-/// ([`refused_by_quota`]), then the time limits ([`in_time`]).
-pub async fn limit(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(refused) = refused_by_quota(&app, &request) {
-        return refused;
+/// Every request's limits, as one service around the router: first the
+/// per-IP quota ([`refused_by_quota`]), then the time limits. A plain tower
+/// service, not a `from_fn` middleware: those clone and box the services
+/// inside them on every request (measured per confirm in
+/// docs/performance.md).
+#[derive(Clone)]
+pub struct Limited<S> {
+    app: AppState,
+    inner: S,
+}
+
+impl<S> Limited<S> {
+    pub fn new(app: AppState, inner: S) -> Self {
+        Self { app, inner }
     }
-    in_time(&app, request, next).await
+}
+
+impl<S> tower::Service<Request> for Limited<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    /// Requests other than WebSockets and long-polls must finish in time; a
+    /// stuck upstream (WeChat) or store answers 503 rather than hanging. The
+    /// body of every request, long-polls included, must arrive within the
+    /// same time: only a long-poll's wait and a socket's life are exempt,
+    /// never the reading of client input (a poll trickling its body a byte
+    /// at a time would otherwise hold a connection forever, uncounted).
+    fn call(&mut self, request: Request) -> Self::Future {
+        if let Some(refused) = refused_by_quota(&self.app, &request) {
+            return Box::pin(std::future::ready(Ok(refused)));
+        }
+        let limit = self.app.settings.http.request_timeout;
+        let request = with_body_deadline(request, tokio::time::Instant::now() + limit);
+        let path = request.uri().path();
+        let waits = path.ends_with("/ws") || path.ends_with("/poll");
+        let answer = self.inner.call(request);
+        if waits {
+            return Box::pin(answer);
+        }
+        Box::pin(async move {
+            match tokio::time::timeout(limit, answer).await {
+                Ok(response) => response,
+                Err(_) => Ok(Error::Timeout.into_response()),
+            }
+        })
+    }
 }
 
 /// The answer to a request over its per-IP quota, if it is.
@@ -370,25 +418,6 @@ fn rate_limited_page(app: &AppState, request: &Request, error: Error) -> Respons
             .insert(axum::http::header::RETRY_AFTER, retry.clone());
     }
     page
-}
-
-/// Requests other than WebSockets and long-polls must finish in time; a
-/// stuck upstream (WeChat) or store answers 503 rather than hanging. The
-/// body of every request, long-polls included, must arrive within the same
-/// time: only a long-poll's wait and a socket's life are exempt, never the
-/// reading of client input (a poll trickling its body a byte at a time
-/// would otherwise hold a connection forever, uncounted).
-async fn in_time(app: &AppState, request: Request, next: Next) -> Response {
-    let limit = app.settings.http.request_timeout;
-    let request = with_body_deadline(request, tokio::time::Instant::now() + limit);
-    let path = request.uri().path();
-    if path.ends_with("/ws") || path.ends_with("/poll") {
-        return next.run(request).await;
-    }
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => Error::Timeout.into_response(),
-    }
 }
 
 /// `request` with a body that fails once `deadline` passes. A request

@@ -25,6 +25,7 @@ pub mod wechat;
 pub mod wechat_events;
 pub mod ws;
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -178,10 +179,37 @@ pub fn origin_in(allowed: &[String], origin: &str) -> bool {
     crate::config::normalize_origin(origin).is_some_and(|o| allowed.contains(&o))
 }
 
-pub fn router(state: AppState) -> Router {
+/// The services inside the trace (see [`router`]): axum requests in, axum
+/// responses out, never failing (errors are answers).
+pub trait Stack:
+    tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Stack for S where
+    S: tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The service's HTTP stack: the routes inside the body limit, the per-IP
+/// and time limits, CORS and the trace, each applied once around the whole
+/// router. Not `Router::layer`, which wraps every route, so that each
+/// request cloned its route's chain of boxed services (5 k instructions a
+/// confirm, docs/performance.md).
+pub fn router(state: AppState) -> trace::Traced<impl Stack> {
+    use futures_util::FutureExt;
+    use tower::{Layer, ServiceExt};
     let cors = cors(&state.settings);
     let metrics_here = state.settings.http.metrics_bind.is_none();
-    Router::new()
+    let routes = Router::new()
         .merge(browser_api::router())
         .merge(trusted_api::router())
         .merge(tokens_api::router())
@@ -194,14 +222,14 @@ pub fn router(state: AppState) -> Router {
         .merge(oidc::router())
         .fallback(|| async { Error::from(DomainError::NotFound) })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limits::limit,
-        ))
-        .layer(cors)
-        .layer(axum::middleware::from_fn(trace::trace_requests))
-        .with_state(state)
+        .with_state(state.clone());
+    let body_limited = axum::extract::DefaultBodyLimit::max(MAX_BODY).layer(routes);
+    let mut stack = cors.layer(limits::Limited::new(state, body_limited));
+    // tower-http checks the CORS rules when the service is first polled
+    // for readiness: a combination it cannot serve stops the start, not a
+    // request. Every service in the stack is always ready.
+    let _ = stack.ready().now_or_never();
+    trace::Traced::new(stack)
 }
 
 /// A ticket id from the path. An id that cannot be a ticket is simply an
@@ -254,8 +282,11 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
     let Some((kind, sub)) = essence.split_once('/') else {
         return false;
     };
-    let sub = sub.to_ascii_lowercase();
-    kind.eq_ignore_ascii_case("application") && (sub == "json" || sub.ends_with("+json"))
+    // Compared without a lowercased copy: every JSON request passes here.
+    let json_suffix = sub.len() >= 5
+        && sub.is_char_boundary(sub.len() - 5)
+        && sub[sub.len() - 5..].eq_ignore_ascii_case("+json");
+    kind.eq_ignore_ascii_case("application") && (sub.eq_ignore_ascii_case("json") || json_suffix)
 }
 
 /// A query string parsed strictly, with the contract's `bad_request` as its
@@ -407,6 +438,38 @@ pub fn user_agent(headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_bodies_are_application_json_or_a_json_suffix_in_any_case() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_str(v).unwrap(),
+            );
+            is_json_content_type(&h)
+        };
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.api+json",
+            "APPLICATION/LD+JSON ;x=y",
+        ] {
+            assert!(with(yes), "{yes} refused");
+        }
+        for no in [
+            "text/json",
+            "application/jsonx",
+            "application/xjson",
+            "application/json+xml",
+            "application/",
+            "json",
+            "",
+        ] {
+            assert!(!with(no), "{no} accepted");
+        }
+        assert!(!is_json_content_type(&HeaderMap::new()));
+    }
 
     #[test]
     fn a_refused_origin_is_logged_once_a_minute_and_the_memory_stays_bounded() {

@@ -7,8 +7,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
+use std::cell::RefCell;
+use std::convert::Infallible;
+
 use axum::extract::ConnectInfo;
+use axum::response::Response;
+use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -17,13 +21,19 @@ use tokio::sync::watch;
 /// How long a stopping server waits for requests in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serve `router` on `listener` until `stopped` turns true, then drain.
-pub async fn serve(
+/// Serve `service` on `listener` until `stopped` turns true, then drain.
+pub async fn serve<S>(
     listener: TcpListener,
-    router: Router,
+    service: S,
     header_read_timeout: Duration,
     mut stopped: watch::Receiver<bool>,
-) {
+) where
+    S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
@@ -51,13 +61,10 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request
-                .extensions_mut()
-                .insert(ConnectInfo::<SocketAddr>(peer));
-            tower::ServiceExt::oneshot(router.clone(), request)
-        });
+        let service = Connection {
+            service: RefCell::new(service.clone()),
+            peer,
+        };
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -79,4 +86,29 @@ pub async fn serve(
     // Upgraded sockets have left hyper; they close themselves with 1012 on
     // the same signal. Requests in flight get a moment to finish.
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, all_done.recv()).await;
+}
+
+/// One connection's service: the stack cloned once for the connection, not
+/// once a request (`oneshot` on a clone is what hyper's `&self` calls would
+/// otherwise take). HTTP/1.1 asks for one answer at a time and the stack's
+/// services are always ready, so `call` goes straight in.
+struct Connection<S> {
+    service: RefCell<S>,
+    peer: SocketAddr,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for Connection<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = S::Future;
+
+    fn call(&self, mut request: Request<Incoming>) -> S::Future {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo::<SocketAddr>(self.peer));
+        self.service.borrow_mut().call(request)
+    }
 }

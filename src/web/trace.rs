@@ -6,12 +6,14 @@
 //! with ticket ids shortened and without query strings, which carry WeChat
 //! codes and one-time keys: those never reach a log.
 
+use std::convert::Infallible;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue, Method, Uri};
 use axum::response::Response;
+use futures_util::future::BoxFuture;
 use rand::Rng;
 use tracing::Instrument;
 
@@ -48,23 +50,67 @@ pub fn loggable_path(path: &str) -> String {
         .join("/")
 }
 
-pub async fn trace_requests(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(sane)
-        .unwrap_or_else(generate);
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        request.headers_mut().insert(REQUEST_ID, value);
+/// The outermost service: every request gets its id and its log line here,
+/// whatever answers it inside (CORS preflights and quota refusals too). The
+/// body becomes axum's once, for everything within.
+#[derive(Clone)]
+pub struct Traced<S> {
+    inner: S,
+}
+
+impl<S> Traced<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner }
     }
-    let method = request.method().clone();
-    // Kept whole (a cheap clone) and shortened only for a line that is
-    // written: at INFO, answered requests write none.
-    let uri = request.uri().clone();
-    let span = tracing::info_span!("request", request_id = %id);
-    let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let status = response.status().as_u16();
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for Traced<S>
+where
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let mut request = request.map(axum::body::Body::new);
+        let id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(sane)
+            .unwrap_or_else(generate);
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            request.headers_mut().insert(REQUEST_ID, value);
+        }
+        let method = request.method().clone();
+        // Kept whole (a cheap clone) and shortened only for a line that is
+        // written: at INFO, answered requests write none.
+        let uri = request.uri().clone();
+        let span = tracing::info_span!("request", request_id = %id);
+        let started = Instant::now();
+        // What the services inside do before their first await (the quota,
+        // the CORS origin check) logs under the request's span too.
+        let answer = span.in_scope(|| self.inner.call(request));
+        Box::pin(async move {
+            let Ok(mut response) = answer.instrument(span.clone()).await;
+            log(&span, &method, &uri, response.status().as_u16(), started);
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// A request's one line, under its span.
+fn log(span: &tracing::Span, method: &Method, uri: &Uri, status: u16, started: Instant) {
     let micros = started.elapsed().as_micros() as u64;
     // Answered requests are DEBUG: at full load a line per request is a
     // tenth of the CPU, and what operators follow at INFO is the tickets'
@@ -88,10 +134,6 @@ pub async fn trace_requests(mut request: Request, next: Next) -> Response {
             tracing::debug!(%method, path = path(), status, micros, "request");
         }
     });
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
-    response
 }
 
 #[cfg(test)]
