@@ -22,16 +22,21 @@ use crate::throttle::Throttle;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A request id from the client, if it is short and printable.
-fn sane(value: &HeaderValue) -> Option<String> {
-    let s = value.to_str().ok()?;
-    (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| s.to_owned())
+fn sane(value: &HeaderValue) -> Option<HeaderValue> {
+    let b = value.as_bytes();
+    (!b.is_empty() && b.len() <= 64 && b.iter().all(u8::is_ascii_graphic)).then(|| value.clone())
 }
 
 /// 16 hex digits: 64 random bits, plenty to tell requests apart, from one
-/// draw of the thread's generator instead of one per character.
-fn generate() -> String {
-    format!("{:016x}", rand::rng().random::<u64>())
+/// draw of the thread's generator instead of one per character, written
+/// without `format!` (every request without an id of its own comes here).
+fn generate() -> HeaderValue {
+    let mut hex = [0u8; 16];
+    let bits = rand::rng().random::<u64>();
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[(bits >> (60 - 4 * i)) as usize & 0xf];
+    }
+    HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// The path as logs may show it: long id-like segments cut to 6 characters.
@@ -86,14 +91,13 @@ where
             .get(&REQUEST_ID)
             .and_then(sane)
             .unwrap_or_else(generate);
-        if let Ok(value) = HeaderValue::from_str(&id) {
-            request.headers_mut().insert(REQUEST_ID, value);
-        }
+        // One value for the request (handlers log under it) and the answer.
+        request.headers_mut().insert(REQUEST_ID, id.clone());
         let method = request.method().clone();
         // Kept whole (a cheap clone) and shortened only for a line that is
         // written: at INFO, answered requests write none.
         let uri = request.uri().clone();
-        let span = tracing::info_span!("request", request_id = %id);
+        let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or(""));
         let started = Instant::now();
         // What the services inside do before their first await (the quota,
         // the CORS origin check) logs under the request's span too.
@@ -101,9 +105,7 @@ where
         Box::pin(async move {
             let Ok(mut response) = answer.instrument(span.clone()).await;
             log(&span, &method, &uri, response.status().as_u16(), started);
-            if let Ok(value) = HeaderValue::from_str(&id) {
-                response.headers_mut().insert(REQUEST_ID, value);
-            }
+            response.headers_mut().insert(REQUEST_ID, id);
             Ok(response)
         })
     }
@@ -167,10 +169,35 @@ mod tests {
     }
 
     #[test]
+    fn generated_request_ids_are_16_hex_digits_and_differ() {
+        let (a, b) = (generate(), generate());
+        for id in [&a, &b] {
+            let s = id.to_str().unwrap();
+            assert_eq!(s.len(), 16, "{s}");
+            assert!(
+                s.bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+                "{s}"
+            );
+        }
+        assert_ne!(a, b);
+        // The digits are the draw's, most significant first: all 16 of them
+        // take part (a shift gone wrong would leave a digit fixed).
+        let ids: Vec<String> = (0..64)
+            .map(|_| generate().to_str().unwrap().to_owned())
+            .collect();
+        for i in 0..16 {
+            let digits: std::collections::HashSet<u8> =
+                ids.iter().map(|s| s.as_bytes()[i]).collect();
+            assert!(digits.len() > 1, "digit {i} never changes");
+        }
+    }
+
+    #[test]
     fn only_sane_request_ids_are_honoured() {
         assert_eq!(
             sane(&HeaderValue::from_static("abc-123")),
-            Some("abc-123".into())
+            Some(HeaderValue::from_static("abc-123"))
         );
         assert_eq!(sane(&HeaderValue::from_static("a b")), None);
         assert_eq!(sane(&HeaderValue::from_str(&"x".repeat(65)).unwrap()), None);
