@@ -205,8 +205,7 @@ impl<S> Stack for S where
 /// request cloned its route's chain of boxed services (5 k instructions a
 /// confirm, docs/performance.md).
 pub fn router(state: AppState) -> trace::Traced<impl Stack> {
-    use futures_util::FutureExt;
-    use tower::{Layer, ServiceExt};
+    use tower::Layer;
     let cors = cors(&state.settings);
     let metrics_here = state.settings.http.metrics_bind.is_none();
     let routes = Router::new()
@@ -224,12 +223,9 @@ pub fn router(state: AppState) -> trace::Traced<impl Stack> {
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .with_state(state.clone());
     let body_limited = axum::extract::DefaultBodyLimit::max(MAX_BODY).layer(routes);
-    let mut stack = cors.layer(limits::Limited::new(state, body_limited));
-    // tower-http checks the CORS rules when the service is first polled
-    // for readiness: a combination it cannot serve stops the start, not a
-    // request. Every service in the stack is always ready.
-    let _ = stack.ready().now_or_never();
-    trace::Traced::new(stack)
+    // `CorsLayer::layer` checks its rules as it builds: a combination it
+    // cannot serve stops the start, not a request.
+    trace::Traced::new(cors.layer(limits::Limited::new(state, body_limited)))
 }
 
 /// A ticket id from the path. An id that cannot be a ticket is simply an

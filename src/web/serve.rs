@@ -91,7 +91,9 @@ pub async fn serve<S>(
 /// One connection's service: the stack cloned once for the connection, not
 /// once a request (`oneshot` on a clone is what hyper's `&self` calls would
 /// otherwise take). HTTP/1.1 asks for one answer at a time and the stack's
-/// services are always ready, so `call` goes straight in.
+/// services are always ready, so `call` goes straight in: a layer that
+/// tracks readiness (a concurrency limit, a buffer) would need `poll_ready`
+/// called here first.
 struct Connection<S> {
     service: RefCell<S>,
     peer: SocketAddr,

@@ -972,6 +972,36 @@ async fn request_ids_are_echoed_or_generated() {
     assert_eq!(r.headers()["x-request-id"].len(), 16);
 }
 
+/// The trace and CORS wrap the whole router, its 404 and 405 answers too:
+/// a page on an allowed origin can read why its request failed, and the
+/// log line has the same id as the answer.
+#[tokio::test]
+async fn unknown_paths_and_wrong_methods_are_traced_and_cors_answered() {
+    let app = spawn_app_with(|s| s.allowed_origins = vec!["https://shop.example".into()]).await;
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/no/such/path", 404),
+        (reqwest::Method::DELETE, "/api/v1/tickets", 405),
+    ] {
+        let r = app
+            .client
+            .request(method, app.url(path))
+            .header("origin", "https://shop.example")
+            .header("x-request-id", "req-7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        assert_eq!(r.headers()["x-request-id"], "req-7", "{path}");
+        assert_eq!(
+            r.headers()["access-control-allow-origin"],
+            "https://shop.example",
+            "{path}"
+        );
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["error"].is_string(), "{path}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn cors_answers_only_allowed_origins() {
     let app = spawn_app_with(|s| s.allowed_origins = vec!["https://shop.example".into()]).await;
