@@ -290,6 +290,12 @@ impl Engine {
     }
 
     pub async fn get(&self, id: &TicketId) -> Result<Option<Ticket>> {
+        Ok(self.get_shared(id).await?.map(Arc::unwrap_or_clone))
+    }
+
+    /// The ticket as the store holds it, not a copy: what a socket woken by
+    /// a change reads (the memory store's ticket is shared, not cloned).
+    pub async fn get_shared(&self, id: &TicketId) -> Result<Option<Arc<Ticket>>> {
         let _held = self.enter(Class::Other)?;
         Ok(self.store.get(id).await?)
     }

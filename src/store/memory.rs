@@ -296,8 +296,8 @@ impl TicketStore for MemoryStore {
         Ok(())
     }
 
-    async fn get(&self, id: &TicketId) -> Result<Option<Ticket>, StoreError> {
-        Ok(self.cell(id).map(|c| Ticket::clone(&c.lock())))
+    async fn get(&self, id: &TicketId) -> Result<Option<Arc<Ticket>>, StoreError> {
+        Ok(self.cell(id).map(|c| Arc::clone(&c.lock())))
     }
 
     async fn transition(&self, id: &TicketId, change: Change) -> Result<Ticket, StoreError> {

@@ -11,6 +11,7 @@
 pub mod memory;
 pub mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,7 +36,9 @@ pub trait TicketStore: Send + Sync + 'static {
     async fn insert(&self, ticket: &Ticket) -> Result<(), StoreError>;
 
     /// The ticket, or `None` once unknown or past its `expires_at`.
-    async fn get(&self, id: &TicketId) -> Result<Option<Ticket>, StoreError>;
+    /// Shared, not copied: a socket woken by a change reads its ticket, and
+    /// the memory store hands out the one it holds.
+    async fn get(&self, id: &TicketId) -> Result<Option<Arc<Ticket>>, StoreError>;
 
     /// Apply `change` atomically: exactly one of racing changes wins.
     async fn transition(&self, id: &TicketId, change: Change) -> Result<Ticket, StoreError>;

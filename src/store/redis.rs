@@ -18,6 +18,7 @@
 //! and we start over from a fresh read. So racing instances have exactly one winner, and the state
 //! machine lives in one place for every engine.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -149,8 +150,8 @@ impl TicketStore for RedisStore {
         Ok(())
     }
 
-    async fn get(&self, id: &TicketId) -> Result<Option<Ticket>, StoreError> {
-        Ok(self.read(id).await?.map(|(_, t)| t))
+    async fn get(&self, id: &TicketId) -> Result<Option<Arc<Ticket>>, StoreError> {
+        Ok(self.read(id).await?.map(|(_, t)| Arc::new(t)))
     }
 
     async fn transition(&self, id: &TicketId, change: Change) -> Result<Ticket, StoreError> {

@@ -255,9 +255,9 @@ async fn session(
                 Ok(look(None, &opener))
             } else {
                 app.engine
-                    .get(waiter.id())
+                    .get_shared(waiter.id())
                     .await
-                    .map(|t| look(t.as_ref(), &opener))
+                    .map(|t| look(t.as_deref(), &opener))
             };
             match looked {
                 Ok(Err(e)) => {
