@@ -91,7 +91,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// change after that read can go unannounced.
 pub struct Watch {
     pub waiter: Waiter,
-    pub ticket: Ticket,
+    /// As the store holds it (see [`Engine::get_shared`]).
+    pub ticket: Arc<Ticket>,
     /// Opens a token sealed at rest to the browser's secret.
     pub opener: Opener,
 }
@@ -182,7 +183,7 @@ impl Engine {
     /// the wait still wakes the waiter.
     pub async fn watch(&self, id: &TicketId, secret: &str) -> Result<Watch> {
         let waiter = self.hub.watch(id);
-        let ticket = self.require(id).await?;
+        let ticket = self.get_shared(id).await?.ok_or(Error::TicketNotFound)?;
         if !ticket.secret_hash.matches(secret) {
             return Err(Error::Unauthorized("wrong secret"));
         }

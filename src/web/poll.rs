@@ -112,7 +112,7 @@ pub async fn poll_ticket(
     let _waiting = Waiting::new();
     let give_up = Instant::now() + Duration::from_secs(wait);
     let expiry = Instant::now() + Duration::from_millis(ticket.expires_at.saturating_sub(now_ms()));
-    let mut current = Some(std::sync::Arc::new(ticket));
+    let mut current = Some(ticket);
     loop {
         let view = StateView::for_browser(current.as_deref(), &opener);
         if Some(view.status) != seen || Instant::now() >= give_up {

@@ -4,11 +4,10 @@
 //! headers is cut off), small per-connection buffers, and an accept loop
 //! that survives running out of file descriptors instead of spinning.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use std::cell::RefCell;
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::response::Response;
