@@ -27,17 +27,6 @@ for tool in valgrind callgrind_control strace; do
 done
 cargo build --release --quiet --bin qrlogin --bin qrlogin-bench
 
-# run_server WRAPPER…: the service on $PORT under a wrapper; sets SERVER_PID.
-run_server() {
-    env QRLOGIN_BIND="127.0.0.1:$PORT" QRLOGIN_API_KEY="$API_KEY" \
-        QRLOGIN_JWT_SECRET=profile-jwt-secret-profile-jwt-secret-0123 \
-        QRLOGIN_TICKET_TTL=600 QRLOGIN_RATE_TICKETS=0 QRLOGIN_RATE_SOCKETS=0 RUST_LOG=warn \
-        "$@" target/release/qrlogin >"$OUT/server.log" 2>&1 &
-    SERVER_PID=$!
-    # Under valgrind the service takes a while to start.
-    wait_ready "$SERVER_PID" "$PORT" "$OUT/server.log" 60
-}
-
 # generate LEAD: hold N sockets, then confirm them all, starting LEAD seconds
 # from now; sets GEN_PID and AT (the Unix time the confirms start).
 generate() {
@@ -56,7 +45,7 @@ confirmed() {
 }
 
 # 1. Instructions (setting up N sockets under valgrind takes a while).
-run_server valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out"
+profile_server valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out"
 generate $((15 + N / 50))
 wait_until $((AT - 1))
 callgrind_control -i on "$SERVER_PID" >/dev/null
@@ -66,15 +55,11 @@ confirmed
 kill "$SERVER_PID"
 wait "$SERVER_PID" 2>/dev/null || true
 callgrind_annotate --inclusive=yes "$OUT/callgrind.out" >"$OUT/callgrind.txt" 2>/dev/null
-total=$(awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }' "$OUT/callgrind.txt")
-share() {
-    awk -v f="$1" -v t="$total" -v n="$N" '
-        index($0, f) { gsub(",", "", $1); printf "%.0f (%.0f %%)", $1 / n, 100 * $1 / t; exit }
-    ' "$OUT/callgrind.txt"
-}
+total=$(callgrind_total "$OUT/callgrind.txt")
+share() { callgrind_share "$OUT/callgrind.txt" "$N" "$1"; }
 
 # 2. System calls.
-run_server
+profile_server
 generate 8
 wait_until "$AT"
 timeout 20 strace -c -f -p "$SERVER_PID" -o "$OUT/strace.txt" &

@@ -24,14 +24,7 @@ for tool in valgrind callgrind_control callgrind_annotate; do
 done
 cargo build --release --quiet --bin qrlogin --bin qrlogin-bench
 
-env QRLOGIN_BIND="127.0.0.1:$PORT" QRLOGIN_API_KEY="$API_KEY" \
-    QRLOGIN_JWT_SECRET=profile-jwt-secret-profile-jwt-secret-0123 \
-    QRLOGIN_TICKET_TTL=600 QRLOGIN_RATE_TICKETS=0 QRLOGIN_RATE_SOCKETS=0 RUST_LOG=warn \
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
-    target/release/qrlogin >"$OUT/server.log" 2>&1 &
-SERVER_PID=$!
-# Under valgrind the service takes a while to start.
-wait_ready "$SERVER_PID" "$PORT" "$OUT/server.log" 60
+profile_server valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out"
 
 callgrind_control -i on "$SERVER_PID" >/dev/null
 target/release/qrlogin-bench --server "127.0.0.1:$PORT" \
@@ -42,12 +35,8 @@ kill "$SERVER_PID"
 wait "$SERVER_PID" 2>/dev/null || true
 
 callgrind_annotate --inclusive=yes "$OUT/callgrind.out" >"$OUT/callgrind.txt" 2>/dev/null
-total=$(awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }' "$OUT/callgrind.txt")
-share() {
-    awk -v f="$1" -v t="$total" -v n="$N" '
-        index($0, f) { gsub(",", "", $1); printf "%.0f (%.0f %%)", $1 / n, 100 * $1 / t; exit }
-    ' "$OUT/callgrind.txt"
-}
+total=$(callgrind_total "$OUT/callgrind.txt")
+share() { callgrind_share "$OUT/callgrind.txt" "$N" "$1"; }
 echo "one setup (ticket + socket), server side ($N setups, 16 at a time, $(date -u +%F)):"
 echo "  user-space instructions: $((total / N)) per setup"
 echo "    creating the ticket:   $(share 'qrlogin::web::browser_api::create_ticket::{{closure}}')"
