@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -17,6 +16,7 @@ use crate::hub::{Hub, MemoryHub};
 use crate::store::TicketStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{Redis, RedisStore, ReplicaWait, TlsFiles, redact};
+use crate::telemetry::{MetricsHandle, Recorder};
 use crate::templates::Templates;
 use crate::token::Tokens;
 use crate::web::{AppState, Shared};
@@ -44,50 +44,20 @@ pub enum StartError {
 
 /// The metrics recorder is process-wide by nature (the `metrics` macros
 /// report to one global); several apps in one process share it.
-fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+fn metrics_handle() -> MetricsHandle {
+    static HANDLE: OnceLock<MetricsHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let buckets = [
+            let recorder = Recorder::new(&[
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ];
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
-                .unwrap_or_else(|_| PrometheusBuilder::new())
-                .build_recorder();
+            ]);
             let handle = recorder.handle();
             // Another recorder may already be installed by an embedder; then
-            // our handle simply renders what we record through it.
+            // the macros report there and our handle renders nothing.
             let _ = metrics::set_global_recorder(recorder);
-            keep_drained(handle.clone(), UPKEEP_EVERY);
             handle
         })
         .clone()
-}
-
-/// How often histogram samples are folded into their buckets.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// Folds `handle`'s histogram samples into their buckets every `every`, on
-/// a thread of its own for the life of the process. A histogram keeps each
-/// sample until something drains it, and only a scrape of `/metrics` did:
-/// an instance nobody scraped grew by about 16 bytes a push for ever
-/// (tests/metrics_upkeep.rs; 1.4 GB a day at 1,000 logins a second), and
-/// its first scrape then had all of them to fold at once, inside a request.
-/// Public for that test, which measures the process's memory and so runs in
-/// a process of its own.
-pub fn keep_drained(handle: PrometheusHandle, every: Duration) {
-    let spawned = std::thread::Builder::new()
-        .name("qrlogin-metrics".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(every);
-                handle.run_upkeep();
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
-    }
 }
 
 /// Raise the open-file soft limit to the hard limit: every socket is a

@@ -18,6 +18,7 @@
 //! - [`providers`]: the phone sides (WeChat flavours).
 //! - [`oidc`]: qrlogin as an OpenID Provider over the same logins.
 //! - [`web`]: the HTTP edge: JSON API, WebSocket, long-poll, pages, ops.
+//! - [`telemetry`]: the metrics recorder `/metrics` renders.
 //! - [`throttle`]: at most one log line a second for failures that come
 //!   in floods (an outage, an overload).
 //! - [`app`]: building and running it all; `main.rs` is a thin shell.
@@ -34,6 +35,7 @@ pub mod providers;
 pub mod qr;
 pub mod redis;
 pub mod store;
+pub mod telemetry;
 pub mod templates;
 pub mod throttle;
 pub mod ticket;

@@ -55,7 +55,7 @@ pub struct Shared {
     pub settings: Settings,
     pub engine: Engine,
     pub templates: Templates,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub metrics: crate::telemetry::MetricsHandle,
     /// Flips to true when the service stops: sockets close with 1012.
     pub shutdown: watch::Receiver<bool>,
     /// The phone pages' CSRF MAC, keyed once at start (see `phone`).

@@ -1,6 +1,6 @@
 //! The integration-test binary: the real server on port 0, driven over
 //! HTTP and real WebSockets, one module per part of the contract. (The one
-//! other, tests/metrics_upkeep.rs, measures its process's memory and so
+//! other, tests/metrics_histograms.rs, measures its process's memory and so
 //! needs a process of its own.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
