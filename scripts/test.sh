@@ -75,8 +75,9 @@ mkdir -p target/npm
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-# At the root, cargo's default members: the service, the load generator
-# (crates/qrlogin-bench) and the token verifier (crates/qrlogin-verify). The
+# At the root, cargo's default members: the service, its allocator
+# (crates/qrlogin-alloc), the load generator (crates/qrlogin-bench) and the
+# token verifier (crates/qrlogin-verify). The
 # fuzz targets build under cargo-fuzz only (docs/fuzzing.md).
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings

@@ -5,9 +5,9 @@ mod cli;
 /// mimalloc rather than glibc's malloc: measured with `qrlogin-bench`, it
 /// takes less CPU per login (glibc's `_int_malloc` and consolidation were a
 /// visible part of a confirm) and less memory per idle socket; the figures
-/// are in docs/performance.md.
+/// are in docs/performance.md. `qrlogin_alloc` says how it is called.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: qrlogin_alloc::MiMalloc = qrlogin_alloc::MiMalloc;
 
 use std::process::ExitCode;
 
