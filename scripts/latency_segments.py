@@ -9,7 +9,7 @@ Any server whose push is one request read with recvfrom and one frame
 written with sendto can be read this way, not only qrlogin: a peer's
 trace shows whether its tail has the same causes in the same minutes.
 """
-import collections, re, sys
+import bisect, collections, re, sys
 path, server, gen, slow_us = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 sends = {server: [], gen: []}   # (time, length) of sendto
 reads = {server: [], gen: []}   # (time, length) of recvfrom returning data
@@ -52,16 +52,15 @@ def pair(a, b):
 # The generator's sendto calls are requests; the service's are frames.
 a = pair(sends[gen], reads[server])
 c = pair(sends[server], reads[gen])
-server_reads = sorted(r for _, r in a)
 frames = sorted(s for s, _ in c)
-import bisect
+read_of_frame = dict(c)
 confirms = []
 for sent, read in a:
     i = bisect.bisect_left(frames, read)
     if i == len(frames):
         continue
     frame = frames[i]
-    got = dict(c).get(frame)
+    got = read_of_frame.get(frame)
     if got is None or frame - read > 0.05:
         continue
     confirms.append((sent, read, frame, got))
