@@ -22,6 +22,7 @@ N=${SOCKETS:-10000}
 RATE=${RATE:-1000}
 SLOW_US=${SLOW_US:-500}
 OUT=${PROFILE_OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 API_KEY=profile-api-key-0123456789abcdef
 PORT=18096
 source scripts/lib.sh

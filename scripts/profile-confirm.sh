@@ -10,6 +10,9 @@
 #
 #   scripts/profile-confirm.sh            # 2,000 confirms, 16 in flight
 #   CONFIRMS=5000 scripts/profile-confirm.sh
+#   FLOOR=1 scripts/profile-confirm.sh    # `qrlogin-bench floor` instead: the
+#                                         # same exchange with canned bytes, the
+#                                         # part the runtime and kernel cost
 #
 # Needs valgrind and strace (Debian packages of the same names).
 set -euo pipefail
@@ -17,6 +20,7 @@ cd "$(dirname "$0")/.."
 
 N=${CONFIRMS:-2000}
 OUT=${PROFILE_OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 API_KEY=profile-api-key-0123456789abcdef
 PORT=18095
 source scripts/lib.sh
@@ -36,6 +40,18 @@ generate() {
     GEN_PID=$!
 }
 
+# serve WRAPPER…: the service (or, with FLOOR=1, the floor) under WRAPPER.
+serve() {
+    if [[ -n "${FLOOR:-}" ]]; then
+        "$@" target/release/qrlogin-bench floor --bind "127.0.0.1:$PORT" --seconds 1800 \
+            >"$OUT/server.log" 2>&1 &
+        SERVER_PID=$!
+        wait_ready "$SERVER_PID" "$PORT" "$OUT/server.log" 60
+    else
+        profile_server "$@"
+    fi
+}
+
 wait_until() { while [[ $(date +%s) -lt $1 ]]; do sleep 0.05; done; }
 
 confirmed() {
@@ -45,7 +61,7 @@ confirmed() {
 }
 
 # 1. Instructions (setting up N sockets under valgrind takes a while).
-profile_server valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out"
+serve valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out"
 generate $((15 + N / 50))
 wait_until $((AT - 1))
 callgrind_control -i on "$SERVER_PID" >/dev/null
@@ -59,7 +75,7 @@ total=$(callgrind_total "$OUT/callgrind.txt")
 share() { callgrind_share "$OUT/callgrind.txt" "$N" "$1"; }
 
 # 2. System calls.
-profile_server
+serve
 generate 8
 wait_until "$AT"
 timeout 20 strace -c -f -p "$SERVER_PID" -o "$OUT/strace.txt" &

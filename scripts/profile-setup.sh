@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 
 N=${SETUPS:-2000}
 OUT=${PROFILE_OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 API_KEY=profile-api-key-0123456789abcdef
 PORT=18096
 source scripts/lib.sh

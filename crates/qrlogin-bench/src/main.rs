@@ -10,6 +10,7 @@
 
 mod browser;
 mod churn;
+mod floor;
 mod hold;
 mod http;
 mod net;
@@ -55,6 +56,9 @@ enum Cmd {
     /// N browsers for a while, tickets with random fates (confirm, deny,
     /// expire, reconnect, abrupt drop); checks every terminal state.
     Soak(soak::SoakArgs),
+    /// Serve the contract's login exchange with canned bytes and no work:
+    /// the floor a confirm costs on this runtime and kernel.
+    Floor(floor::FloorArgs),
 }
 
 /// A whole number of seconds, as the subcommands' durations are given.
@@ -66,6 +70,13 @@ fn seconds(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Floor(args) = cli.command {
+        return if floor::run(args) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     if let Err(e) = net::loopback_only(&cli.servers) {
         eprintln!("qrlogin-bench: {e}");
         return ExitCode::FAILURE;
@@ -98,6 +109,7 @@ fn main() -> ExitCode {
                 Cmd::Push(args) => push::run(&servers, &sources, args).await,
                 Cmd::Churn(args) => churn::run(&servers, &sources, args).await,
                 Cmd::Soak(args) => soak::run(&servers, &sources, args).await,
+                Cmd::Floor(_) => unreachable!("served above"),
             }
         };
         match tokio::time::timeout(limit, run).await {

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The side-by-side comparison with one more row: `qrlogin-bench floor`, a
+# server that answers the contract's login exchange with canned bytes and
+# does no other work. It runs right after the peers and qrlogin, through
+# the same load generator with the same parameters, pinned the same way
+# (server cpu 0, generator cpu 1), so its figures belong to the same run.
+# What qrlogin costs above the floor is qrlogin's own; what the floor
+# costs above a peer's push is the contract's exchange itself (a request,
+# a response, a frame and a close against a frame and a line).
+#
+#   bash scripts/side-by-side-floor.sh    # ~4 minutes; loopback only
+#
+# SIDE_BY_SIDE names the comparison's harness (default: the one beside the
+# project, ../shared/bench/side-by-side.sh); its variables (WORKERMAN_DIR,
+# PHP_EVENT_SO, …) pass through.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+harness=${SIDE_BY_SIDE:-../shared/bench/side-by-side.sh}
+export WORK=${WORK:-${TMPDIR:-/tmp}/qrlogin-side-by-side}
+export OUT=${OUT:-$WORK/results/$(date -u +%F-%H%M)}
+source scripts/lib.sh
+trap cleanup_jobs EXIT
+
+cargo build --release --quiet --bin qrlogin-bench
+mkdir -p "$OUT"
+bash "$harness" >"$OUT/harness.txt" || { cat "$OUT/harness.txt"; exit 1; }
+
+LG="$WORK/loadgen/target/release/loadgen"
+port=18081
+ulimit -Sn "$(ulimit -Hn)"
+taskset -c 0 target/release/qrlogin-bench floor --bind "127.0.0.1:$port" --seconds 300 \
+    >"$OUT/floor-server.log" 2>&1 &
+fpid=$!
+wait_ready "$fpid" "$port" "$OUT/floor-server.log"
+common=(--adapter qrlogin --base "http://127.0.0.1:$port" --api-key floor-key --server-pid "$fpid"
+    --label floor --json-out "$OUT/results.jsonl")
+taskset -c 1 "$LG" hold "${common[@]}" -n 19500 --connect-concurrency 64 --hold-secs 3 2>>"$OUT/loadgen.log" >/dev/null
+taskset -c 1 "$LG" push "${common[@]}" -n 10000 -m 10000 -c 64 2>>"$OUT/loadgen.log" >/dev/null
+taskset -c 1 "$LG" push "${common[@]}" -n 10000 -m 10000 --rate 1000 --trigger-conns 64 2>>"$OUT/loadgen.log" >/dev/null
+kill "$fpid"
+
+python3 "$WORK/summarize.py" "$OUT/results.jsonl" "$OUT/meta.jsonl" | tee "$OUT/summary.md"
+echo
+echo "### Server CPU per operation (closed loop: server_cpu_s / completed)"
+echo
+python3 - "$OUT/results.jsonl" <<'EOF' | tee -a "$OUT/summary.md"
+import json, sys
+print("| server | closed-loop µs per push / confirm | loadgen CPU share | steady p99 / p99.9 (ms) |")
+print("|---|---:|---:|---:|")
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+steady = {r["label"]: r["push"]["latency_us"] for r in rows
+          if r.get("mode") == "push" and not r.get("skipped") and r["push"].get("rate")}
+for r in rows:
+    p = r.get("push")
+    if r.get("mode") != "push" or r.get("skipped") or p.get("rate") or not p.get("completed"):
+        continue
+    cpu = p.get("server_cpu_s")
+    per = f"{cpu / p['completed'] * 1e6:.1f}" if cpu is not None else "-"
+    share = f"{p['loadgen_cpu_s'] / p['elapsed_s']:.2f}" if p.get("elapsed_s") else "-"
+    s = steady.get(r["label"], {})
+    tail = f"{s.get('p99', 0) / 1000:.2f} / {s.get('p999', 0) / 1000:.2f}" if s else "-"
+    print(f"| {r['label']} | {per} | {share} | {tail} |")
+EOF
+echo "raw: $OUT/results.jsonl"
