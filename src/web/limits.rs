@@ -15,6 +15,7 @@
 //! add a Redis round trip to every ticket for little gain.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -237,19 +238,21 @@ impl Drop for Pass {
             Kind::Socket => counts.sockets = counts.sockets.saturating_sub(1),
             Kind::Poll => counts.polls = counts.polls.saturating_sub(1),
         }
-        if let Some(at_ip) = counts.per_ip.get_mut(&self.ip) {
+        // Entries, not a lookup and then a removal: one hash of each key.
+        if let Entry::Occupied(mut at_ip) = counts.per_ip.entry(self.ip) {
+            let (sockets, polls) = at_ip.get_mut();
             match self.kind {
-                Kind::Socket => at_ip.0 = at_ip.0.saturating_sub(1),
-                Kind::Poll => at_ip.1 = at_ip.1.saturating_sub(1),
+                Kind::Socket => *sockets = sockets.saturating_sub(1),
+                Kind::Poll => *polls = polls.saturating_sub(1),
             }
-            if *at_ip == (0, 0) {
-                counts.per_ip.remove(&self.ip);
+            if *at_ip.get() == (0, 0) {
+                at_ip.remove();
             }
         }
-        if let Some(n) = counts.per_ticket.get_mut(&self.ticket) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.per_ticket.remove(&self.ticket);
+        if let Entry::Occupied(mut n) = counts.per_ticket.entry(self.ticket) {
+            *n.get_mut() = n.get().saturating_sub(1);
+            if *n.get() == 0 {
+                n.remove();
             }
         }
     }

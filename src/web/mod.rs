@@ -3,6 +3,7 @@
 //! contract's errors.
 
 pub mod browser_api;
+pub mod cors;
 pub mod headers;
 pub mod lang;
 pub mod limits;
@@ -84,35 +85,6 @@ impl std::ops::Deref for AppState {
     fn deref(&self) -> &Shared {
         &self.0
     }
-}
-
-/// CORS for product pages on other origins: only the listed ones (empty:
-/// same origin only, so no CORS headers at all).
-fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
-    use axum::http::{Method, header};
-    use tower_http::cors::{AllowOrigin, CorsLayer};
-    let origins = &settings.http.allowed_origins;
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        // The list was normalised at start; the request's Origin is
-        // normalised the same way (what the WebSocket check does too).
-        let origins = origins.clone();
-        AllowOrigin::predicate(move |origin, parts| {
-            let origin = origin.to_str().unwrap_or("");
-            let allowed = origin_in(&origins, origin);
-            if !allowed && !same_host(origin, &parts.headers) {
-                note_refused_origin(origin);
-            }
-            allowed
-        })
-    };
-    CorsLayer::new()
-        .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
-        .expose_headers([trace::REQUEST_ID])
-        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// Whether `origin` names the host the request was sent to (the service's
@@ -206,7 +178,7 @@ impl<S> Stack for S where
 /// confirm, docs/performance.md).
 pub fn router(state: AppState) -> trace::Traced<impl Stack> {
     use tower::Layer;
-    let cors = cors(&state.settings);
+    let cors = cors::layer(&state.settings);
     let metrics_here = state.settings.http.metrics_bind.is_none();
     let routes = Router::new()
         .merge(browser_api::router())
@@ -225,7 +197,9 @@ pub fn router(state: AppState) -> trace::Traced<impl Stack> {
     let body_limited = axum::extract::DefaultBodyLimit::max(MAX_BODY).layer(routes);
     // `CorsLayer::layer` checks its rules as it builds: a combination it
     // cannot serve stops the start, not a request.
-    trace::Traced::new(cors.layer(limits::Limited::new(state, body_limited)))
+    trace::Traced::new(cors::Cors(
+        cors.layer(limits::Limited::new(state, body_limited)),
+    ))
 }
 
 /// A ticket id from the path. An id that cannot be a ticket is simply an

@@ -1022,6 +1022,59 @@ async fn cors_answers_only_allowed_origins() {
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
 
+/// A request without `Origin` whose answer no cache keeps (a backend's
+/// POST) steps around CORS: no `Access-Control-*` and no `Vary` headers.
+/// The same POST from an allowed page's browser, and any GET, still get
+/// CORS's answer, `Vary: origin` included, so caches keep them apart.
+#[tokio::test]
+async fn cors_headers_go_to_requests_a_browser_could_read() {
+    let app = spawn_app_with(|s| s.allowed_origins = vec!["https://shop.example".into()]).await;
+    let cors_headers = |r: &reqwest::Response| {
+        let mut names: Vec<String> = r
+            .headers()
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .filter(|k| k.starts_with("access-control-") || k == "vary")
+            .collect();
+        names.sort();
+        names
+    };
+    let t = app.create_ticket().await;
+    let backend = app.confirm(&t.id, "u1").await;
+    assert_eq!(backend.status(), 200);
+    assert_eq!(cors_headers(&backend), Vec::<String>::new());
+
+    let page = app
+        .client
+        .post(app.url("/api/v1/tickets"))
+        .header("origin", "https://shop.example")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 201);
+    assert_eq!(
+        page.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert_eq!(
+        cors_headers(&page),
+        [
+            "access-control-allow-origin",
+            "access-control-expose-headers",
+            "vary"
+        ]
+    );
+
+    let get = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(get.status(), 200);
+    assert_eq!(
+        cors_headers(&get),
+        ["access-control-expose-headers", "vary"]
+    );
+    assert!(get.headers()["vary"].to_str().unwrap().contains("origin"));
+}
+
 #[tokio::test]
 async fn an_allowed_foreign_origin_may_open_sockets() {
     let app = spawn_app_with(|s| s.allowed_origins = vec!["https://shop.example".into()]).await;
