@@ -1025,7 +1025,8 @@ async fn cors_answers_only_allowed_origins() {
 /// A request without `Origin` whose answer no cache keeps (a backend's
 /// POST) steps around CORS: no `Access-Control-*` and no `Vary` headers.
 /// The same POST from an allowed page's browser, and any GET, still get
-/// CORS's answer, `Vary: origin` included, so caches keep them apart.
+/// CORS's answer, `Vary: origin` included, so caches keep them apart; so
+/// does an OPTIONS, with or without `Origin`.
 #[tokio::test]
 async fn cors_headers_go_to_requests_a_browser_could_read() {
     let app = spawn_app_with(|s| s.allowed_origins = vec!["https://shop.example".into()]).await;
@@ -1073,6 +1074,15 @@ async fn cors_headers_go_to_requests_a_browser_could_read() {
         ["access-control-expose-headers", "vary"]
     );
     assert!(get.headers()["vary"].to_str().unwrap().contains("origin"));
+
+    let options = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/api/v1/tickets"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.status(), 200, "OPTIONS keeps CORS's answer");
+    assert!(cors_headers(&options).contains(&"vary".to_owned()));
 }
 
 #[tokio::test]
