@@ -40,10 +40,12 @@ pub fn layer(settings: &Settings) -> tower_http::cors::CorsLayer {
 /// concerns: one without an `Origin` header whose answer no cache keeps
 /// for another request (not GET or HEAD) and that is not an OPTIONS (which
 /// keeps the layer's answer, with or without `Origin`). Browsers send
-/// `Origin` with every cross-origin request, every preflight and every
-/// POST, so such a request comes from a program (the trusted API's
-/// backends): its answer needs no `Access-Control-*` header, and no `Vary`
-/// either, since nothing serves a POST's answer to another request. The
+/// `Origin` with every request whose answer a page on another origin may
+/// read (`null` when the page's origin is hidden, which takes the CORS
+/// path too); the POSTs some older browsers sent without it are same-origin
+/// or form posts, whose answers no other origin reads. So such a request's
+/// answer needs no `Access-Control-*` header, and no `Vary` either, since
+/// nothing serves a POST's answer to another request. The
 /// trusted confirm is such a request: stepping over saves it ~3.5 k
 /// instructions and 120 bytes of headers (docs/performance.md).
 #[derive(Clone)]

@@ -1024,8 +1024,8 @@ async fn cors_answers_only_allowed_origins() {
 
 /// A request without `Origin` whose answer no cache keeps (a backend's
 /// POST) steps around CORS: no `Access-Control-*` and no `Vary` headers.
-/// The same POST from an allowed page's browser, and any GET, still get
-/// CORS's answer, `Vary: origin` included, so caches keep them apart; so
+/// The same POST from a browser (an allowed page's, or one whose origin is
+/// hidden: `Origin: null`), and any GET, still get CORS's answer, `Vary: origin` included, so caches keep them apart; so
 /// does an OPTIONS, with or without `Origin`.
 #[tokio::test]
 async fn cors_headers_go_to_requests_a_browser_could_read() {
@@ -1065,6 +1065,21 @@ async fn cors_headers_go_to_requests_a_browser_could_read() {
             "access-control-expose-headers",
             "vary"
         ]
+    );
+    // A page whose origin is hidden sends `Origin: null`: CORS still
+    // answers it, and allows it nothing.
+    let hidden = app
+        .client
+        .post(app.url("/api/v1/tickets"))
+        .header("origin", "null")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hidden.status(), 201);
+    assert_eq!(
+        cors_headers(&hidden),
+        ["access-control-expose-headers", "vary"]
     );
 
     let get = app.client.get(app.url("/healthz")).send().await.unwrap();
