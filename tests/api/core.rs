@@ -1045,14 +1045,15 @@ async fn cors_headers_go_to_requests_a_browser_could_read() {
     assert_eq!(backend.status(), 200);
     assert_eq!(cors_headers(&backend), Vec::<String>::new());
 
-    let page = app
-        .client
-        .post(app.url("/api/v1/tickets"))
-        .header("origin", "https://shop.example")
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
+    // A ticket created from a browser page on `origin`.
+    let create_from = |origin: &'static str| {
+        app.client
+            .post(app.url("/api/v1/tickets"))
+            .header("origin", origin)
+            .json(&serde_json::json!({}))
+            .send()
+    };
+    let page = create_from("https://shop.example").await.unwrap();
     assert_eq!(page.status(), 201);
     assert_eq!(
         page.headers()["access-control-allow-origin"],
@@ -1068,14 +1069,7 @@ async fn cors_headers_go_to_requests_a_browser_could_read() {
     );
     // A page whose origin is hidden sends `Origin: null`: CORS still
     // answers it, and allows it nothing.
-    let hidden = app
-        .client
-        .post(app.url("/api/v1/tickets"))
-        .header("origin", "null")
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
+    let hidden = create_from("null").await.unwrap();
     assert_eq!(hidden.status(), 201);
     assert_eq!(
         cors_headers(&hidden),
