@@ -309,35 +309,20 @@ mod tests {
     async fn exchange() {
         use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(serve(listener));
+        // The generator's own browser: what `push` and `hold` do to it.
+        let sources = crate::net::Sources::new(1);
+        let mut conn = crate::http::Conn::open(addr, &sources).await.unwrap();
+        let created = crate::browser::create(&mut conn).await.unwrap();
+        let (mut ws, first) = crate::browser::open(addr, &sources, &created)
+            .await
+            .unwrap();
+        assert_eq!(first, r#"{"type":"state","status":"pending"}"#);
+        let ticket = created.ticket;
         let mut http = TcpStream::connect(addr).await.unwrap();
-        let created = request(
-            &mut http,
-            "POST /api/v1/tickets HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
-        )
-        .await;
-        assert!(created.starts_with("HTTP/1.1 201 "), "{created}");
-        let body = created.split("\r\n\r\n").nth(1).unwrap();
-        let ticket = serde_json::from_str::<serde_json::Value>(body).unwrap()["ticket"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let url = format!("ws://{addr}/api/v1/tickets/{ticket}/ws");
-        let mut offer = url.into_client_request().unwrap();
-        offer.headers_mut().insert(
-            "sec-websocket-protocol",
-            "qrlogin.v1, secret.s".parse().unwrap(),
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(offer).await.unwrap();
-        let first = ws.next().await.unwrap().unwrap();
-        assert_eq!(
-            first,
-            Message::text(r#"{"type":"state","status":"pending"}"#)
-        );
         let confirm = format!(
             "POST /api/v1/tickets/{ticket}/confirm HTTP/1.1\r\ncontent-length: 2\r\n\r\n{{}}"
         );
