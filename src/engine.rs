@@ -183,7 +183,7 @@ impl Engine {
     /// the wait still wakes the waiter.
     pub async fn watch(&self, id: &TicketId, secret: &str) -> Result<Watch> {
         let waiter = self.hub.watch(id);
-        let ticket = self.get_shared(id).await?.ok_or(Error::TicketNotFound)?;
+        let ticket = self.get(id).await?.ok_or(Error::TicketNotFound)?;
         if !ticket.secret_hash.matches(secret) {
             return Err(Error::Unauthorized("wrong secret"));
         }
@@ -290,19 +290,16 @@ impl Engine {
         self.hub.wake_all();
     }
 
-    pub async fn get(&self, id: &TicketId) -> Result<Option<Ticket>> {
-        Ok(self.get_shared(id).await?.map(Arc::unwrap_or_clone))
-    }
-
-    /// The ticket as the store holds it, not a copy: what a socket woken by
-    /// a change reads (the memory store's ticket is shared, not cloned).
-    pub async fn get_shared(&self, id: &TicketId) -> Result<Option<Arc<Ticket>>> {
+    /// The ticket as the store holds it, shared rather than copied (the
+    /// memory store's own): every read and every change hands out an
+    /// `Arc<Ticket>`, so a confirm copies its ticket once, in `apply`.
+    pub async fn get(&self, id: &TicketId) -> Result<Option<Arc<Ticket>>> {
         let _held = self.enter(Class::Other)?;
         Ok(self.store.get(id).await?)
     }
 
     /// The ticket, or 404.
-    pub async fn require(&self, id: &TicketId) -> Result<Ticket> {
+    pub async fn require(&self, id: &TicketId) -> Result<Arc<Ticket>> {
         self.get(id).await?.ok_or(Error::TicketNotFound)
     }
 
@@ -312,7 +309,7 @@ impl Engine {
         by: Option<String>,
         user: Option<UserInfo>,
         identity: Option<Identity>,
-    ) -> Result<Ticket> {
+    ) -> Result<Arc<Ticket>> {
         self.change(id, Change::Scan { by, user, identity }).await
     }
 
@@ -327,7 +324,7 @@ impl Engine {
         subject: &Identity,
         user: Option<UserInfo>,
         extra: Option<&Map<String, Value>>,
-    ) -> Result<Ticket> {
+    ) -> Result<Arc<Ticket>> {
         let token = self.tokens.issue(subject, extra).map_err(|e| {
             tracing::error!(error = %e, "token signing failed");
             Error::Unavailable
@@ -335,11 +332,11 @@ impl Engine {
         self.change(id, Change::Confirm { by, user, token }).await
     }
 
-    pub async fn deny(&self, id: &TicketId, by: Option<String>) -> Result<Ticket> {
+    pub async fn deny(&self, id: &TicketId, by: Option<String>) -> Result<Arc<Ticket>> {
         self.change(id, Change::Deny { by }).await
     }
 
-    async fn change(&self, id: &TicketId, change: Change) -> Result<Ticket> {
+    async fn change(&self, id: &TicketId, change: Change) -> Result<Arc<Ticket>> {
         let ticket = {
             let _held = self.enter(Class::Other)?;
             self.store.transition(id, change).await?

@@ -18,6 +18,7 @@
 //! - [`providers`]: the phone sides (WeChat flavours).
 //! - [`oidc`]: qrlogin as an OpenID Provider over the same logins.
 //! - [`web`]: the HTTP edge: JSON API, WebSocket, long-poll, pages, ops.
+//! - [`json`]: JSON text written by hand where a confirm pays for it.
 //! - [`telemetry`]: the metrics recorder `/metrics` renders.
 //! - [`throttle`]: at most one log line a second for failures that come
 //!   in floods (an outage, an overload).
@@ -30,6 +31,7 @@ pub mod error;
 pub mod hub;
 pub mod in_progress;
 pub mod ip;
+pub mod json;
 pub mod oidc;
 pub mod providers;
 pub mod qr;

@@ -10,14 +10,13 @@
 pub mod conformance;
 pub mod redis;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::ticket::TicketId;
+use crate::ticket::{IdMap, TicketId};
 
 #[async_trait]
 pub trait Hub: Send + Sync + 'static {
@@ -48,7 +47,7 @@ pub trait Hub: Send + Sync + 'static {
 /// and how many waiters hold it.
 #[derive(Default)]
 pub struct Waiters {
-    map: Mutex<HashMap<TicketId, (Arc<Signal>, usize)>>,
+    map: Mutex<IdMap<(Arc<Signal>, usize)>>,
 }
 
 /// A watched ticket's wake-ups: a version every waiter compares with the
@@ -71,7 +70,7 @@ impl Signal {
 }
 
 impl Waiters {
-    fn lock(&self) -> MutexGuard<'_, HashMap<TicketId, (Arc<Signal>, usize)>> {
+    fn lock(&self) -> MutexGuard<'_, IdMap<(Arc<Signal>, usize)>> {
         // A poisoned map is still a valid map: every critical section is a
         // single insert, lookup or remove.
         self.map.lock().unwrap_or_else(|p| p.into_inner())

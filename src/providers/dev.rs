@@ -2,6 +2,8 @@
 //! the scan, by whichever phone opens it first; that phone may then confirm
 //! under any name it types. Nothing checks who anyone is.
 
+use std::sync::Arc;
+
 use crate::engine::{Engine, Result};
 use crate::ticket::{Identity, Status, Ticket, UserInfo, now_ms};
 
@@ -9,18 +11,18 @@ use crate::ticket::{Identity, Status, Ticket, UserInfo, now_ms};
 #[derive(Debug)]
 pub enum Opened {
     /// Scanned by this phone: ask to confirm.
-    Confirm(Ticket),
+    Confirm(Arc<Ticket>),
     /// Another phone scanned it.
     Taken,
     /// Gone while we looked.
     Expired,
     /// Finished (or expired): its final page.
-    Final(Ticket),
+    Final(Arc<Ticket>),
 }
 
 /// Open `ticket` on the phone bound as `binding`: a pending ticket is
 /// scanned by it.
-pub async fn open(engine: &Engine, ticket: Ticket, binding: &str) -> Opened {
+pub async fn open(engine: &Engine, ticket: Arc<Ticket>, binding: &str) -> Opened {
     let ticket = match ticket.status_at(now_ms()) {
         Status::Pending => match engine
             .scan(&ticket.id, Some(binding.to_owned()), None, None)
@@ -49,7 +51,7 @@ pub async fn confirm(
     ticket: &Ticket,
     binding: String,
     name: Option<&str>,
-) -> Result<Ticket> {
+) -> Result<Arc<Ticket>> {
     let name: String = name.unwrap_or("").trim().chars().take(64).collect();
     let name = if name.is_empty() {
         "dev user".to_owned()

@@ -11,6 +11,8 @@
 pub mod dev;
 pub mod wechat;
 
+use std::sync::Arc;
+
 use crate::config::Settings;
 use crate::engine::{Engine, Error, Result};
 use crate::ticket::{Provider, Ticket, TicketId};
@@ -86,7 +88,7 @@ pub async fn confirm_from_phone(
     app: &Context<'_>,
     ticket: &Ticket,
     binding: String,
-) -> Result<Ticket> {
+) -> Result<Arc<Ticket>> {
     let identity = ticket
         .identity
         .clone()

@@ -114,7 +114,7 @@ pub async fn transitions_follow_the_state_machine(store: &dyn TicketStore) {
     );
     let confirmed = store.transition(&t.id, confirm()).await.unwrap();
     assert_eq!(confirmed.status, Status::Confirmed);
-    assert_eq!(store.get(&t.id).await.unwrap().as_deref(), Some(&confirmed));
+    assert_eq!(store.get(&t.id).await.unwrap(), Some(confirmed));
     let again = store.transition(&t.id, Change::Deny { by: None }).await;
     assert_eq!(
         again,
@@ -241,7 +241,7 @@ pub async fn a_confirmed_ticket_holds_no_presentable_token(store: &dyn TicketSto
     let change = confirm_with(SAMPLE_JWS);
     let done = store.transition(&t.id, change).await.unwrap();
     let kept = store.get(&t.id).await.unwrap().unwrap();
-    assert_eq!(*kept, done);
+    assert_eq!(kept, done);
     let text = format!("{} {kept:?}", serde_json::to_string(&*kept).unwrap());
     assert_eq!(find_jws(&text), None, "{text}");
     // What is kept opens with the secret's key, and only with it.

@@ -20,8 +20,8 @@
 //! (entries outlive their tickets by the grace).
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasher, RandomState};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -32,7 +32,9 @@ use moka::ops::compute::Op;
 use moka::sync::Cache;
 
 use super::{StoreError, TicketStore};
-use crate::ticket::{Change, FINAL_STATE_GRACE_MS, Status, Ticket, TicketId, now_ms};
+use crate::ticket::{
+    Change, FINAL_STATE_GRACE_MS, IdHasher, IdMap, Status, Ticket, TicketId, now_ms,
+};
 
 /// One ticket's place in the map: its current version, swapped under the
 /// lock by transitions, that version's `expires_at` for lock-free reads,
@@ -64,11 +66,13 @@ const SHARDS: usize = 16;
 const EVICT_SLICE: usize = 512;
 
 /// One lock's share of the tickets.
-type Shard = Mutex<HashMap<TicketId, Arc<Cell>>>;
+type Shard = Mutex<IdMap<Arc<Cell>>>;
 
 /// Tickets by id, over `SHARDS` locks, and the order they go in.
 struct Tickets {
-    hasher: RandomState,
+    /// Picks the shard; seeded apart from the shards' own maps, so that the
+    /// ids of one shard do not all share the low bits its map indexes by.
+    hasher: IdHasher,
     shards: Box<[Shard]>,
     /// Every entry by its `evict_at`; an entry replaced by a later insert
     /// of the same id leaves a stale element, skipped when it comes due.
@@ -78,7 +82,7 @@ struct Tickets {
 impl Tickets {
     fn new() -> Self {
         Self {
-            hasher: RandomState::new(),
+            hasher: IdHasher::default(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             queue: Mutex::default(),
         }
@@ -300,7 +304,7 @@ impl TicketStore for MemoryStore {
         Ok(self.cell(id).map(|c| Arc::clone(&c.lock())))
     }
 
-    async fn transition(&self, id: &TicketId, change: Change) -> Result<Ticket, StoreError> {
+    async fn transition(&self, id: &TicketId, change: Change) -> Result<Arc<Ticket>, StoreError> {
         let cell = self.cell(id).ok_or(StoreError::NotFound)?;
         let mut current = cell.lock();
         let next = current.apply(change, now_ms())?;
@@ -310,7 +314,8 @@ impl TicketStore for MemoryStore {
             expiries.add(next.expires_at, now_ms());
         }
         cell.expires_at.store(next.expires_at, Ordering::Release);
-        *current = Arc::new(next.clone());
+        let next = Arc::new(next);
+        *current = Arc::clone(&next);
         Ok(next)
     }
 

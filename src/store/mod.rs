@@ -41,7 +41,7 @@ pub trait TicketStore: Send + Sync + 'static {
     async fn get(&self, id: &TicketId) -> Result<Option<Arc<Ticket>>, StoreError>;
 
     /// Apply `change` atomically: exactly one of racing changes wins.
-    async fn transition(&self, id: &TicketId, change: Change) -> Result<Ticket, StoreError>;
+    async fn transition(&self, id: &TicketId, change: Change) -> Result<Arc<Ticket>, StoreError>;
 
     /// Tickets alive now (may lag slightly behind expiries).
     async fn live_count(&self) -> Result<u64, StoreError>;

@@ -154,7 +154,7 @@ impl TicketStore for RedisStore {
         Ok(self.read(id).await?.map(|(_, t)| Arc::new(t)))
     }
 
-    async fn transition(&self, id: &TicketId, change: Change) -> Result<Ticket, StoreError> {
+    async fn transition(&self, id: &TicketId, change: Change) -> Result<Arc<Ticket>, StoreError> {
         let key = self.ticket_key(id);
         for _ in 0..MAX_CAS_ATTEMPTS {
             let Some((raw, current)) = self.read(id).await? else {
@@ -168,7 +168,7 @@ impl TicketStore for RedisStore {
             let (won, written) = self.redis.change::<i64>("transition", &cas).await?;
             if won == 1 {
                 self.redis.replicate(written).await;
-                return Ok(next);
+                return Ok(Arc::new(next));
             }
             metrics::counter!("qrlogin_redis_cas_retries_total").increment(1);
         }

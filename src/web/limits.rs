@@ -115,8 +115,9 @@ pub struct Admission {
     max_polls_per_ip: u32,
     max_per_ticket: u32,
     /// Tickets are counted under a keyed hash of their id, so a `Pass` (held
-    /// by every waiting browser) is a few words with no allocation.
-    hasher: std::hash::RandomState,
+    /// by every waiting browser) is a few words with no allocation. Only
+    /// live tickets are counted (`watch` found them first): ids of ours.
+    hasher: crate::ticket::IdHasher,
 }
 
 #[derive(Default)]
@@ -126,7 +127,7 @@ struct Counts {
     /// Sockets and polls per IP key.
     per_ip: HashMap<IpAddr, (u32, u32)>,
     /// Sockets and polls together, per ticket.
-    per_ticket: HashMap<u64, u32>,
+    per_ticket: HashMap<u64, u32, crate::ticket::IdHasher>,
 }
 
 impl Admission {
@@ -139,7 +140,7 @@ impl Admission {
             max_polls_per_ip: settings.limits.max_polls_per_ip,
             max_per_ticket: u32::try_from(settings.limits.max_sockets_per_ticket)
                 .unwrap_or(u32::MAX),
-            hasher: std::hash::RandomState::new(),
+            hasher: crate::ticket::IdHasher::default(),
         }
     }
 

@@ -3,6 +3,8 @@
 //! handler asks the ticket's provider what to show and renders its answer;
 //! cookies and CSRF are `phone`'s, the HTML `render`'s.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::{Form, FromRequestParts, State};
 use axum::http::request::Parts;
@@ -130,7 +132,7 @@ async fn show_phone_page(
 async fn show_oauth_page(
     app: AppState,
     lang: Lang,
-    ticket: Ticket,
+    ticket: Arc<Ticket>,
     headers: &HeaderMap,
 ) -> Response {
     let in_wechat = super::user_agent(headers)
@@ -192,7 +194,7 @@ async fn show_oauth_page(
 async fn show_mp_link(
     app: AppState,
     lang: Lang,
-    ticket: Ticket,
+    ticket: Arc<Ticket>,
     key: Option<&str>,
     headers: &HeaderMap,
 ) -> Response {
@@ -231,7 +233,12 @@ async fn show_mp_link(
 
 /// The dev provider: opening the page is the scan; the phone is bound by
 /// its cookie.
-async fn show_dev_page(app: AppState, lang: Lang, ticket: Ticket, headers: &HeaderMap) -> Response {
+async fn show_dev_page(
+    app: AppState,
+    lang: Lang,
+    ticket: Arc<Ticket>,
+    headers: &HeaderMap,
+) -> Response {
     let Some((phone, set_cookie)) = phone_or_new(&app.settings, headers) else {
         return message_page(&app, lang, Message::Retry, None);
     };
@@ -263,7 +270,7 @@ async fn phone_answer(
     path: Result<TicketPath, crate::error::Error>,
     headers: &HeaderMap,
     form: &PhoneForm,
-) -> Result<(Ticket, String), Response> {
+) -> Result<(Arc<Ticket>, String), Response> {
     let Ok(TicketPath(id)) = path else {
         return Err(message_page(app, lang, Message::Expired, None));
     };
@@ -288,7 +295,11 @@ async fn phone_answer(
     Ok((ticket, phone_binding(&phone)))
 }
 
-fn outcome_page(app: &AppState, lang: Lang, result: crate::engine::Result<Ticket>) -> Response {
+fn outcome_page(
+    app: &AppState,
+    lang: Lang,
+    result: crate::engine::Result<Arc<Ticket>>,
+) -> Response {
     use crate::engine::Error;
     match result {
         Ok(t) => final_page(app, lang, Some(&t)),
@@ -350,8 +361,8 @@ async fn deny_from_phone(
 async fn after_change(
     app: &AppState,
     id: &TicketId,
-    result: crate::engine::Result<Ticket>,
-) -> crate::engine::Result<Ticket> {
+    result: crate::engine::Result<Arc<Ticket>>,
+) -> crate::engine::Result<Arc<Ticket>> {
     use crate::engine::Error;
     match result {
         Err(Error::Transition(TransitionError::Invalid(..))) => match app.engine.get(id).await {

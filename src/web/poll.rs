@@ -127,7 +127,7 @@ pub async fn poll_ticket(
             _ = waiter.changed() => {}
             _ = sleep_until(deadline) => {}
         }
-        current = app.engine.get_shared(&id).await?;
+        current = app.engine.get(&id).await?;
     }
 }
 

@@ -97,7 +97,7 @@ impl StateView {
     /// written by hand so that the token is copied rather than escaped.
     /// serde_json looks at a string one byte at a time, and a token's
     /// ~500 characters were most of a confirm's frame (profile in
-    /// docs/performance.md); [`json_string`] checks them in one pass the
+    /// docs/performance.md); [`crate::json::string`] checks them in one pass the
     /// compiler vectorises. Strings and numbers cannot fail to serialise;
     /// were it ever to fail, the socket says so (1011) rather than send an
     /// empty frame.
@@ -110,7 +110,7 @@ impl StateView {
         out.push('"');
         if let Some(at) = &self.expires_at {
             out.push_str(r#","expires_at":"#);
-            json_string(&mut out, at)?;
+            crate::json::string(&mut out, at)?;
         }
         if let Some(user) = &self.user {
             out.push_str(r#","user":"#);
@@ -118,15 +118,15 @@ impl StateView {
         }
         if let Some(token) = &self.token {
             out.push_str(r#","token":"#);
-            json_string(&mut out, token)?;
+            crate::json::string(&mut out, token)?;
         }
         if let Some(token) = &self.sealed_token {
             out.push_str(r#","sealed_token":"#);
-            json_string(&mut out, token)?;
+            crate::json::string(&mut out, token)?;
         }
         if let Some(kind) = self.token_type {
             out.push_str(r#","token_type":"#);
-            json_string(&mut out, kind)?;
+            crate::json::string(&mut out, kind)?;
         }
         if let Some(secs) = self.expires_in {
             use std::fmt::Write;
@@ -135,24 +135,6 @@ impl StateView {
         out.push('}');
         Ok(out)
     }
-}
-
-/// `s` as a JSON string: copied between quotes when it holds nothing JSON
-/// escapes (a quote, a backslash, a control character; serde_json escapes
-/// exactly these), else written by serde_json.
-fn json_string(out: &mut String, s: &str) -> serde_json::Result<()> {
-    // A fold without an early exit, so that it runs over whole vectors.
-    let plain = !s.bytes().fold(false, |bad, b| {
-        bad | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if plain {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-    } else {
-        out.push_str(&serde_json::to_string(s)?);
-    }
-    Ok(())
 }
 
 /// Unix milliseconds as RFC 3339 UTC (second precision).

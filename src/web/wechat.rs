@@ -55,7 +55,7 @@ async fn oauth_callback(
     let binding = phone_binding(&phone);
     let mut response = match oauth::phone_callback(&app.providers(), &callback, &binding).await {
         PhoneOutcome::Confirm(ticket) => confirm_page(&app, lang, &ticket, &phone, false),
-        PhoneOutcome::Final(ticket) => final_page(&app, lang, ticket.as_ref()),
+        PhoneOutcome::Final(ticket) => final_page(&app, lang, ticket.as_deref()),
         PhoneOutcome::Notice(notice) => message_page(&app, lang, notice.into(), None),
     };
     if let Some(cookie) = set_cookie {

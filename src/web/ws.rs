@@ -255,7 +255,7 @@ async fn session(
                 Ok(look(None, &opener))
             } else {
                 app.engine
-                    .get_shared(waiter.id())
+                    .get(waiter.id())
                     .await
                     .map(|t| look(t.as_deref(), &opener))
             };

@@ -9,6 +9,8 @@
 //! the ticket's `scanned_by`: only that token can confirm or deny that
 //! ticket, for that openid.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -119,7 +121,7 @@ fn code_refusal(e: &WechatError) -> Option<Error> {
 #[derive(Debug)]
 pub struct Scan {
     pub scan_token: String,
-    pub ticket: Ticket,
+    pub ticket: Arc<Ticket>,
 }
 
 /// Exchange `code` and scan ticket `id` for its person.
@@ -179,7 +181,7 @@ pub async fn scan(app: &Context<'_>, id: &TicketId, code: &str) -> Result<Scan> 
     })
 }
 
-async fn live_ticket(app: &Context<'_>, id: &TicketId) -> Result<Ticket> {
+async fn live_ticket(app: &Context<'_>, id: &TicketId) -> Result<Arc<Ticket>> {
     let ticket = app.engine.require(id).await?;
     if ticket.provider != Provider::Miniprogram {
         return Err(Error::Invalid("not a miniprogram ticket".into()));
@@ -195,14 +197,14 @@ fn binding_of(scan_token: &str) -> Result<String> {
 }
 
 /// Confirm ticket `id` with the `scan_token` its scan handed out.
-pub async fn confirm(app: &Context<'_>, id: &TicketId, scan_token: &str) -> Result<Ticket> {
+pub async fn confirm(app: &Context<'_>, id: &TicketId, scan_token: &str) -> Result<Arc<Ticket>> {
     let binding = binding_of(scan_token)?;
     let ticket = live_ticket(app, id).await?;
     crate::providers::confirm_from_phone(app, &ticket, binding).await
 }
 
 /// Deny ticket `id` with the `scan_token` its scan handed out.
-pub async fn deny(app: &Context<'_>, id: &TicketId, scan_token: &str) -> Result<Ticket> {
+pub async fn deny(app: &Context<'_>, id: &TicketId, scan_token: &str) -> Result<Arc<Ticket>> {
     let binding = binding_of(scan_token)?;
     live_ticket(app, id).await?;
     app.engine.deny(id, Some(binding)).await

@@ -16,6 +16,8 @@
 //! mapped to the ticket in the store, never the ticket id, and a code is
 //! redeemed only together with the `state` it came back with.
 
+use std::sync::Arc;
+
 use std::time::Duration;
 
 use rand::RngCore;
@@ -108,7 +110,7 @@ fn plausible_state(state: &str) -> bool {
 
 /// The ticket a `wechat-web` `state` names, if it is one we made and the
 /// ticket lives.
-async fn ticket_of_state(app: &Context<'_>, state: &str) -> Result<Option<Ticket>, Error> {
+async fn ticket_of_state(app: &Context<'_>, state: &str) -> Result<Option<Arc<Ticket>>, Error> {
     if !plausible_state(state) {
         return Ok(None);
     }
@@ -279,9 +281,9 @@ pub async fn bind_opener(
 #[derive(Debug)]
 pub enum PhoneOutcome {
     /// The ticket is scanned by this phone: ask to confirm.
-    Confirm(Ticket),
+    Confirm(Arc<Ticket>),
     /// A page for the ticket as it now is (done, denied, expired).
-    Final(Option<Ticket>),
+    Final(Option<Arc<Ticket>>),
     /// A message: scan again, try again, taken…
     Notice(Notice),
 }
@@ -391,7 +393,7 @@ pub async fn redeem_web_code(
     secret: Option<&str>,
     code: &str,
     state: &str,
-) -> crate::engine::Result<Ticket> {
+) -> crate::engine::Result<Arc<Ticket>> {
     let secret = secret.ok_or(Error::Unauthorized(
         "missing Authorization: Bearer <secret>",
     ))?;
