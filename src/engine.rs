@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use crate::hub::{Hub, Waiter};
 use crate::in_progress::{Class, Held, InProgress};
 use crate::store::{StoreError, TicketStore};
+use crate::telemetry::ByProviderAndStatus;
 use crate::throttle::Throttle;
 use crate::ticket::{
     Change, Identity, Provider, Requester, SealTo, Secret, Status, Ticket, TicketId,
@@ -114,6 +115,13 @@ pub struct Engine {
     ttl_ms: u64,
     max_live: u64,
     in_progress: Arc<InProgress>,
+    counted: Arc<Counted>,
+}
+
+/// What every change is counted in.
+struct Counted {
+    finished: ByProviderAndStatus,
+    transitions: ByProviderAndStatus,
 }
 
 impl Engine {
@@ -131,6 +139,10 @@ impl Engine {
             ttl_ms: ttl_secs * 1000,
             max_live,
             in_progress: Arc::new(InProgress::new(0)),
+            counted: Arc::new(Counted {
+                finished: ByProviderAndStatus::new("qrlogin_tickets_finished_total"),
+                transitions: ByProviderAndStatus::new("qrlogin_transitions_total"),
+            }),
         }
     }
 
@@ -342,17 +354,18 @@ impl Engine {
             self.store.transition(id, change).await?
         };
         self.hub.publish(id).await;
-        let provider = ticket.provider.as_str();
         if ticket.status.is_terminal() {
-            metrics::counter!("qrlogin_tickets_finished_total", "provider" => provider, "status" => ticket.status.as_str())
-                .increment(1);
+            self.counted
+                .finished
+                .increment(ticket.provider, ticket.status);
         }
-        metrics::counter!("qrlogin_transitions_total", "provider" => provider, "status" => ticket.status.as_str())
-            .increment(1);
+        self.counted
+            .transitions
+            .increment(ticket.provider, ticket.status);
         tracing::info!(
             ticket = ticket.id.short(),
             status = ticket.status.as_str(),
-            provider,
+            provider = ticket.provider.as_str(),
             "ticket changed"
         );
         Ok(ticket)

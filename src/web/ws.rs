@@ -6,6 +6,7 @@
 //! only tiny buffers, its waiter registration and one timer (the earlier of
 //! the next ping and the ticket's expiry).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -138,19 +139,33 @@ pub async fn upgrade_ws(
         }))
 }
 
+/// The socket metrics' handles, looked up in the recorder once: the
+/// `metrics` macros look theirs up on every call, about 640 instructions
+/// of a confirm for these two (docs/performance.md). The first socket
+/// opens after `Application::build` has installed the recorder.
+fn sockets_open() -> &'static metrics::Gauge {
+    static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+    GAUGE.get_or_init(|| metrics::gauge!("qrlogin_sockets_open"))
+}
+
+fn push_latency() -> &'static metrics::Histogram {
+    static HISTOGRAM: OnceLock<metrics::Histogram> = OnceLock::new();
+    HISTOGRAM.get_or_init(|| metrics::histogram!("qrlogin_push_latency_seconds"))
+}
+
 /// Counts open sockets for as long as it lives.
 struct OpenSocket;
 
 impl OpenSocket {
     fn new() -> Self {
-        metrics::gauge!("qrlogin_sockets_open").increment(1.0);
+        sockets_open().increment(1.0);
         OpenSocket
     }
 }
 
 impl Drop for OpenSocket {
     fn drop(&mut self) {
-        metrics::gauge!("qrlogin_sockets_open").decrement(1.0);
+        sockets_open().decrement(1.0);
     }
 }
 
@@ -172,7 +187,7 @@ fn ping_interval(base: Duration) -> Duration {
 /// `qrlogin_push_latency_seconds` histogram.
 pub fn record_push_latency(changed_at_ms: u64) {
     let ms = crate::ticket::now_ms().saturating_sub(changed_at_ms);
-    metrics::histogram!("qrlogin_push_latency_seconds").record(ms as f64 / 1000.0);
+    push_latency().record(ms as f64 / 1000.0);
 }
 
 /// What one read of the store means for the socket.
