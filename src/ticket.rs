@@ -51,12 +51,14 @@ fn random_string(alphabet: &[u8], len: usize) -> String {
     out
 }
 
-/// How this process hashes ticket ids in its maps (the memory store's,
-/// the hub's waiters, the socket caps): foldhash, seeded at random per map.
-/// SipHash, the standard one, cost a confirm 1,700 instructions more over
-/// the same lookups. Its stronger guarantee is not needed here: the ids
-/// that stay in these maps are ours, drawn at random, so a caller cannot
-/// pick ids that collide (docs/performance.md).
+/// How this process hashes ticket ids in the maps only the service's own
+/// ids enter (the memory store's, the per-ticket socket caps): foldhash,
+/// seeded per map. SipHash, the standard one, cost a confirm about 1,200
+/// instructions more over those lookups (docs/performance.md). Its
+/// stronger guarantee is not needed there: only ids the service drew at
+/// random are inserted, so a caller cannot make them collide. A map that
+/// holds ids a caller chose, even briefly (the hub's waiters are
+/// registered before the ticket is read), keeps SipHash.
 pub type IdHasher = foldhash::fast::RandomState;
 
 /// A map keyed by ticket id, hashed with [`IdHasher`].

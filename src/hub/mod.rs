@@ -10,13 +10,14 @@
 pub mod conformance;
 pub mod redis;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::ticket::{IdMap, TicketId};
+use crate::ticket::TicketId;
 
 #[async_trait]
 pub trait Hub: Send + Sync + 'static {
@@ -47,7 +48,9 @@ pub trait Hub: Send + Sync + 'static {
 /// and how many waiters hold it.
 #[derive(Default)]
 pub struct Waiters {
-    map: Mutex<IdMap<(Arc<Signal>, usize)>>,
+    /// SipHash, not `ticket::IdHasher`: a waiter is registered before its
+    /// ticket is read, so any id a caller sends is in here for a moment.
+    map: Mutex<HashMap<TicketId, (Arc<Signal>, usize)>>,
 }
 
 /// A watched ticket's wake-ups: a version every waiter compares with the
@@ -70,7 +73,7 @@ impl Signal {
 }
 
 impl Waiters {
-    fn lock(&self) -> MutexGuard<'_, IdMap<(Arc<Signal>, usize)>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<TicketId, (Arc<Signal>, usize)>> {
         // A poisoned map is still a valid map: every critical section is a
         // single insert, lookup or remove.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
