@@ -117,10 +117,8 @@ impl MetricsHandle {
 /// for the macros.
 pub struct ByProviderAndStatus {
     name: &'static str,
-    handles: [[OnceLock<Counter>; STATUSES]; Provider::ALL.len()],
+    handles: [[OnceLock<Counter>; Status::ALL.len()]; Provider::ALL.len()],
 }
-
-const STATUSES: usize = 5;
 
 impl ByProviderAndStatus {
     pub fn new(name: &'static str) -> Self {
@@ -266,13 +264,7 @@ mod tests {
     #[test]
     fn a_counter_table_counts_every_provider_and_status_in_its_own_series() {
         let recorder = Recorder::new(&[]);
-        let statuses = [
-            Status::Pending,
-            Status::Scanned,
-            Status::Confirmed,
-            Status::Denied,
-            Status::Expired,
-        ];
+        let statuses = Status::ALL;
         metrics::with_local_recorder(&recorder, || {
             let table = ByProviderAndStatus::new("t_total");
             for (i, p) in Provider::ALL.into_iter().enumerate() {

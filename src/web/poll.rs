@@ -137,14 +137,6 @@ mod tests {
     use crate::error::Error;
     use proptest::prelude::*;
 
-    const ALL: [Status; 5] = [
-        Status::Pending,
-        Status::Scanned,
-        Status::Confirmed,
-        Status::Denied,
-        Status::Expired,
-    ];
-
     fn parse(wait: Option<&str>, body: &[u8], max_wait: u64) -> Result<PollRequest> {
         let query = PollQuery {
             wait: wait.map(str::to_owned),
@@ -168,17 +160,17 @@ mod tests {
         #[test]
         fn wait_and_status_round_trip(
             wait in proptest::option::of(any::<u64>()),
-            seen in proptest::option::of(0usize..5),
+            seen in proptest::option::of(0usize..Status::ALL.len()),
             max_wait in 0u64..1000,
             blank in "[ \t\r\n]{0,4}",
         ) {
             let body = match seen {
-                Some(i) => format!("{blank}{{\"status\":\"{}\"}}{blank}", ALL[i].as_str()),
+                Some(i) => format!("{blank}{{\"status\":\"{}\"}}{blank}", Status::ALL[i].as_str()),
                 None => blank,
             };
             let request = parse(wait.map(|w| w.to_string()).as_deref(), body.as_bytes(), max_wait).unwrap();
             prop_assert_eq!(request.wait, wait.unwrap_or(DEFAULT_WAIT).min(max_wait));
-            prop_assert_eq!(request.seen, seen.map(|i| ALL[i]));
+            prop_assert_eq!(request.seen, seen.map(|i| Status::ALL[i]));
         }
     }
 

@@ -129,8 +129,8 @@ impl StateView {
             crate::json::string(&mut out, kind)?;
         }
         if let Some(secs) = self.expires_in {
-            use std::fmt::Write;
-            let _ = write!(out, r#","expires_in":{secs}"#);
+            out.push_str(r#","expires_in":"#);
+            crate::json::unsigned(&mut out, secs);
         }
         out.push('}');
         Ok(out)

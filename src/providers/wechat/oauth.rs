@@ -17,7 +17,6 @@
 //! redeemed only together with the `state` it came back with.
 
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use rand::RngCore;
