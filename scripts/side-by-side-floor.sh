@@ -6,9 +6,13 @@
 # (server cpu 0, generator cpu 1), so its figures belong to the same run.
 # What qrlogin costs above the floor is qrlogin's own; what the floor
 # costs above a peer's push is the contract's exchange itself (a request,
-# a response, a frame and a close against a frame and a line).
+# a response, a frame and a close against a frame and a line). A last row,
+# `floor+Nus`, is the floor's steady phase again with N µs of busy CPU in
+# each confirm, N being what qrlogin's steady confirm cost above the
+# floor's in this run: the latency tail of a server exactly as costly as
+# qrlogin but with nothing else of qrlogin in it.
 #
-#   bash scripts/side-by-side-floor.sh    # ~4 minutes; loopback only
+#   bash scripts/side-by-side-floor.sh    # ~6 minutes; loopback only
 #
 # SIDE_BY_SIDE names the comparison's harness (default: the one beside the
 # project, ../shared/bench/side-by-side.sh); its variables (WORKERMAN_DIR,
@@ -37,6 +41,30 @@ common=(--adapter qrlogin --base "http://127.0.0.1:$port" --api-key floor-key --
 taskset -c 1 "$LG" hold "${common[@]}" -n 19500 --connect-concurrency 64 --hold-secs 3 2>>"$OUT/loadgen.log" >/dev/null
 taskset -c 1 "$LG" push "${common[@]}" -n 10000 -m 10000 -c 64 2>>"$OUT/loadgen.log" >/dev/null
 taskset -c 1 "$LG" push "${common[@]}" -n 10000 -m 10000 --rate 1000 --trigger-conns 64 2>>"$OUT/loadgen.log" >/dev/null
+kill "$fpid"; wait "$fpid" 2>/dev/null || true
+
+# The floor once more, steady phase only, with qrlogin's extra CPU per
+# steady confirm (measured above, in this run) spent as a busy loop in each
+# confirm: if its tail matches qrlogin's, qrlogin's tail is its cost per
+# confirm; if qrlogin's is worse, something else stalls it.
+extra=$(python3 - "$OUT/results.jsonl" <<'EOF'
+import json, sys
+cpu = {}
+for l in open(sys.argv[1]):
+    r = json.loads(l) if l.strip() else {}
+    p = r.get("push") or {}
+    if r.get("mode") == "push" and p.get("rate") and p.get("completed") and p.get("server_cpu_s") is not None:
+        cpu[r["label"]] = p["server_cpu_s"] / p["completed"] * 1e6
+print(max(0, round(cpu.get("qrlogin", 0) - cpu.get("floor", 0))))
+EOF
+)
+taskset -c 0 target/release/qrlogin-bench floor --bind "127.0.0.1:$port" --seconds 120 \
+    --confirm-work-us "$extra" >"$OUT/floor-work-server.log" 2>&1 &
+fpid=$!
+wait_ready "$fpid" "$port" "$OUT/floor-work-server.log"
+common=(--adapter qrlogin --base "http://127.0.0.1:$port" --api-key floor-key --server-pid "$fpid"
+    --label "floor+${extra}us" --json-out "$OUT/results.jsonl")
+taskset -c 1 "$LG" push "${common[@]}" -n 10000 -m 10000 --rate 1000 --trigger-conns 64 2>>"$OUT/loadgen.log" >/dev/null
 kill "$fpid"
 
 python3 "$WORK/summarize.py" "$OUT/results.jsonl" "$OUT/meta.jsonl" | tee "$OUT/summary.md"
@@ -60,5 +88,18 @@ for r in rows:
     s = steady.get(r["label"], {})
     tail = f"{s.get('p99', 0) / 1000:.2f} / {s.get('p999', 0) / 1000:.2f}" if s else "-"
     print(f"| {r['label']} | {per} | {share} | {tail} |")
+print()
+print("### Steady 1,000/s: server CPU per operation and latency")
+print()
+print("| server | µs per push / confirm | p50 / p99 / p99.9 (ms) |")
+print("|---|---:|---:|")
+for r in rows:
+    p = r.get("push") or {}
+    if r.get("mode") != "push" or r.get("skipped") or not p.get("rate") or not p.get("completed"):
+        continue
+    cpu = p.get("server_cpu_s")
+    per = f"{cpu / p['completed'] * 1e6:.0f}" if cpu is not None else "-"
+    l = p["latency_us"]
+    print(f"| {r['label']} | {per} | {l.get('p50', 0) / 1000:.2f} / {l['p99'] / 1000:.2f} / {l['p999'] / 1000:.2f} |")
 EOF
 echo "raw: $OUT/results.jsonl"

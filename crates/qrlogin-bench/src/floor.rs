@@ -32,6 +32,11 @@ pub struct FloorArgs {
     /// Stop after this many seconds.
     #[arg(long, default_value_t = 600)]
     seconds: u64,
+    /// Busy CPU time added to each confirm, in microseconds: the floor
+    /// made as costly per confirm as qrlogin, to tell a tail that grows
+    /// with a confirm's cost from one made by stalls.
+    #[arg(long, default_value_t = 0)]
+    confirm_work_us: u64,
 }
 
 /// The sockets waiting on a ticket, by ticket id.
@@ -76,7 +81,8 @@ pub fn run(args: FloorArgs) -> bool {
                 return false;
             }
         };
-        let served = tokio::time::timeout(Duration::from_secs(args.seconds), serve(listener));
+        let work = Duration::from_micros(args.confirm_work_us);
+        let served = tokio::time::timeout(Duration::from_secs(args.seconds), serve(listener, work));
         match served.await {
             Ok(Err(e)) => {
                 eprintln!("qrlogin-bench floor: accept: {e}");
@@ -87,8 +93,8 @@ pub fn run(args: FloorArgs) -> bool {
     })
 }
 
-async fn serve(listener: TcpListener) -> io::Result<()> {
-    let canned = Arc::new(Canned::new());
+async fn serve(listener: TcpListener, confirm_work: Duration) -> io::Result<()> {
+    let canned = Arc::new(Canned::new(confirm_work));
     let waiters = Waiters::default();
     let next = Arc::new(AtomicU64::new(0));
     loop {
@@ -113,10 +119,11 @@ async fn serve(listener: TcpListener) -> io::Result<()> {
 struct Canned {
     confirmed: Vec<u8>,
     frames: Vec<u8>,
+    confirm_work: Duration,
 }
 
 impl Canned {
-    fn new() -> Self {
+    fn new(confirm_work: Duration) -> Self {
         let body = r#"{"status":"confirmed"}"#;
         let head = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-pad: ",
@@ -135,6 +142,7 @@ impl Canned {
         Self {
             confirmed: confirmed.into_bytes(),
             frames,
+            confirm_work,
         }
     }
 }
@@ -155,6 +163,17 @@ fn text_frame(text: &str) -> Vec<u8> {
     }
     f.extend_from_slice(text.as_bytes());
     f
+}
+
+/// Keeps the CPU busy for `work` (nothing when zero).
+fn spin(work: Duration) {
+    if work.is_zero() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed() < work {
+        std::hint::spin_loop();
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -223,6 +242,7 @@ async fn connection(
                 .remove(id.trim_start_matches('/'));
             match waiter {
                 Some(wake) => {
+                    spin(canned.confirm_work);
                     let _ = wake.send(());
                     stream.write_all(&canned.confirmed).await?;
                 }
@@ -287,7 +307,7 @@ mod tests {
 
     #[test]
     fn canned_answers_have_qrlogins_sizes() {
-        let c = Canned::new();
+        let c = Canned::new(Duration::ZERO);
         assert_eq!(c.confirmed.len(), RESPONSE_LEN);
         let text = String::from_utf8(c.confirmed.clone()).unwrap();
         assert!(text.ends_with("\r\n\r\n{\"status\":\"confirmed\"}"));
