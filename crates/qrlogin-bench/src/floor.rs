@@ -321,18 +321,30 @@ mod tests {
     /// a second confirm of the same ticket finds nobody waiting.
     #[tokio::test]
     async fn serves_a_login_exchange() {
-        tokio::time::timeout(Duration::from_secs(10), exchange())
+        tokio::time::timeout(Duration::from_secs(10), exchange(Duration::ZERO))
             .await
             .expect("the exchange ends within 10 s");
     }
 
-    async fn exchange() {
+    /// `--confirm-work-us`: the confirm's answer comes no sooner than the
+    /// work it was given, and the exchange is otherwise the same.
+    #[tokio::test]
+    async fn a_confirm_spends_the_work_it_is_given() {
+        let work = Duration::from_millis(300);
+        let took = tokio::time::timeout(Duration::from_secs(10), exchange(work))
+            .await
+            .expect("the exchange ends within 10 s");
+        assert!(took >= work, "confirmed in {took:?}, given {work:?}");
+    }
+
+    /// The exchange; returns how long the first confirm's answer took.
+    async fn exchange(confirm_work: Duration) -> Duration {
         use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener));
+        tokio::spawn(serve(listener, confirm_work));
         // The generator's own browser: what `push` and `hold` do to it.
         let sources = crate::net::Sources::new(1);
         let mut conn = crate::http::Conn::open(addr, &sources).await.unwrap();
@@ -346,7 +358,9 @@ mod tests {
         let confirm = format!(
             "POST /api/v1/tickets/{ticket}/confirm HTTP/1.1\r\ncontent-length: 2\r\n\r\n{{}}"
         );
+        let started = std::time::Instant::now();
         let answer = request(&mut http, &confirm).await;
+        let took = started.elapsed();
         assert_eq!(answer.len(), RESPONSE_LEN);
         assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
         match ws.next().await.unwrap().unwrap() {
@@ -356,6 +370,7 @@ mod tests {
         assert!(matches!(ws.next().await, Some(Ok(Message::Close(_)))));
         let again = request(&mut http, &confirm).await;
         assert!(again.starts_with("HTTP/1.1 404 "), "{again}");
+        took
     }
 
     /// Write a request and read one answer (head and its content-length body).
