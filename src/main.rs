@@ -15,8 +15,22 @@ use clap::{CommandFactory, FromArgMatches};
 use qrlogin::Application;
 use qrlogin::config::{Cli, Command, LogFormat, TokenCommand};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before the runtime starts its threads: mimalloc's option setters are
+    // not thread-safe.
+    qrlogin_alloc::configure();
+    // What `#[tokio::main]` builds: the multi-thread scheduler, one worker
+    // per CPU this process may use.
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("qrlogin: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let _ = dotenvy::dotenv();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut command = Cli::command();

@@ -19,12 +19,56 @@ use std::ffi::c_void;
 
 use libmimalloc_sys as mi;
 
+// mimalloc's option calls, which the crate only declares with its
+// `extended` feature (and a dependency more); `mi_option_t` is a C enum.
+unsafe extern "C" {
+    fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
 /// mimalloc's guaranteed alignment of any block of at least this size.
 const MALLOC_ALIGN: usize = 16;
 /// ... and of any block at all.
 const MIN_BLOCK_ALIGN: usize = 8;
 
 pub struct MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay` (its `mi_option_t` value, the same in
+/// v2 and v3; the crate does not export the option constants).
+/// `tests::the_purge_delay_option_is_the_one_its_variable_sets` holds the
+/// number to the option `MIMALLOC_PURGE_DELAY` sets.
+const PURGE_DELAY_OPTION: i32 = 15;
+
+/// How long a page of memory stays unused before it is given back to the
+/// system: 10 s rather than mimalloc's 1 s.
+///
+/// Why: a page given back (`madvise(MADV_DONTNEED)`) and then needed again
+/// costs a page fault, and on a virtual machine whose memory the host
+/// reclaims that fault can cost a millisecond, all of it outside the
+/// guest's profilers. With 1 s, a service confirming 1,000 logins a second
+/// out of 10,000 waiting took 0–94 such faults in 6 s, and the runs with
+/// the most had a p99 of 0.89–0.95 ms against 0.36–0.40 ms; with 10 s it
+/// took 0–1, and 2 runs of 23 had a p99 above 0.88 ms against 13 of 37
+/// (docs/performance.md, "The steady tail and mimalloc's purge"). Memory a
+/// burst left behind still goes back, 10 s after it was last used.
+pub const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+
+/// Sets [`PURGE_DELAY_MS`] unless the operator chose a delay of their own
+/// with `MIMALLOC_PURGE_DELAY`. Call it first in `main`, before any other
+/// thread starts: mimalloc's option setters are not thread-safe.
+pub fn configure() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: a plain FFI call with a valid option number; called
+        // before other threads exist (see above).
+        unsafe { mi_option_set(PURGE_DELAY_OPTION, PURGE_DELAY_MS) }
+    }
+}
+
+/// The purge delay mimalloc uses now, in milliseconds.
+pub fn purge_delay_ms() -> std::ffi::c_long {
+    // SAFETY: a plain FFI call with a valid option number.
+    unsafe { mi_option_get(PURGE_DELAY_OPTION) }
+}
 
 /// Whether a plain `mi_malloc(size)` block is aligned enough for `layout`.
 fn malloc_fits(align: usize, size: usize) -> bool {
@@ -82,6 +126,53 @@ unsafe impl GlobalAlloc for MiMalloc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs this test binary again with `MIMALLOC_PURGE_DELAY` as given
+    /// (or unset) and returns the purge delay it reports after
+    /// [`configure`]: a process of its own, because mimalloc reads its
+    /// variables once.
+    fn delay_in_a_child(variable: Option<&str>) -> std::ffi::c_long {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--exact",
+                "tests::child_reports_its_purge_delay",
+                "--nocapture",
+            ])
+            .env("QRLOGIN_ALLOC_CHILD", "1")
+            .env_remove("MIMALLOC_PURGE_DELAY");
+        if let Some(v) = variable {
+            child.env("MIMALLOC_PURGE_DELAY", v);
+        }
+        let out = String::from_utf8(child.output().unwrap().stdout).unwrap();
+        out.lines()
+            .find_map(|l| l.strip_prefix("purge_delay_ms="))
+            .unwrap_or_else(|| panic!("no delay reported in {out:?}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// Not a test of its own: what [`delay_in_a_child`] runs.
+    #[test]
+    fn child_reports_its_purge_delay() {
+        if std::env::var_os("QRLOGIN_ALLOC_CHILD").is_some() {
+            configure();
+            println!("purge_delay_ms={}", purge_delay_ms());
+        }
+    }
+
+    #[test]
+    fn the_purge_delay_option_is_the_one_its_variable_sets() {
+        // A number mimalloc would never default to: if the option number
+        // named another option, the variable would not show up in it.
+        assert_eq!(delay_in_a_child(Some("4321")), 4321);
+    }
+
+    #[test]
+    fn configure_sets_ten_seconds_unless_the_operator_chose() {
+        assert_eq!(delay_in_a_child(None), PURGE_DELAY_MS);
+        assert_eq!(delay_in_a_child(Some("250")), 250);
+    }
 
     /// Every size up to 4 KiB at every alignment up to 4 KiB, allocated,
     /// zeroed, grown and shrunk while other blocks are live, comes back
