@@ -48,8 +48,8 @@ const PURGE_DELAY_OPTION: i32 = 15;
 /// guest's profilers. With 1 s, a service confirming 1,000 logins a second
 /// out of 10,000 waiting took 0–94 such faults in 6 s, and the runs with
 /// the most had a p99 of 0.89–0.95 ms against 0.36–0.40 ms; with 10 s it
-/// took 0–1, and 2 runs of 23 had a p99 above 0.88 ms against 13 of 37
-/// (docs/performance.md, "The steady tail and mimalloc's purge"). Memory a
+/// took 0–1 in 27 runs (docs/performance.md, "The steady tail and
+/// mimalloc's purge", which also says what this does not fix). Memory a
 /// burst left behind still goes back, 10 s after it was last used.
 pub const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
