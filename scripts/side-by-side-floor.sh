@@ -32,12 +32,18 @@ bash "$harness" >"$OUT/harness.txt" || { cat "$OUT/harness.txt"; exit 1; }
 LG="$WORK/loadgen/target/release/loadgen"
 port=18081
 ulimit -Sn "$(ulimit -Hn)"
-taskset -c 0 target/release/qrlogin-bench floor --bind "127.0.0.1:$port" --seconds 300 \
-    >"$OUT/floor-server.log" 2>&1 &
-fpid=$!
-wait_ready "$fpid" "$port" "$OUT/floor-server.log"
-common=(--adapter qrlogin --base "http://127.0.0.1:$port" --api-key floor-key --server-pid "$fpid"
-    --label floor --json-out "$OUT/results.jsonl")
+# start_floor LABEL WORK_US: the floor on cpu 0, WORK_US of busy CPU in
+# each confirm; sets fpid and the generator's arguments `common` (LABEL).
+start_floor() {
+    taskset -c 0 target/release/qrlogin-bench floor --bind "127.0.0.1:$port" --seconds 300 \
+        --confirm-work-us "$2" >"$OUT/$1-server.log" 2>&1 &
+    fpid=$!
+    wait_ready "$fpid" "$port" "$OUT/$1-server.log"
+    common=(--adapter qrlogin --base "http://127.0.0.1:$port" --api-key floor-key --server-pid "$fpid"
+        --label "$1" --json-out "$OUT/results.jsonl")
+}
+
+start_floor floor 0
 taskset -c 1 "$LG" hold "${common[@]}" -n 19500 --connect-concurrency 64 --hold-secs 3 2>>"$OUT/loadgen.log" >/dev/null
 taskset -c 1 "$LG" push "${common[@]}" -n 10000 -m 10000 -c 64 2>>"$OUT/loadgen.log" >/dev/null
 taskset -c 1 "$LG" push "${common[@]}" -n 10000 -m 10000 --rate 1000 --trigger-conns 64 2>>"$OUT/loadgen.log" >/dev/null
@@ -58,12 +64,7 @@ for l in open(sys.argv[1]):
 print(max(0, round(cpu.get("qrlogin", 0) - cpu.get("floor", 0))))
 EOF
 )
-taskset -c 0 target/release/qrlogin-bench floor --bind "127.0.0.1:$port" --seconds 120 \
-    --confirm-work-us "$extra" >"$OUT/floor-work-server.log" 2>&1 &
-fpid=$!
-wait_ready "$fpid" "$port" "$OUT/floor-work-server.log"
-common=(--adapter qrlogin --base "http://127.0.0.1:$port" --api-key floor-key --server-pid "$fpid"
-    --label "floor+${extra}us" --json-out "$OUT/results.jsonl")
+start_floor "floor+${extra}us" "$extra"
 taskset -c 1 "$LG" push "${common[@]}" -n 10000 -m 10000 --rate 1000 --trigger-conns 64 2>>"$OUT/loadgen.log" >/dev/null
 kill "$fpid"
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One fresh qrlogin through the harness's generator and pinning (server
-# cpu 0, generator cpu 1): the closed loop (10,000 confirms, 64 in
+# One fresh qrlogin with the side-by-side harness's settings, generator and
+# pinning (server cpu 0, generator cpu 1; not lib.sh's profile_server, whose
+# per-IP socket cap would refuse the 10,000 sockets): the closed loop (10,000 confirms, 64 in
 # flight), then the steady phase (10,000 waiting sockets confirmed at
 # 1,000/s). Prints the steady phase's CPU per confirm and latency, and the
 # server's page faults over 6 s in its middle: a run to repeat many times,

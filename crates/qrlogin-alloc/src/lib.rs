@@ -21,7 +21,9 @@ use libmimalloc_sys as mi;
 
 // mimalloc's option calls, which the crate only declares with its
 // `extended` feature (and a dependency more); `mi_option_t` is a C enum.
+// `mi_option_get` only for the tests, which read back what was set.
 unsafe extern "C" {
+    #[cfg(test)]
     fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
 }
@@ -62,12 +64,6 @@ pub fn configure() {
         // before other threads exist (see above).
         unsafe { mi_option_set(PURGE_DELAY_OPTION, PURGE_DELAY_MS) }
     }
-}
-
-/// The purge delay mimalloc uses now, in milliseconds.
-pub fn purge_delay_ms() -> std::ffi::c_long {
-    // SAFETY: a plain FFI call with a valid option number.
-    unsafe { mi_option_get(PURGE_DELAY_OPTION) }
 }
 
 /// Whether a plain `mi_malloc(size)` block is aligned enough for `layout`.
@@ -157,7 +153,9 @@ mod tests {
     fn child_reports_its_purge_delay() {
         if std::env::var_os("QRLOGIN_ALLOC_CHILD").is_some() {
             configure();
-            println!("purge_delay_ms={}", purge_delay_ms());
+            // SAFETY: a plain FFI call with a valid option number.
+            let delay = unsafe { mi_option_get(PURGE_DELAY_OPTION) };
+            println!("purge_delay_ms={delay}");
         }
     }
 
